@@ -1,0 +1,72 @@
+"""The ``linkctl`` command line: argument parsing, output and exit codes.
+
+A thin edge over the core. Each command module registers its subcommands with
+``register(subparsers)`` and sets ``handler(args, ctx) -> int`` as default;
+heavy modules are imported inside handlers so ``linkctl --help`` stays fast.
+Errors are rendered here, once (see :mod:`reconciler.cli.output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from reconciler import __version__
+
+# Modules that contribute subcommands, in help order.
+COMMAND_MODULES = (
+    "reconciler.cli.core_cmds",
+    "reconciler.cli.secrets_cmds",
+    "reconciler.cli.oauth_cmds",
+)
+
+EPILOG = """\
+exit codes: 0 success / no changes, 1 unexpected error, 2 changes present
+(with --detailed-exitcode), 3 invalid configuration, 4 conflict (lock timeout, stale plan)
+
+environment: LINKCTL_STATE (state URL), LINKCTL_STATE_KEY / LINKCTL_STATE_KEY_FILE
+(state encryption key), SOPS_AGE_KEY / SOPS_AGE_KEY_FILE / SOPS_AGE_KEY_CMD (age identities)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="linkctl",
+        description="Manage outgoing OAuth 2.0 links from files in git.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"linkctl {__version__}")
+    parser.add_argument("--state", metavar="URL", help="state URL (default: $LINKCTL_STATE or sqlite)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``linkctl`` console script."""
+    from reconciler.cli.output import Context, run_handler
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    ctx = Context(args=args, env=os.environ, stdout=sys.stdout, stderr=sys.stderr)
+    return run_handler(args.handler, args, ctx)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

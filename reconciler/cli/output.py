@@ -1,0 +1,113 @@
+"""The CLI's edge: a per-invocation context, JSON output, and error rendering.
+
+Every :class:`~reconciler.errors.LinkctlError` is rendered here, once, with its
+hint, and mapped to its exit code; anything else is an internal error (exit 1)
+whose traceback only ``--debug`` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from reconciler.errors import EXIT_ERROR, InvalidConfiguration, LinkctlError
+
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
+    from reconciler.store.base import Store
+
+Handler = Callable[[argparse.Namespace, "Context"], int]
+
+
+@dataclasses.dataclass
+class Context:
+    """What a command handler may use: arguments, environment, streams, the store."""
+
+    args: argparse.Namespace
+    env: Mapping[str, str]
+    stdout: TextIO
+    stderr: TextIO
+    _store: Store | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings resolved from flags and environment."""
+        from reconciler.settings import Settings
+
+        return Settings.from_env(
+            self.env,
+            state_url=getattr(self.args, "state", None),
+            lock_timeout=getattr(self.args, "lock_timeout", None),
+        )
+
+    def store(self) -> Store:
+        """Open the store once per invocation."""
+        if self._store is None:
+            from reconciler.store import open_store
+
+            self._store = open_store(self.settings, notice=self.notice)
+        return self._store
+
+    def close(self) -> None:
+        """Close what this invocation opened."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def out(self, text: str = "") -> None:
+        """Write a line to stdout."""
+        self.stdout.write(text + "\n")
+
+    def notice(self, text: str) -> None:
+        """Write a note for humans to stderr."""
+        self.stderr.write(text + "\n")
+
+    def json(self, data: Any) -> None:
+        """Write JSON to stdout (sorted keys, stable for scripts)."""
+        self.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def render_error(error: LinkctlError, stream: TextIO) -> None:
+    """Print an error (and its hint) the one way users see errors."""
+    if isinstance(error, InvalidConfiguration):
+        from reconciler.diagnostics import render_text
+
+        stream.write(render_text(error.diagnostics))
+        stream.write(f"error: {error.message}\n")
+        return
+    text = str(error)
+    if not text.startswith(("error:", "warning:")) and ": error:" not in text:
+        text = f"error: {text}"
+    stream.write(text + "\n")
+    if error.hint:
+        stream.write(f"  hint: {error.hint}\n")
+
+
+def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int:
+    """Run a command handler and turn its outcome into an exit code."""
+    try:
+        return handler(args, ctx)
+    except LinkctlError as error:
+        render_error(error, ctx.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        ctx.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - the one place that catches everything
+        if getattr(args, "debug", False):
+            traceback.print_exc(file=ctx.stderr)
+        ctx.stderr.write(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "  hint: this is a bug in linkctl; rerun with --debug and report the traceback\n"
+        )
+        return EXIT_ERROR
+    finally:
+        ctx.close()
+        sys.stdout.flush()

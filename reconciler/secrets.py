@@ -1,0 +1,67 @@
+"""``Secret``: a string that never shows itself by accident.
+
+Every client secret and token is wrapped in a ``Secret`` the moment it is read
+(from a SOPS file, an environment variable, a file, the store or a provider
+response). ``str()``, ``repr()``, f-strings, logging and JSON encoding all see
+``'***'``; only :meth:`Secret.reveal` returns the value, and only code that
+sends it to a provider or encrypts it for the store calls that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+REDACTED = "***"
+
+
+class Secret:
+    """A sensitive string; ``reveal()`` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the plaintext; call only where it is sent or encrypted."""
+        return self._value
+
+    def fingerprint(self, key: bytes, *context: str) -> str:
+        """A keyed HMAC-SHA256 of the value (hex): detects changes without storing it."""
+        mac = hmac.new(key, digestmod=hashlib.sha256)
+        for part in context:
+            mac.update(part.encode() + b"\x00")
+        mac.update(self._value.encode())
+        return mac.hexdigest()
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(("Secret", hashlib.sha256(self._value.encode()).digest()))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret values must not be pickled")
