@@ -1,0 +1,63 @@
+"""Shared test fixtures and the skip policy.
+
+A test that needs something a fresh machine may lack (PostgreSQL, node,
+chromium, the age CLI, ``../shared/vectors``) calls :func:`require`. Locally that
+skips with the reason; under ``CI=true`` it fails, so CI always runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LINKCTL_SHARED_DIR", ROOT.parent / "shared"))
+VECTORS = SHARED / "vectors"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip (locally) or fail (under CI=true) when a needed tool or service is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI but missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """Path of an executable on PATH, or skip/fail."""
+    path = shutil.which(name)
+    require(path, f"`{name}` is not on PATH")
+    assert path is not None
+    return path
+
+
+def require_vectors(*parts: str) -> Path:
+    """A path inside ../shared/vectors, or skip/fail when that folder is absent."""
+    path = VECTORS.joinpath(*parts)
+    require(path.exists(), f"{path} is absent (the shared SOPS/age vectors are read from ../shared/vectors)")
+    return path
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An environment whose HOME, XDG dirs and state live in tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / ".local/state"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PATH": os.environ.get("PATH", ""),
+        "LANG": "C.UTF-8",
+    }
+    for key in list(os.environ):
+        if key.startswith(("LINKCTL_", "SOPS_", "XDG_")):
+            monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
