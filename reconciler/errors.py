@@ -12,6 +12,7 @@ Catch by what the caller should do, not by where the error came from::
     ├── CryptoError                   exit 3: a SOPS/age file cannot be decrypted or verified
     └── ProviderError                 exit 1: an OAuth provider answered with an error
         ├── TransientProviderError    retry later (network, 5xx, 429)
+        │   └── ResponseLost          sent, but no answer: the refresh token may be consumed
         ├── GrantError                the link needs re-authorization (invalid_grant)
         └── ProviderConfigError       client registration is wrong (invalid_client, ...)
 
@@ -136,6 +137,16 @@ class ProviderError(LinkctlError):
 
 class TransientProviderError(ProviderError):
     """Network trouble, 5xx or 429: retry with backoff (honour ``retry_after``)."""
+
+    error_class = "transient"
+
+
+class ResponseLost(TransientProviderError):
+    """The request was sent but its response never arrived (timeout, dropped connection).
+
+    The provider may have rotated the refresh token already; the keeper records
+    this so a following ``invalid_grant`` is explained precisely.
+    """
 
     error_class = "transient"
 
