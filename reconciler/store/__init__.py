@@ -1,0 +1,47 @@
+"""The state store: open one by URL.
+
+Called by the CLI and server edges (``Context.store``) and by tests; everything
+else receives a :class:`~reconciler.store.base.Store` and uses its interface.
+Backends are imported lazily so that importing this package (e.g. for
+``reconciler.store.base``) stays cheap and backends never import each other.
+
+Accepted URLs: ``sqlite:///absolute/path/state.db`` (the embedded default) and,
+later, ``postgresql://…``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from reconciler.errors import StateError
+
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
+    from reconciler.store.base import Store
+
+ACCEPTED_FORMS = "sqlite:///absolute/path/state.db or postgresql://user@host/dbname"
+
+
+def open_store(settings: Settings, *, notice: Callable[[str], None] | None = None) -> Store:
+    """Open the store named by ``settings.state_url``; ``notice`` receives one-line messages for the user."""
+    url = settings.state_url
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "sqlite":
+        from reconciler.store.sqlite import SQLiteStore
+
+        return SQLiteStore.open(settings, notice=notice)
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        raise StateError(
+            "PostgreSQL state stores are not supported yet",
+            hint="use the embedded store: sqlite:///absolute/path/state.db (the default without --state)",
+        )
+    shown = f"{scheme}://…" if scheme else "a value without a scheme"
+    raise StateError(
+        f"unsupported state URL ({shown})",
+        hint=f"use {ACCEPTED_FORMS} (via --state or LINKCTL_STATE)",
+    )
+
+
+__all__ = ["open_store"]

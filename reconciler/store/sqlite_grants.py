@@ -1,0 +1,162 @@
+"""The grant half of the SQLite store: tokens and refresh bookkeeping (``grants`` table).
+
+:class:`SQLiteGrants` is a mixin of :class:`reconciler.store.sqlite.SQLiteStore`;
+OAuth flows and the keeper reach it through the :class:`~reconciler.store.grants.GrantStore`
+interface. It owns every SQL statement that touches ``grants``, except the row
+that :meth:`SQLiteStore.write` creates for a new link (see :func:`insert_initial_grant`,
+defined here so the status rules live in one place).
+
+Extending it (leases, fenced token writes): add methods here that use
+``self._immediate()`` for read-modify-write, condition every token write on
+``token_version`` (``UPDATE ... WHERE link_uid = ? AND token_version = ?`` and check
+``rowcount``), seal tokens with :meth:`_seal_token`, and add columns through a new
+``migrations/000N_*.sql`` file plus :data:`GRANT_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from reconciler.secrets import Secret
+from reconciler.store import grants, sealing
+
+# Columns of ``grants`` read into a Grant, in SELECT order (``g.`` prefixed in queries).
+GRANT_COLUMNS = (
+    "link_uid",
+    "status",
+    "token_version",
+    "access_token",
+    "refresh_token",
+    "token_type",
+    "scope",
+    "access_expires_at",
+    "obtained_at",
+    "last_refresh_at",
+    "next_refresh_at",
+    "retry_at",
+    "attempts",
+    "last_error",
+    "error_class",
+    "lease_owner",
+    "lease_expires_at",
+    "in_flight_since",
+    "lost_response",
+    "details_json",
+)
+TOKEN_FIELDS = ("access_token", "refresh_token")
+_SELECT_GRANTS = (
+    "SELECT l.name, "
+    + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)
+    + " FROM grants g JOIN links l ON l.uid = g.link_uid"
+)
+
+
+def initial_grant_status(spec: Mapping[str, Any]) -> str:
+    """The status of a new link's grant: credentials first, then an admin's consent."""
+    return grants.NEEDS_AUTHORIZATION if spec.get("clientId") else grants.PENDING_CREDENTIALS
+
+
+def insert_initial_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
+    """Create the grant row of a new link (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO grants (link_uid, status, token_version) VALUES (?, ?, 0)",
+        (uid, initial_grant_status(spec)),
+    )
+
+
+def promote_pending_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
+    """On a link update: ``pending_credentials`` becomes ``needs_authorization`` once a clientId exists.
+
+    Never touches tokens or any other status.
+    """
+    if spec.get("clientId"):
+        conn.execute(
+            "UPDATE grants SET status = ? WHERE link_uid = ? AND status = ?",
+            (grants.NEEDS_AUTHORIZATION, uid, grants.PENDING_CREDENTIALS),
+        )
+
+
+class SQLiteGrants:
+    """Grant queries over the connection of the store that mixes this in.
+
+    Relies on these attributes of the concrete store:
+
+    * ``self._conn`` — the store's ``sqlite3.Connection`` (``isolation_level=None``:
+      transactions are explicit; ``foreign_keys=ON``).
+    * ``self._sealer`` — a :class:`reconciler.store.sealing.Sealer` for token columns
+      (AAD ``linkctl/grant/<uid>/<field>``).
+    * ``self._immediate()`` — a context manager running its block in ``BEGIN IMMEDIATE``
+      … ``COMMIT`` (``ROLLBACK`` and re-raise on any exception); use it for every
+      read-modify-write so that one writer at a time sees a consistent row.
+    """
+
+    _conn: sqlite3.Connection
+    _sealer: sealing.Sealer
+
+    def _immediate(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError  # provided by SQLiteStore
+
+    # -- reads ---------------------------------------------------------------------
+    def get_grant(self, name: str, *, with_tokens: bool = False) -> grants.Grant | None:
+        """The grant of a link; tokens are decrypted only when asked for."""
+        row = self._conn.execute(_SELECT_GRANTS + " WHERE l.name = ?", (name,)).fetchone()
+        return None if row is None else self._grant_from_row(row, with_tokens=with_tokens)
+
+    def list_grants(self) -> list[grants.Grant]:
+        """All grants without tokens, ordered by link name."""
+        rows = self._conn.execute(_SELECT_GRANTS + " ORDER BY l.name").fetchall()
+        return [self._grant_from_row(row, with_tokens=False) for row in rows]
+
+    def _iter_grant_rows(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        """Raw grant rows (``name`` first, then :data:`GRANT_COLUMNS`) for extensions."""
+        yield from self._conn.execute(_SELECT_GRANTS + (f" WHERE {where}" if where else ""), params)
+
+    # -- token sealing -------------------------------------------------------------
+    def _seal_token(self, uid: str, field: str, token: Secret | None) -> bytes | None:
+        """Ciphertext for a token column (``None`` stays NULL)."""
+        if token is None:
+            return None
+        return self._sealer.seal(token.reveal().encode("utf-8"), sealing.grant_aad(uid, field))
+
+    def _open_token(self, uid: str, field: str, blob: bytes | None) -> Secret | None:
+        """Decrypt a token column into a :class:`Secret`."""
+        if blob is None:
+            return None
+        return Secret(self._sealer.open(blob, sealing.grant_aad(uid, field)).decode("utf-8"))
+
+    def _grant_from_row(self, row: tuple[Any, ...], *, with_tokens: bool) -> grants.Grant:
+        name, *values = row
+        col = dict(zip(GRANT_COLUMNS, values, strict=True))
+        uid = col["link_uid"]
+        access = refresh = None
+        if with_tokens:
+            access = self._open_token(uid, "access_token", col["access_token"])
+            refresh = self._open_token(uid, "refresh_token", col["refresh_token"])
+        return grants.Grant(
+            link_name=name,
+            link_uid=uid,
+            status=col["status"],
+            token_version=col["token_version"],
+            access_token=access,
+            refresh_token=refresh,
+            has_refresh_token=col["refresh_token"] is not None,
+            token_type=col["token_type"],
+            scope=col["scope"],
+            access_expires_at=col["access_expires_at"],
+            obtained_at=col["obtained_at"],
+            last_refresh_at=col["last_refresh_at"],
+            next_refresh_at=col["next_refresh_at"],
+            retry_at=col["retry_at"],
+            attempts=col["attempts"],
+            last_error=col["last_error"],
+            error_class=col["error_class"],
+            lease_owner=col["lease_owner"],
+            lease_expires_at=col["lease_expires_at"],
+            in_flight_since=col["in_flight_since"],
+            lost_response=bool(col["lost_response"]),
+            details=json.loads(col["details_json"] or "{}"),
+        )
