@@ -105,7 +105,10 @@ def sqlite_path(url: str) -> Path:
         )
     path = Path("/" + url[len(prefix) :].lstrip("/"))
     if path.name in ("", ".", "..") or url.endswith("/"):
-        raise StateError(f"the SQLite state URL {url!r} names a directory, not a file")
+        raise StateError(
+            f"the SQLite state URL {url!r} names a directory, not a file",
+            hint="use sqlite:///absolute/path/state.db",
+        )
     return path
 
 

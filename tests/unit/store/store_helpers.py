@@ -1,0 +1,61 @@
+"""Helpers shared by the store tests (imported by name; pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler.secrets import Secret
+from reconciler.settings import Settings
+from reconciler.store.base import LinkWrite
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def db_path(settings: Settings) -> Path:
+    """The SQLite file of settings."""
+    return Path(settings.state_url.removeprefix("sqlite://"))
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (to prove it was not touched)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def link(
+    name: str, *, client_id: str | None = "client-1", secret: str | None = "s3cret", **spec: Any
+) -> LinkWrite:
+    """A LinkWrite with sensible defaults."""
+    full_spec: dict[str, Any] = {"provider": "custom", "scopes": ["read"], **spec}
+    if client_id is not None:
+        full_spec["clientId"] = client_id
+    secrets: dict[str, Secret | None] = {}
+    if secret is not None:
+        full_spec["clientSecret"] = {"$secret": "clientSecret"}
+        secrets["clientSecret"] = Secret(secret)
+    return LinkWrite(
+        name=name,
+        provider="custom",
+        spec=full_spec,
+        spec_hash=hashlib.sha256(repr(sorted(full_spec.items())).encode()).hexdigest(),
+        secrets=secrets,
+        secret_fingerprints={"clientSecret": "fp-" + name} if secret is not None else {},
+        source_file="links/main.yaml",
+        source_line=1,
+    )
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for a child Python process that opens the same store."""
+    env = dict(os.environ)
+    env.update(settings.env)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["LINKCTL_STATE"] = settings.state_url
+    env["LINKCTL_STATE_KEY_FILE"] = str(settings.state_key_file)
+    return env
+
+
+PYTHON = sys.executable
