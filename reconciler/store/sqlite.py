@@ -26,6 +26,7 @@ import os
 import re
 import socket
 import sqlite3
+import stat
 import sys
 import time
 import uuid
@@ -149,6 +150,30 @@ def _event_json(detail: Mapping[str, Any]) -> str:
     return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), default=default)
 
 
+def _spec_json(name: str, spec: Mapping[str, Any]) -> str:
+    """A link spec as JSON; a Secret in it is a caller bug and must not reach the file."""
+
+    def default(value: object) -> object:
+        if isinstance(value, Secret):
+            raise StateError(
+                f"link {name!r}: the spec holds a secret value; secrets belong in LinkWrite.secrets"
+                ' and the spec holds {"$secret": field}'
+            )
+        raise StateError(f"link {name!r}: the spec holds a value of type {type(value).__name__} (not JSON)")
+
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), default=default)
+
+
+def _warn_if_shared(path: Path, what: str, say: Notice) -> None:
+    """Tell the user when a file holding secrets is readable by group or others."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        say(f"{what} {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")
+
+
 def _link_from_row(row: tuple[Any, ...]) -> base.StoredLink:
     return base.StoredLink(
         uid=row[0],
@@ -191,7 +216,7 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
         conn = self._conn
         now = self._now
         spec = dict(link.spec)
-        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        spec_json = _spec_json(link.name, spec)
         fingerprints = dict(link.secret_fingerprints)
         fp_json = json.dumps(fingerprints, sort_keys=True, separators=(",", ":"))
         row = conn.execute(
@@ -335,6 +360,10 @@ class SQLiteStore(sqlite_grants.SQLiteGrants, base.Store):
         path = sqlite_path(settings.state_url)
         key, key_source = sealing.read_key(state_key=settings.state_key, key_file=settings.state_key_file)
         existed = path.exists()
+        if key is not None and settings.state_key is None:
+            _warn_if_shared(settings.state_key_file, "the state key file", say)
+        if existed:
+            _warn_if_shared(path, "the store file", say)
         if existed and not path.is_file():
             raise StateError(f"the state path {path} exists and is not a file")
         if not existed:

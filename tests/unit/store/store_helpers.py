@@ -11,13 +11,14 @@ from typing import Any
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite
+from reconciler.store.sqlite import sqlite_path
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def db_path(settings: Settings) -> Path:
     """The SQLite file of settings."""
-    return Path(settings.state_url.removeprefix("sqlite://"))
+    return sqlite_path(settings.state_url)
 
 
 def file_digest(path: Path) -> str:

@@ -20,7 +20,7 @@ from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import grants, open_store
 from reconciler.store.base import Event, Store
-from reconciler.store.sqlite import SQLiteStore, load_migrations, split_statements
+from reconciler.store.sqlite import SQLiteStore, load_migrations, split_statements, sqlite_path
 
 OpenStore = Callable[..., Store]
 
@@ -582,3 +582,73 @@ def test_ten_thousand_links_are_fast(store: Store) -> None:
     assert len(listed) == 10_000
     assert put_seconds < 5.0, put_seconds
     assert list_seconds < 0.3, list_seconds
+
+
+def test_a_secret_in_the_spec_is_refused_not_written(store: Store, settings: Settings) -> None:
+    leaked = dataclasses.replace(link("x"), spec={"clientSecret": Secret("CANARY-in-spec")})
+    with pytest.raises(StateError, match=r"secrets belong in LinkWrite\.secrets") as info:  # noqa: SIM117
+        with store.write(expected_serial=0, actor="a") as tx:
+            tx.put_link(leaked)
+    assert "CANARY" not in str(info.value)
+    assert store.state_serial() == 0 and store.list_links() == []
+
+
+def test_files_readable_by_others_are_reported(
+    open_: OpenStore, settings: Settings, notices: list[str]
+) -> None:
+    open_().close()
+    notices.clear()
+    settings.state_key_file.chmod(0o644)
+    db_path(settings).chmod(0o640)
+    open_().close()
+    assert len(notices) == 2
+    assert (
+        f"the state key file {settings.state_key_file} is accessible by other users (mode 0644)" in notices[0]
+    )
+    assert "chmod 600" in notices[1] and str(db_path(settings)) in notices[1]
+    key_text = settings.state_key_file.read_text().strip()
+    assert all(key_text not in n for n in notices)
+
+
+FIRST_OPEN_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from reconciler.settings import Settings
+from reconciler.store import open_store
+
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.001)
+store = open_store(Settings.from_env(os.environ), notice=lambda m: print("NOTICE", m))
+print("fp", store.fingerprint_key().hex())
+store.close()
+"""
+
+
+def test_concurrent_first_opens_agree_on_one_key(settings: Settings, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-c", FIRST_OPEN_SCRIPT, str(go)],
+            env=child_env(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(0.5)
+    go.touch()
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    lines = [line for out, _ in outputs for line in out.splitlines()]
+    assert sum(line.startswith("NOTICE created state encryption key") for line in lines) == 1
+    assert len({line for line in lines if line.startswith("fp ")}) == 1
+    with open_store(settings) as store:
+        assert store.state_serial() == 0
+
+
+def test_sqlite_url_forms() -> None:
+    assert sqlite_path("sqlite:///var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
+    # Settings.from_env writes f"sqlite:///{absolute}", i.e. four slashes: the same file.
+    assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
