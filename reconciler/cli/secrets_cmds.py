@@ -1,0 +1,165 @@
+"""``linkctl secrets encrypt|decrypt`` and ``linkctl keygen``: SOPS files and age identities.
+
+A thin edge over :mod:`reconciler.sops`; registered by :mod:`reconciler.cli`. Flags are
+named like sops's so muscle memory carries over. Heavy modules load inside handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import ConfigError, CryptoError, LinkctlError
+
+if TYPE_CHECKING:
+    from reconciler.cli.output import Context
+
+
+def register(subparsers: Any) -> None:
+    """Add ``secrets`` (encrypt/decrypt) and ``keygen`` to the CLI."""
+    secrets = subparsers.add_parser(
+        "secrets", help="encrypt/decrypt SOPS files (age recipients), compatible with sops"
+    )
+    sub = secrets.add_subparsers(dest="secrets_command", metavar="SUBCOMMAND")
+    secrets.set_defaults(handler=_help(secrets))
+
+    enc = sub.add_parser("encrypt", help="encrypt a YAML/JSON file for age recipients (to stdout)")
+    enc.add_argument("--age", action="append", metavar="RECIPIENT[,…]", help="age recipient(s); repeatable")
+    group = enc.add_mutually_exclusive_group()
+    group.add_argument("--encrypted-regex", metavar="RE", help="encrypt only values whose key path matches RE")
+    group.add_argument("--unencrypted-regex", metavar="RE", help="leave values whose key path matches RE")
+    group.add_argument("--encrypted-suffix", metavar="S", help="encrypt only keys ending with S (and below)")
+    group.add_argument("--unencrypted-suffix", metavar="S", help="leave keys ending with S (and below)")
+    enc.add_argument("--mac-only-encrypted", action="store_true", help="MAC covers encrypted values only")
+    enc.add_argument("--in-place", "-i", action="store_true", help="replace FILE (atomically, mode kept)")
+    enc.add_argument("--config", metavar="PATH", help="the .sops.yaml to use (default: search from CWD up)")
+    enc.add_argument("file", metavar="FILE")
+    enc.set_defaults(handler=_encrypt)
+
+    dec = sub.add_parser("decrypt", help="decrypt a SOPS file (plaintext to stdout, like `sops decrypt`)")
+    dec.add_argument("--in-place", "-i", action="store_true", help="replace FILE with its plaintext")
+    dec.add_argument("--ignore-mac", action="store_true", help="do not verify the MAC (like sops)")
+    dec.add_argument("file", metavar="FILE")
+    dec.set_defaults(handler=_decrypt)
+
+    keygen = subparsers.add_parser("keygen", help="generate an age X25519 identity (like age-keygen)")
+    keygen.add_argument("-o", "--output", metavar="FILE", help="write the identity to FILE (mode 0600)")
+    keygen.set_defaults(handler=_keygen)
+
+
+def _help(parser: argparse.ArgumentParser) -> Any:
+    def handler(args: argparse.Namespace, ctx: Context) -> int:
+        parser.print_help(ctx.stdout)
+        return 0
+
+    return handler
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {type(exc).__name__}") from None
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` via a temporary file and rename, keeping the file mode."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _encrypt(args: argparse.Namespace, ctx: Context) -> int:
+    from reconciler import sops
+
+    text = _read(args.file)
+    rule = sops.EncryptionRule(
+        encrypted_regex=args.encrypted_regex,
+        unencrypted_regex=args.unencrypted_regex,
+        encrypted_suffix=args.encrypted_suffix,
+        unencrypted_suffix=args.unencrypted_suffix,
+        mac_only_encrypted=args.mac_only_encrypted,
+    )
+    out = sops.encrypt_text(
+        text,
+        filename=args.file,
+        fmt=sops.detect_format(args.file, text),
+        env=ctx.env,
+        recipients=args.age,
+        rule=rule,
+        config_path=args.config,
+    )
+    if args.in_place:
+        write_atomic(args.file, out)
+    else:
+        ctx.stdout.write(out)
+    return 0
+
+
+def _decrypt(args: argparse.Namespace, ctx: Context) -> int:
+    from reconciler import sops
+
+    text = _read(args.file)
+    fmt = sops.detect_format(args.file, text)
+    docs = sops.decrypt_text(text, filename=args.file, fmt=fmt, env=ctx.env, ignore_mac=args.ignore_mac)
+    out = sops.dump_documents(docs, fmt=fmt, yaml_indent=_indent(ctx, fmt))
+    if args.in_place:
+        write_atomic(args.file, out)
+    else:
+        ctx.stdout.write(out)
+    return 0
+
+
+def _indent(ctx: Context, fmt: str) -> int:
+    from reconciler.sops import config
+
+    try:
+        cfg = config.load_config(config.find_config(env=ctx.env, cwd=os.getcwd()))
+    except LinkctlError:
+        return 4
+    return cfg.yaml_indent
+
+
+def _keygen(args: argparse.Namespace, ctx: Context) -> int:
+    import datetime as dt
+
+    from reconciler.sops import age
+
+    identity = age.generate_identity()
+    created = dt.datetime.now().astimezone().replace(microsecond=0).isoformat()
+    text = f"# created: {created}\n# public key: {identity.recipient}\n{identity.encode()}\n"
+    if args.output and args.output != "-":
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise CryptoError(f"{args.output}: already exists; refusing to overwrite an identity file") from None
+        except OSError as exc:
+            raise ConfigError(f"{args.output}: cannot create: {exc.strerror}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(args.output, 0o600)
+    else:
+        ctx.stdout.write(text)
+    ctx.notice(f"Public key: {identity.recipient}")
+    return 0
