@@ -397,8 +397,12 @@ class SQLiteStore(sqlite_grants.SQLiteGrants, base.Store):
             if key_check is not None:
                 _verify_key(sealer, key_check, path=path, key_source=key_source)
             store = cls(settings.state_url, conn, sealer, notice=say)
-            store._migrate(path)
-            store._ensure_key_check(path=path, key_source=key_source)
+            # Fast path: an up-to-date, keyed store is opened without taking the write lock,
+            # so readers (`linkctl token`, the keeper) never queue behind a long apply.
+            if version < known:
+                store._migrate(path)
+            if key_check is None:
+                store._ensure_key_check(path=path, key_source=key_source)
         except BaseException:
             conn.close()
             raise

@@ -652,3 +652,14 @@ def test_sqlite_url_forms() -> None:
     assert sqlite_path("sqlite:///var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
     # Settings.from_env writes f"sqlite:///{absolute}", i.e. four slashes: the same file.
     assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
+
+
+def test_opening_does_not_wait_for_a_running_write(open_: OpenStore) -> None:
+    writer = open_()
+    with writer.write(expected_serial=0, actor="a") as tx:
+        tx.put_link(link("x"))
+        started = time.monotonic()
+        reader = open_()  # the write lock is held right now
+        assert time.monotonic() - started < 1
+        assert reader.state_serial() == 0  # and it sees the last committed state
+    assert reader.state_serial() == 1
