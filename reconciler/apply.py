@@ -1,0 +1,93 @@
+"""Apply: write a plan to the store in one transaction, or not at all.
+
+Called by the CLI (``apply``, ``reconcile``). The transaction checks the state
+serial the plan was computed against (a stale plan is refused) and writes links,
+secrets and audit events together; a crash at any point leaves the store at the
+old or the new state. Revocation of deleted links' tokens is network I/O and is
+not done here: the caller collects tokens before and revokes after the commit,
+so a failed apply never loses a grant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from reconciler import plan as plans
+from reconciler.store.base import Event, LinkWrite, Store
+from reconciler.validate import DesiredLink
+
+_EVENT = {
+    plans.CREATE: "link.created",
+    plans.UPDATE: "link.updated",
+    plans.DRIFT: "link.drift_corrected",
+    plans.RENAME: "link.renamed",
+    plans.DELETE: "link.deleted",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyResult:
+    """What an apply wrote."""
+
+    serial: int  # the new state serial
+    applied: tuple[plans.Change, ...]
+
+    def count(self, action: str) -> int:
+        """How many applied changes have ``action``."""
+        return sum(1 for c in self.applied if c.action == action)
+
+
+def link_write(link: DesiredLink, *, fingerprint_key: bytes) -> LinkWrite:
+    """The store record for a desired link."""
+    fps = plans.fingerprints(link, fingerprint_key)
+    secrets = dict(link.secrets)
+    for field in ("clientSecret",):
+        secrets.setdefault(field, None)  # type: ignore[arg-type]
+    return LinkWrite(
+        name=link.name,
+        provider=link.provider,
+        spec=link.spec,
+        spec_hash=plans.spec_hash(link.spec, fps),
+        secrets=secrets,
+        secret_fingerprints=fps,
+        source_file=link.source_file,
+        source_line=link.source_line,
+        deletion_policy=link.deletion_policy,
+    )
+
+
+def apply_plan(
+    store: Store,
+    plan: plans.Plan,
+    desired: Sequence[DesiredLink],
+    *,
+    actor: str,
+) -> ApplyResult:
+    """Write every mutating change of ``plan`` atomically; ``StalePlan`` if the store moved on."""
+    by_name: Mapping[str, DesiredLink] = {link.name: link for link in desired}
+    key = store.fingerprint_key()
+    applied: list[plans.Change] = []
+    with store.write(expected_serial=plan.serial, actor=actor) as tx:
+        for change in plan.changes:
+            if change.action not in plans.MUTATING:
+                continue
+            detail = {
+                "fields": [f.path for f in change.fields],
+                "source": change.source,
+            }
+            if change.action == plans.DELETE:
+                tx.delete_link(change.link)
+            else:
+                if change.action == plans.RENAME and change.renamed_from:
+                    tx.rename_link(change.renamed_from, change.link)
+                    detail["from"] = change.renamed_from
+                tx.put_link(link_write(by_name[change.link], fingerprint_key=key))
+            tx.add_event(Event(action=_EVENT[change.action], link=change.link, actor=actor, detail=detail))
+            applied.append(change)
+        if applied:
+            tx.add_event(
+                Event(action="apply", link=None, actor=actor,
+                      detail={k: v for k, v in plan.summary().items() if v})
+            )
+    return ApplyResult(serial=plan.serial + 1, applied=tuple(applied))

@@ -1,0 +1,505 @@
+"""Core commands: validate, plan, apply, reconcile, list, show, redirect-url, state, schema.
+
+Each handler parses nothing itself: it calls load → validate → plan → apply and
+renders the result. Heavy modules are imported inside handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError
+
+if TYPE_CHECKING:
+    from reconciler.cli.output import Context
+    from reconciler.plan import Plan
+    from reconciler.validate import ValidationResult
+
+
+def _paths_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("paths", nargs="+" if required else "*", metavar="PATH",
+                        help="files or directories (*.yaml, *.yml, *.json; recursive)")
+    parser.add_argument("--ignore-mac", action="store_true",
+                        help="decrypt SOPS files even when their MAC does not match (like sops)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also list skipped documents and unchanged links")
+
+
+def _output_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+
+
+def _lock_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                        help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)")
+
+
+def register(subparsers: Any) -> None:
+    """Add the core subcommands."""
+    p = subparsers.add_parser("validate", help="check declared files; report every problem with file:line")
+    _paths_args(p)
+    _output_arg(p)
+    p.set_defaults(handler=cmd_validate)
+
+    p = subparsers.add_parser("plan", help="show what apply would change (secrets redacted)")
+    _paths_args(p)
+    _output_arg(p)
+    p.add_argument("--out", metavar="FILE", help="save the plan for `apply --plan FILE`")
+    p.add_argument("--prune", action="store_true", help="plan deletion of links no longer declared")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
+    p.set_defaults(handler=cmd_plan)
+
+    p = subparsers.add_parser("apply", help="apply declared files (or a saved plan) in one transaction")
+    _paths_args(p, required=False)
+    _output_arg(p)
+    _lock_arg(p)
+    p.add_argument("--plan", dest="plan_file", metavar="FILE", help="apply a plan saved by `plan --out`")
+    p.add_argument("--prune", action="store_true", help="delete links no longer declared")
+    p.set_defaults(handler=cmd_apply)
+
+    p = subparsers.add_parser("reconcile", help="plan + apply for cron: no prompts, quiet when nothing changed")
+    _paths_args(p)
+    _output_arg(p)
+    _lock_arg(p)
+    p.add_argument("--prune", action="store_true", help="delete links no longer declared")
+    p.set_defaults(handler=cmd_reconcile)
+
+    p = subparsers.add_parser("list", help="list stored links with provider, source, redirect URL, status")
+    _output_arg(p)
+    p.set_defaults(handler=cmd_list)
+
+    p = subparsers.add_parser("show", help="show one stored link")
+    p.add_argument("name")
+    _output_arg(p)
+    p.set_defaults(handler=cmd_show)
+
+    p = subparsers.add_parser(
+        "redirect-url", help="print a link's redirect URL (works before clientId/clientSecret exist)"
+    )
+    p.add_argument("name")
+    p.add_argument("-f", "--from", dest="from_paths", nargs="+", metavar="PATH",
+                   help="compute it from declared files instead of the store")
+    p.set_defaults(handler=cmd_redirect_url)
+
+    p = subparsers.add_parser("state", help="inspect the store and its lock")
+    state = p.add_subparsers(dest="state_command", metavar="ACTION", required=True)
+    s = state.add_parser("show", help="state URL, serial, lock holder, counts")
+    _output_arg(s)
+    s.set_defaults(handler=cmd_state_show)
+    s = state.add_parser("unlock", help="remove a lock left behind (see the lock error for its ID)")
+    s.add_argument("lock_id", metavar="ID")
+    s.set_defaults(handler=cmd_state_unlock)
+    s = state.add_parser("events", help="the audit log, newest first")
+    s.add_argument("--link", help="only events of this link")
+    s.add_argument("--limit", type=int, default=50)
+    _output_arg(s)
+    s.set_defaults(handler=cmd_state_events)
+
+    p = subparsers.add_parser("schema", help="print or write the JSON Schemas of the declared kinds")
+    p.add_argument("--write", metavar="DIR", help="write *.schema.json files into DIR")
+    p.set_defaults(handler=cmd_schema)
+
+
+# -- shared steps ------------------------------------------------------------------------
+def _validated(args: argparse.Namespace, ctx: Context, paths: Sequence[str]) -> ValidationResult:
+    """Load and validate; print warnings; raise InvalidConfiguration on errors."""
+    from reconciler.diagnostics import render_text
+    from reconciler.errors import InvalidConfiguration
+    from reconciler.load import load_paths
+    from reconciler.validate import validate
+
+    loaded = load_paths(paths, env=ctx.env, ignore_mac=getattr(args, "ignore_mac", False))
+    result = validate(loaded, env=ctx.env)
+    if getattr(args, "verbose", False):
+        for skipped in result.skipped:
+            ctx.notice(f"skipped {skipped}")
+    if not result.ok:
+        raise InvalidConfiguration(list(result.diagnostics))
+    warnings = [d for d in result.diagnostics if not d.is_error]
+    if warnings:
+        ctx.stderr.write(render_text(warnings))
+    return result
+
+
+def _actor(ctx: Context) -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return ctx.env.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+def _compute(ctx: Context, result: ValidationResult, *, prune: bool, inputs: Sequence[str]) -> Plan:
+    from reconciler.plan import compute_plan
+
+    store = ctx.store()
+    return compute_plan(
+        result.links,
+        store.list_links(),
+        serial=store.state_serial(),
+        fingerprint_key=store.fingerprint_key(),
+        prune=prune,
+        inputs=[os.path.abspath(p) for p in inputs],
+    )
+
+
+def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None:
+    from reconciler.render import render_text
+
+    if output == "json":
+        ctx.json(plan.to_json())
+    else:
+        ctx.stdout.write(render_text(plan, verbose=verbose))
+
+
+# -- commands ----------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl validate PATHS``."""
+    from reconciler.diagnostics import has_errors, render_text
+    from reconciler.load import load_paths
+    from reconciler.validate import validate
+
+    loaded = load_paths(args.paths, env=ctx.env, ignore_mac=args.ignore_mac)
+    result = validate(loaded, env=ctx.env)
+    errors = sum(1 for d in result.diagnostics if d.is_error)
+    warnings = len(result.diagnostics) - errors
+    if args.output == "json":
+        from reconciler.diagnostics import sort_key
+
+        ctx.json({
+            "valid": not errors,
+            "error_count": errors,
+            "warning_count": warnings,
+            "files": result.files,
+            "links": sorted(link.name for link in result.links),
+            "skipped": result.skipped,
+            "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=sort_key)],
+        })
+    else:
+        if args.verbose:
+            for skipped in result.skipped:
+                ctx.notice(f"skipped {skipped}")
+        ctx.stderr.write(render_text(result.diagnostics))
+        if errors:
+            ctx.stderr.write(f"{errors} error(s), {warnings} warning(s) in {len(result.files)} file(s)\n")
+        else:
+            ctx.out(f"OK: {len(result.links)} link(s) in {len(result.files)} file(s), {warnings} warning(s)")
+    from reconciler.errors import EXIT_INVALID
+
+    return EXIT_INVALID if has_errors(result.diagnostics) else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl plan PATHS``."""
+    result = _validated(args, ctx, args.paths)
+    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths)
+    if args.out:
+        _write_atomically(Path(args.out), json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
+    _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
+    if args.out and args.output == "text":
+        ctx.notice(f"plan saved to {args.out}; apply it with `linkctl apply --plan {args.out}`")
+    return EXIT_CHANGES if (args.detailed_exitcode and plan.has_changes) else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl apply PATHS | --plan FILE``."""
+    if bool(args.paths) == bool(args.plan_file):
+        raise LinkctlError("give either PATHS or --plan FILE", hint="linkctl apply links/  or  linkctl apply --plan plan.json")
+    return _apply(args, ctx, quiet=False)
+
+
+def cmd_reconcile(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl reconcile PATHS``: plan + apply, quiet when nothing changed."""
+    args.plan_file = None
+    return _apply(args, ctx, quiet=True)
+
+
+def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
+    from reconciler.apply import apply_plan
+    from reconciler.plan import DELETE, Plan
+    from reconciler.render import render_text
+    from reconciler.store.base import locked
+
+    saved: Plan | None = None
+    paths: Sequence[str] = args.paths
+    prune = args.prune
+    if args.plan_file:
+        saved = _read_plan(Path(args.plan_file))
+        paths, prune = saved.inputs, saved.prune
+    result = _validated(args, ctx, paths)
+    store = ctx.store()
+    with locked(store, operation="apply", timeout=ctx.settings.lock_timeout):
+        plan = _compute(ctx, result, prune=prune, inputs=paths)
+        if saved is not None:
+            if saved.serial != plan.serial:
+                raise StalePlan(
+                    f"the plan was computed against state serial {saved.serial} but the store is at {plan.serial}",
+                    hint="run `linkctl plan --out FILE` again",
+                )
+            if not saved.same_changes(plan):
+                raise StalePlan(
+                    "the declared files changed since the plan was made",
+                    hint="run `linkctl plan --out FILE` again and review it",
+                )
+        if not plan.has_changes:
+            if not quiet or plan.count("orphan"):
+                _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
+            return EXIT_OK
+        revocations = _collect_revocations(ctx, [c.link for c in plan.changes if c.action == DELETE])
+        applied = apply_plan(store, plan, result.links, actor=_actor(ctx))
+    if args.output == "json":
+        ctx.json({**plan.to_json(), "applied": True, "new_serial": applied.serial})
+    else:
+        ctx.stdout.write(render_text(plan, verbose=args.verbose))
+        ctx.out(f"Applied: state serial is now {applied.serial}.")
+    return _revoke(ctx, revocations)
+
+
+def _collect_revocations(ctx: Context, names: Sequence[str]) -> list[tuple[Any, Any]]:
+    """Tokens of links about to be deleted, read before the delete commits."""
+    if not names:
+        return []
+    from reconciler.oauth.client import ClientConfig
+
+    store = ctx.store()
+    found: list[tuple[Any, Any]] = []
+    for name in names:
+        link = store.get_link(name)
+        grant = store.get_grant(name, with_tokens=True)
+        if link is None or grant is None or not link.spec.get("revokeOnDelete", True):
+            continue
+        token = grant.refresh_token or grant.access_token
+        if token is None:
+            continue
+        if not link.spec.get("revocationEndpoint"):
+            ctx.notice(f"note: {name}: the provider has no revocation endpoint; its tokens expire on their own")
+            continue
+        config = ClientConfig.from_spec(name, link.spec, store.read_secret(name, "clientSecret"))
+        found.append((config, (token, "refresh_token" if grant.refresh_token else "access_token")))
+    return found
+
+
+def _revoke(ctx: Context, revocations: list[tuple[Any, Any]]) -> int:
+    """Revoke deleted links' tokens (RFC 7009); report failures, never hide them."""
+    if not revocations:
+        return EXIT_OK
+    from reconciler.oauth.client import TokenClient
+
+    failed = 0
+    client = TokenClient()
+    try:
+        for config, (token, hint) in revocations:
+            try:
+                client.revoke(config, token, token_type_hint=hint)
+                ctx.notice(f"revoked the {hint.replace('_', ' ')} of deleted link {config.link}")
+            except LinkctlError as exc:
+                failed += 1
+                ctx.notice(f"warning: could not revoke the tokens of deleted link {config.link}: {exc}")
+    finally:
+        client.close()
+    return 1 if failed else EXIT_OK
+
+
+def _read_plan(path: Path) -> Plan:
+    from reconciler.plan import Plan
+
+    try:
+        return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise LinkctlError(f"cannot read plan file {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LinkctlError(f"{path} is not a linkctl plan file ({exc})",
+                           hint="create one with `linkctl plan --out FILE`") from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LinkctlError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _link_view(link: Any, grant: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "name": link.name,
+        "provider": link.provider,
+        "status": grant.status if grant else "unknown",
+        "source": f"{link.source_file}:{link.source_line}" if link.source_file else None,
+        "redirect_url": link.spec.get("redirectUri"),
+        "grant": link.spec.get("grant"),
+        "client_id": link.spec.get("clientId"),
+        "scopes": list(link.spec.get("scopes") or ()),
+        "generation": link.generation,
+        "updated_at": _iso(link.updated_at),
+    }
+    if grant is not None:
+        view.update({
+            "last_refresh_at": _iso(grant.last_refresh_at),
+            "access_token_expires_at": _iso(grant.access_expires_at),
+            "next_refresh_at": _iso(grant.next_refresh_at),
+            "retry_at": _iso(grant.retry_at),
+            "has_refresh_token": grant.has_refresh_token,
+            "last_error": grant.last_error,
+            "error_class": grant.error_class,
+        })
+    return view
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl list``."""
+    store = ctx.store()
+    grants = {g.link_name: g for g in store.list_grants()}
+    views = [_link_view(link, grants.get(link.name)) for link in store.list_links()]
+    if args.output == "json":
+        ctx.json({"links": views})
+        return EXIT_OK
+    if not views:
+        ctx.out("No links stored. Declare some and run `linkctl apply PATH`.")
+        return EXIT_OK
+    headers = ("NAME", "PROVIDER", "STATUS", "SOURCE", "REDIRECT URL")
+    rows = [(v["name"], v["provider"], v["status"], v["source"] or "-", v["redirect_url"] or "-") for v in views]
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        ctx.out("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _stored(ctx: Context, name: str) -> Any:
+    link = ctx.store().get_link(name)
+    if link is None:
+        known = [link.name for link in ctx.store().list_links()]
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=1)
+        raise LinkctlError(f"no stored link named {name!r}",
+                           hint=f"did you mean {close[0]!r}?" if close else "see `linkctl list`")
+    return link
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl show NAME``."""
+    link = _stored(ctx, args.name)
+    view = _link_view(link, ctx.store().get_grant(link.name))
+    spec = {k: v for k, v in link.spec.items() if k != "clientSecret"}
+    spec["clientSecret"] = "(stored, encrypted)" if link.secret_fingerprints.get("clientSecret") else None
+    view["spec"] = spec
+    if args.output == "json":
+        ctx.json(view)
+        return EXIT_OK
+    for key in ("name", "provider", "status", "source", "redirect_url", "grant", "client_id", "scopes",
+                "generation", "updated_at", "last_refresh_at", "access_token_expires_at", "next_refresh_at",
+                "retry_at", "last_error"):
+        if key in view and view[key] not in (None, [], ""):
+            value = view[key]
+            ctx.out(f"{key.replace('_', ' ')}: {', '.join(value) if isinstance(value, list) else value}")
+    ctx.out("spec:")
+    for key in sorted(spec):
+        if spec[key] not in (None, {}, []):
+            ctx.out(f"  {key}: {json.dumps(spec[key], ensure_ascii=False)}")
+    return EXIT_OK
+
+
+def cmd_redirect_url(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl redirect-url NAME``: the URL to register at the provider."""
+    if args.from_paths:
+        from reconciler.validate import redirect_url
+
+        result = _validated(args, ctx, args.from_paths)
+        if result.instance is None:
+            raise LinkctlError("no Instance document with spec.baseUrl in those files")
+        if args.name not in {link.name for link in result.links}:
+            raise LinkctlError(f"no link named {args.name!r} is declared in those files")
+        ctx.out(redirect_url(result.instance.spec.baseUrl, args.name))
+        return EXIT_OK
+    link = _stored(ctx, args.name)
+    url = link.spec.get("redirectUri")
+    if not url:
+        raise LinkctlError(f"link {args.name!r} has no redirect URL (grant {link.spec.get('grant')})")
+    ctx.out(url)
+    return EXIT_OK
+
+
+def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state show``."""
+    store = ctx.store()
+    lock = store.current_lock()
+    info = {
+        "state_url": store.url,
+        "serial": store.state_serial(),
+        "links": len(store.list_links()),
+        "lock": None if lock is None else {
+            "id": lock.id, "operation": lock.operation, "host": lock.host, "pid": lock.pid,
+            "user": lock.user, "since": _iso(lock.since),
+        },
+    }
+    if args.output == "json":
+        ctx.json(info)
+    else:
+        ctx.out(f"state: {info['state_url']}\nserial: {info['serial']}\nlinks: {info['links']}")
+        ctx.out("lock: none" if lock is None else
+                f"lock: {lock.id} held by {lock.user} on {lock.host} (pid {lock.pid}) for {lock.operation}"
+                f" since {_iso(lock.since)}")
+    return EXIT_OK
+
+
+def cmd_state_unlock(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state unlock ID``."""
+    info = ctx.store().force_unlock(args.lock_id)
+    ctx.out(f"removed lock {info.id} ({info.operation} by {info.user} on {info.host}, pid {info.pid})")
+    return EXIT_OK
+
+
+def cmd_state_events(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state events``."""
+    events = ctx.store().list_events(link=args.link, limit=args.limit)
+    if args.output == "json":
+        ctx.json({"events": [
+            {"id": e.id, "at": _iso(e.at), "action": e.action, "link": e.link, "actor": e.actor,
+             "detail": dict(e.detail)} for e in events
+        ]})
+        return EXIT_OK
+    for e in events:
+        ctx.out(f"{_iso(e.at)}  {e.action:<22} {e.link or '-':<24} {e.actor}  {json.dumps(dict(e.detail))}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl schema [--write DIR]``."""
+    from reconciler.models import json_schemas, render_schema
+
+    schemas = json_schemas()
+    if not args.write:
+        ctx.stdout.write(render_schema(schemas["linkctl.schema.json"]))
+        for name in ("outgoing-link.schema.json", "instance.schema.json"):
+            ctx.stdout.write(render_schema(schemas[name]))
+        return EXIT_OK
+    target = Path(args.write)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name, schema in schemas.items():
+            (target / name).write_text(render_schema(schema), encoding="utf-8")
+    except OSError as exc:
+        raise StateError(f"cannot write schemas to {target}: {exc.strerror}") from None
+    ctx.notice(f"wrote {len(schemas)} schema file(s) to {target}")
+    return EXIT_OK
+
+
+__all__ = ["register", "sys"]

@@ -1,0 +1,498 @@
+"""Load: files and directories → documents with positions, SOPS values decrypted in memory.
+
+The first step of the flow (load → validate → plan → apply). It reads YAML and
+JSON files, refuses what a YAML library would silently get wrong (duplicate
+keys, YAML 1.1 look-alikes such as ``on``/``0755``/dates, alias bombs, huge
+files) and keeps every node's position so later steps can report ``file:line``.
+Documents of other tools (another ``apiVersion``) are skipped; encrypted SOPS
+files are decrypted by :mod:`reconciler.sops` and overlaid onto the tree, so
+positions still point into the encrypted file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from reconciler.diagnostics import ERROR, WARNING, Diagnostic, Path as JsonPath
+
+API_GROUP = "linkctl.dev"
+API_VERSION = "linkctl.dev/v1"
+KINDS = ("OutgoingLink", "Instance")
+EXTENSIONS = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 16 * 1024 * 1024
+SOPS_PREFIX = "ENC[AES256_GCM,"
+
+try:  # libyaml's parser+composer is several times faster than the pure-Python one
+    from yaml.cyaml import CParser as _CParser
+
+    _LIBYAML = True
+    _Bases: tuple[Any, ...] = (_CParser, yaml.resolver.BaseResolver)
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _LIBYAML = False
+    _Bases = (
+        yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
+        yaml.resolver.BaseResolver,
+    )
+
+
+class _CoreResolver(yaml.resolver.BaseResolver):
+    """YAML 1.2 core schema: only true/false are booleans, no sexagesimals, no dates."""
+
+
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
+):
+    _CoreResolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+_CoreResolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+
+
+class _NodeLoader(_CoreResolver, *_Bases):  # type: ignore[misc]
+    """Parses and composes nodes (libyaml when available); we construct values ourselves."""
+
+    def __init__(self, stream: str) -> None:
+        if _LIBYAML:
+            _Bases[0].__init__(self, stream)
+        else:  # pragma: no cover
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+            yaml.composer.Composer.__init__(self)
+        _CoreResolver.__init__(self)
+
+
+_YAML11 = yaml.resolver.Resolver()
+_AMBIGUOUS_CORE_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int")
+_LEGACY_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
+
+
+def _yaml11_surprise(value: str, core_tag: str) -> str | None:
+    """Why an unquoted scalar means something else to YAML 1.1 tools, or None."""
+    if core_tag == "tag:yaml.org,2002:int" and _LEGACY_OCTAL.match(value):
+        return f"unquoted `{value}` is an octal number to YAML 1.1 tools and a decimal one to others"
+    if core_tag != "tag:yaml.org,2002:str":
+        return None
+    old_tag = _YAML11.resolve(ScalarNode, value, (True, False))
+    if old_tag == "tag:yaml.org,2002:bool":
+        return f"unquoted `{value}` is a boolean to YAML 1.1 tools"
+    if old_tag == "tag:yaml.org,2002:timestamp":
+        return f"unquoted `{value}` is a date to YAML tools"
+    if old_tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        return f"unquoted `{value}` is a number to YAML 1.1 tools"
+    if old_tag == "tag:yaml.org,2002:null":
+        return f"unquoted `{value}` is null to YAML 1.1 tools"
+    return None
+
+
+@dataclasses.dataclass
+class Document:
+    """One YAML/JSON document of a linkctl kind, with where it came from."""
+
+    file: str
+    index: int  # position of the document within its file (0-based)
+    data: Any
+    node: Node | None  # the composed tree, to locate paths lazily
+    line: int
+    encrypted_paths: frozenset[JsonPath] = frozenset()
+
+    @property
+    def kind(self) -> str | None:
+        """The document's ``kind``."""
+        return self.data.get("kind") if isinstance(self.data, dict) else None
+
+    @property
+    def name(self) -> str | None:
+        """The document's ``metadata.name``."""
+        meta = self.data.get("metadata") if isinstance(self.data, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        return name if isinstance(name, str) else None
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        """(line, column), 1-based, of the deepest existing node on ``path``."""
+        node = self.node
+        if node is None:
+            return self.line, 1
+        mark = node.start_mark
+        for part in path:
+            child: Node | None = None
+            key_node: Node | None = None
+            if isinstance(node, MappingNode):
+                for k, v in node.value:
+                    if isinstance(k, ScalarNode) and k.value == part:
+                        key_node, child = k, v
+                        break
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
+                child = node.value[part]
+            if child is None:
+                break
+            node = child
+            mark = key_node.start_mark if (key and key_node is not None) else child.start_mark
+        return mark.line + 1, mark.column + 1
+
+    def diagnostic(
+        self,
+        severity: str,
+        message: str,
+        path: Sequence[str | int] = (),
+        *,
+        hint: str | None = None,
+        code: str | None = None,
+        key: bool = False,
+    ) -> Diagnostic:
+        """A diagnostic located at ``path`` in this document."""
+        line, column = self.locate(path, key=key)
+        return Diagnostic(severity, message, self.file, line, column, tuple(path), hint, code)
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """Documents of linkctl kinds, diagnostics, and what was skipped (with reasons)."""
+
+    documents: list[Document]
+    diagnostics: list[Diagnostic]
+    skipped: list[str]
+    files: list[str]
+
+
+class _Constructor:
+    """Builds plain Python values from nodes, reporting what YAML would get wrong."""
+
+    def __init__(self, file: str, budget: int) -> None:
+        self.file = file
+        self.budget = budget
+        self.diagnostics: list[Diagnostic] = []
+        self.exhausted = False
+
+    def _error(self, node: Node, message: str, hint: str | None = None, code: str | None = None) -> None:
+        mark = node.start_mark
+        self.diagnostics.append(
+            Diagnostic(ERROR, message, self.file, mark.line + 1, mark.column + 1, (), hint, code)
+        )
+
+    def build(self, node: Node) -> Any:
+        """Construct the value of ``node`` (depth-first, with an expansion budget)."""
+        self.budget -= 1
+        if self.budget < 0:
+            if not self.exhausted:
+                self.exhausted = True
+                self._error(
+                    node,
+                    "document expands to too many nodes (alias/anchor expansion bomb?)",
+                    "remove deeply nested aliases; linkctl refuses documents that expand far beyond their size",
+                    "alias-bomb",
+                )
+            return None
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
+        if isinstance(node, SequenceNode):
+            return [self.build(child) for child in node.value]
+        if isinstance(node, MappingNode):
+            return self._mapping(node)
+        return None  # pragma: no cover
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        tag = node.tag
+        value = node.value
+        if node.style:  # quoted or block scalars are always text (libyaml says "" for plain)
+            return value
+        if tag in _AMBIGUOUS_CORE_TAGS:
+            surprise = _yaml11_surprise(value, tag)
+            if surprise:
+                self._error(
+                    node,
+                    surprise,
+                    f"quote it (\"{value}\") if you mean the text, or write true/false or a plain number",
+                    "yaml11-ambiguous",
+                )
+                return value
+        if tag == "tag:yaml.org,2002:str":
+            return value
+        if tag == "tag:yaml.org,2002:null":
+            return None
+        if tag == "tag:yaml.org,2002:bool":
+            return value.lower() == "true"
+        if tag == "tag:yaml.org,2002:int":
+            return int(value, 0) if value.startswith(("0o", "0x")) else int(value)
+        if tag == "tag:yaml.org,2002:float":
+            return float(value.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf")
+                         .replace(".nan", "nan").replace(".NaN", "nan").replace(".NAN", "nan"))
+        if tag.startswith("tag:yaml.org,2002:"):
+            self._error(node, f"YAML tag {tag.rsplit(':', 1)[-1]!r} is not allowed here", code="yaml-tag")
+            return value
+        self._error(node, f"custom YAML tag {tag!r} is not allowed", "remove the tag", "yaml-tag")
+        return value
+
+    def _mapping(self, node: MappingNode) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        seen: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self._error(key_node, "mapping keys must be plain strings", code="yaml-key")
+                continue
+            key = key_node.value
+            if key == "<<" and key_node.style is None:
+                self._error(
+                    key_node,
+                    "YAML merge keys (<<) are not supported",
+                    "write the fields out; merge keys behave differently across YAML versions",
+                    "yaml-merge",
+                )
+                continue
+            if key in seen:
+                first = seen[key].start_mark
+                self._error(
+                    key_node,
+                    f"duplicate key {key!r} (first defined at line {first.line + 1}); "
+                    "YAML tools silently keep only one of them",
+                    "remove one of the two",
+                    "duplicate-key",
+                )
+                continue
+            seen[key] = key_node
+            result[key] = self.build(value_node)
+        return result
+
+
+def iter_files(paths: Iterable[str]) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Expand arguments into (display name, path, problem) — directories recursively, sorted."""
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in EXTENSIONS
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            for p in found:
+                yield str(p), p, None
+        elif path.is_file():
+            yield str(path), path, None
+        else:
+            yield arg, None, "no such file or directory"
+
+
+def _json_documents(text: str) -> list[Any]:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for k, v in items:
+            if k in result:
+                raise ValueError(f"duplicate key {k!r}")
+            result[k] = v
+        return result
+
+    return [json.loads(text, object_pairs_hook=pairs)]
+
+
+def load_paths(
+    paths: Iterable[str],
+    *,
+    env: Mapping[str, str],
+    ignore_mac: bool = False,
+    decrypt: bool = True,
+) -> LoadResult:
+    """Read every file under ``paths`` into documents (never raises for bad input)."""
+    result = LoadResult([], [], [], [])
+    for display, path, problem in iter_files(paths):
+        if path is None:
+            result.diagnostics.append(
+                Diagnostic(ERROR, problem or "cannot read", display, None, None, (), None, "no-file")
+            )
+            continue
+        result.files.append(display)
+        _load_file(display, path, result, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
+    return result
+
+
+def _load_file(
+    display: str, path: Path, result: LoadResult, *, env: Mapping[str, str], ignore_mac: bool, decrypt: bool
+) -> None:
+    def fail(message: str, line: int | None = None, column: int | None = None, hint: str | None = None,
+             code: str | None = None) -> None:
+        result.diagnostics.append(Diagnostic(ERROR, message, display, line, column, (), hint, code))
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            fail(f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit", hint="split it into several files",
+                 code="too-large")
+            return
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        fail(f"file is not UTF-8 text ({exc.reason} at byte {exc.start})", code="encoding")
+        return
+    except OSError as exc:
+        fail(f"cannot read file: {exc.strerror}", code="io")
+        return
+
+    constructor = _Constructor(display, budget=50_000 + len(text))
+    parsed: list[tuple[Any, Node | None, int]] = []
+    try:
+        loader = _NodeLoader(text)
+        try:
+            while loader.check_node():
+                node = loader.get_node()
+                if node is None:
+                    continue
+                parsed.append((constructor.build(node), node, node.start_mark.line + 1))
+                if constructor.exhausted:
+                    break
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if path.suffix == ".json" and not parsed:
+            try:
+                parsed = [(doc, None, 1) for doc in _json_documents(text)]
+            except ValueError as json_exc:
+                fail(f"invalid JSON: {json_exc}", code="syntax")
+                return
+        else:
+            fail(
+                f"YAML syntax error: {problem}",
+                mark.line + 1 if mark else None,
+                mark.column + 1 if mark else None,
+                code="syntax",
+            )
+            return
+    except yaml.YAMLError as exc:
+        fail(f"YAML error: {exc}", code="syntax")
+        return
+    result.diagnostics.extend(constructor.diagnostics)
+    if constructor.exhausted:
+        return
+
+    documents = [
+        Document(display, index, data, node, line) for index, (data, node, line) in enumerate(parsed)
+    ]
+    if any(isinstance(d.data, dict) and isinstance(d.data.get("sops"), dict) for d in documents):
+        if not _is_ours(documents):
+            result.skipped.append(f"{display}: SOPS file with no {API_GROUP} document")
+            return
+        if not decrypt:
+            for doc in documents:
+                if isinstance(doc.data, dict):
+                    doc.data.pop("sops", None)
+        elif not _decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
+            return
+
+    for doc in documents:
+        data = doc.data
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            result.diagnostics.append(
+                doc.diagnostic(ERROR, "a document must be a mapping", code="not-a-mapping")
+            ) if _looks_ours(data) else result.skipped.append(f"{display}#{doc.index}: not a mapping")
+            continue
+        api_version = data.get("apiVersion")
+        if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
+            result.skipped.append(f"{display}#{doc.index}: apiVersion {api_version!r} is not {API_GROUP}")
+            continue
+        if api_version != API_VERSION:
+            result.diagnostics.append(
+                doc.diagnostic(
+                    ERROR, f"unknown apiVersion {api_version!r}", ("apiVersion",),
+                    hint=f"this linkctl understands {API_VERSION}", code="api-version",
+                )
+            )
+            continue
+        kind = data.get("kind")
+        if kind not in KINDS:
+            result.diagnostics.append(
+                doc.diagnostic(
+                    ERROR, f"unknown kind {kind!r} for {API_VERSION}", ("kind",),
+                    hint=f"use one of: {', '.join(KINDS)}", code="unknown-kind",
+                )
+            )
+            continue
+        result.documents.append(doc)
+
+
+def _looks_ours(data: Any) -> bool:
+    return False
+
+
+def _is_ours(documents: Sequence[Document]) -> bool:
+    return any(
+        isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith(API_GROUP + "/")
+        for d in documents
+    )
+
+
+def _decrypt_into(
+    display: str,
+    path: Path,
+    text: str,
+    documents: list[Document],
+    result: LoadResult,
+    *,
+    env: Mapping[str, str],
+    ignore_mac: bool,
+) -> bool:
+    """Decrypt a SOPS file and overlay the plaintext onto the positioned documents."""
+    from reconciler import sops
+    from reconciler.errors import LinkctlError
+
+    sops_doc = next(d for d in documents if isinstance(d.data, dict) and "sops" in d.data)
+    try:
+        plain = sops.decrypt_text(
+            text, filename=display, fmt="json" if path.suffix == ".json" else "yaml",
+            env=env, ignore_mac=ignore_mac,
+        )
+    except LinkctlError as exc:
+        result.diagnostics.append(
+            sops_doc.diagnostic(ERROR, str(exc), ("sops",), hint=exc.hint, code="sops", key=True)
+        )
+        return False
+    if len(plain) != len(documents):
+        result.diagnostics.append(
+            sops_doc.diagnostic(ERROR, "SOPS file structure does not match its decryption", code="sops")
+        )
+        return False
+    for doc, tree in zip(documents, plain, strict=True):
+        if isinstance(doc.data, dict):
+            doc.data.pop("sops", None)
+        encrypted: set[JsonPath] = set()
+        doc.data = _overlay(doc.data, tree, (), encrypted)
+        doc.encrypted_paths = frozenset(encrypted)
+    return True
+
+
+def _overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) -> Any:
+    """Take decrypted values where ours are ENC[...] strings; keep our structure elsewhere."""
+    if isinstance(mine, str) and mine.startswith(SOPS_PREFIX):
+        encrypted.add(path)
+        return plain
+    if isinstance(mine, dict) and isinstance(plain, dict):
+        return {k: _overlay(v, plain.get(k), (*path, k), encrypted) for k, v in mine.items()}
+    if isinstance(mine, list) and isinstance(plain, list) and len(mine) == len(plain):
+        return [_overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(mine, plain, strict=True))]
+    return mine
+
+
+def warning(doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> Diagnostic:
+    """Shorthand for a warning located in ``doc``."""
+    return doc.diagnostic(WARNING, message, path, **kw)
+
+
+def env_lookup(env: Mapping[str, str], name: str) -> str | None:
+    """Environment lookup used for ``fromEnv`` (kept here so tests can pass an env)."""
+    return env.get(name, os.environ.get(name) if env is os.environ else None)

@@ -1,0 +1,254 @@
+"""Plan: desired links vs stored links → an ordered, typed list of changes.
+
+A plan is data (``Plan`` → ``Change`` → ``FieldChange``) with a versioned JSON
+form; rendering lives in :mod:`reconciler.render`. It records the state serial it
+was computed against so apply can refuse it once the store has moved on.
+Secret values never enter a plan: a secret change shows as its field name with
+``sensitive: true`` and no values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from reconciler.store.base import StoredLink
+from reconciler.validate import DesiredLink
+
+FORMAT_VERSION = "1"
+
+CREATE = "create"
+UPDATE = "update"
+DELETE = "delete"
+RENAME = "rename"
+DRIFT = "drift"  # the store was changed outside git; apply restores the declared state
+UNCHANGED = "unchanged"
+ORPHAN = "orphan"  # stored, no longer declared, not pruned (no --prune)
+RETAIN = "retain"  # stored, no longer declared, deletionPolicy: retain
+MUTATING = (CREATE, UPDATE, DELETE, RENAME, DRIFT)
+_HIDDEN_FIELDS = ("presetAdded",)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldChange:
+    """One field of one link changes from ``old`` to ``new`` (values omitted when sensitive)."""
+
+    path: str
+    old: Any
+    new: Any
+    sensitive: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form; sensitive changes carry no values."""
+        if self.sensitive:
+            return {"path": self.path, "sensitive": True}
+        return {"path": self.path, "old": self.old, "new": self.new, "sensitive": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """What happens to one link."""
+
+    action: str
+    link: str
+    provider: str
+    fields: tuple[FieldChange, ...] = ()
+    source: str | None = None  # file:line of the declaring document
+    renamed_from: str | None = None
+    preset_added: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    digest: str | None = None  # hash of the desired state; lets apply --plan detect edited files
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (see docs/plan-format.md)."""
+        return {
+            "action": self.action,
+            "link": self.link,
+            "provider": self.provider,
+            "fields": [f.to_json() for f in self.fields],
+            "source": self.source,
+            "renamed_from": self.renamed_from,
+            "preset_added": dict(self.preset_added),
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            action=data["action"],
+            link=data["link"],
+            provider=data.get("provider", ""),
+            fields=tuple(
+                FieldChange(f["path"], f.get("old"), f.get("new"), bool(f.get("sensitive")))
+                for f in data.get("fields", ())
+            ),
+            source=data.get("source"),
+            renamed_from=data.get("renamed_from"),
+            preset_added=data.get("preset_added") or {},
+            digest=data.get("digest"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """An ordered list of changes computed against state serial ``serial``."""
+
+    serial: int
+    changes: tuple[Change, ...]
+    prune: bool
+    inputs: tuple[str, ...] = ()
+    created_at: float = dataclasses.field(default_factory=time.time)
+    format_version: str = FORMAT_VERSION
+
+    @property
+    def has_changes(self) -> bool:
+        """True when applying would change the store."""
+        return any(c.action in MUTATING for c in self.changes)
+
+    def count(self, action: str) -> int:
+        """How many changes have ``action``."""
+        return sum(1 for c in self.changes if c.action == action)
+
+    def summary(self) -> dict[str, int]:
+        """Counts per action."""
+        actions = (CREATE, UPDATE, RENAME, DRIFT, DELETE, UNCHANGED, ORPHAN, RETAIN)
+        return {action: self.count(action) for action in actions}
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented, versioned JSON form (``--output json`` and ``--out FILE``)."""
+        return {
+            "format_version": self.format_version,
+            "serial": self.serial,
+            "prune": self.prune,
+            "inputs": list(self.inputs),
+            "created_at": self.created_at,
+            "has_changes": self.has_changes,
+            "summary": self.summary(),
+            "changes": [c.to_json() for c in self.changes],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """Read a saved plan (raises ``ValueError`` for an unknown format)."""
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+        return cls(
+            serial=int(data["serial"]),
+            changes=tuple(Change.from_json(c) for c in data["changes"]),
+            prune=bool(data.get("prune")),
+            inputs=tuple(data.get("inputs") or ()),
+            created_at=float(data.get("created_at") or 0),
+        )
+
+    def same_changes(self, other: Plan) -> bool:
+        """True when both plans would make exactly the same writes."""
+
+        def key(plan: Plan) -> list[tuple[str, str, str | None]]:
+            return [(c.action, c.link, c.digest) for c in plan.changes if c.action in MUTATING]
+
+        return key(self) == key(other)
+
+
+def spec_hash(spec: Mapping[str, Any], fingerprints: Mapping[str, str]) -> str:
+    """Hash of a link's stored state: detects drift and edited files."""
+    blob = json.dumps([spec, fingerprints], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def fingerprints(link: DesiredLink, key: bytes) -> dict[str, str]:
+    """Keyed fingerprints of a desired link's secrets (never the values)."""
+    return {field: secret.fingerprint(key, field) for field, secret in sorted(link.secrets.items())}
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping) and value and "$secret" not in value:
+        for key in value:
+            _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def diff_specs(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    old_fps: Mapping[str, str],
+    new_fps: Mapping[str, str],
+    *,
+    sensitive: Iterable[str] = (),
+) -> tuple[FieldChange, ...]:
+    """Field-level differences between two specs; secrets compared by fingerprint."""
+    flat_old: dict[str, Any] = {}
+    flat_new: dict[str, Any] = {}
+    _flatten({k: v for k, v in old.items() if k not in _HIDDEN_FIELDS}, "", flat_old)
+    _flatten({k: v for k, v in new.items() if k not in _HIDDEN_FIELDS}, "", flat_new)
+    hidden = set(sensitive) | {"clientSecret"}
+    changes: list[FieldChange] = []
+    for path in sorted(set(flat_old) | set(flat_new)):
+        before, after = flat_old.get(path), flat_new.get(path)
+        if before == after:
+            continue
+        if path.split(".")[0] in hidden:
+            changes.append(FieldChange(path, None, None, sensitive=True))
+        else:
+            changes.append(FieldChange(path, before, after))
+    for field in sorted(set(old_fps) | set(new_fps)):
+        if old_fps.get(field) != new_fps.get(field) and field in old_fps and field in new_fps:
+            # Added/removed secrets already show through their {"$secret": ...} marker field.
+            changes.append(FieldChange(field, None, None, sensitive=True))
+    return tuple(changes)
+
+
+def compute_plan(
+    desired: Sequence[DesiredLink],
+    stored: Sequence[StoredLink],
+    *,
+    serial: int,
+    fingerprint_key: bytes,
+    prune: bool,
+    inputs: Sequence[str] = (),
+) -> Plan:
+    """Diff desired against stored state into a plan (no I/O)."""
+    by_name = {link.name: link for link in stored}
+    claimed: set[str] = set()
+    changes: list[Change] = []
+    for link in sorted(desired, key=lambda d: d.name):
+        fps = fingerprints(link, fingerprint_key)
+        digest = spec_hash(link.spec, fps)
+        source = f"{link.source_file}:{link.source_line}"
+        added = {k: v for k, v in (link.spec.get("presetAdded") or {}).items() if v}
+        current = by_name.get(link.name)
+        if current is None and link.renamed_from and link.renamed_from in by_name:
+            old = by_name[link.renamed_from]
+            claimed.add(old.name)
+            fields = diff_specs(old.spec, link.spec, old.secret_fingerprints, fps, sensitive=link.sensitive_fields)
+            changes.append(Change(RENAME, link.name, link.provider, fields, source, old.name, added, digest))
+            continue
+        if current is None:
+            fields = diff_specs({}, link.spec, {}, fps, sensitive=link.sensitive_fields)
+            changes.append(Change(CREATE, link.name, link.provider, fields, source, None, added, digest))
+            continue
+        claimed.add(current.name)
+        drifted = current.spec_hash != spec_hash(current.spec, current.secret_fingerprints)
+        if current.spec_hash == digest and not drifted:
+            changes.append(Change(UNCHANGED, link.name, link.provider, (), source, None, added, digest))
+            continue
+        fields = diff_specs(
+            current.spec, link.spec, current.secret_fingerprints, fps, sensitive=link.sensitive_fields
+        )
+        action = DRIFT if drifted else UPDATE
+        changes.append(Change(action, link.name, link.provider, fields, source, None, added, digest))
+    declared = {d.name for d in desired}
+    for old in sorted(stored, key=lambda s: s.name):
+        if old.name in claimed or old.name in declared:
+            continue
+        if old.deletion_policy == "retain":
+            changes.append(Change(RETAIN, old.name, old.provider))
+        elif prune:
+            changes.append(Change(DELETE, old.name, old.provider))
+        else:
+            changes.append(Change(ORPHAN, old.name, old.provider))
+    return Plan(serial=serial, changes=tuple(changes), prune=prune, inputs=tuple(inputs))
