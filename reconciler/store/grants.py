@@ -1,8 +1,13 @@
 """Grants: the tokens of a link and the bookkeeping that keeps them fresh.
 
 :class:`GrantStore` is the part of the store interface that OAuth flows and the
-keeper use. Invariants (DESIGN.md §5): one refresh in flight per link (a lease
-with an expiry longer than the HTTP timeout), every token write conditional on
+keeper use (``oauth.flows`` calls :meth:`GrantStore.save_authorization`;
+``oauth.keeper`` and ``linkctl token`` use the lease methods). The refresh
+schedule (:func:`next_refresh_time`) lives here, below the keeper, because the
+store computes it too when first tokens are saved.
+
+Invariants (DESIGN.md §5): one refresh in flight per link (a lease with an expiry
+longer than the HTTP timeout), every token write conditional on
 ``token_version`` (fencing), a rotated refresh token committed before anything
 else, and the old refresh token kept when a response carries none.
 """
@@ -11,10 +16,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from reconciler.errors import ConflictError
 from reconciler.secrets import Secret
+
+if TYPE_CHECKING:
+    from reconciler.oauth.client import TokenResponse
 
 # Grant statuses, shown by `linkctl list/show` and the status page.
 PENDING_CREDENTIALS = "pending_credentials"  # clientId/clientSecret not declared yet
@@ -31,7 +41,61 @@ GRANT_STATUSES = (
     TRANSIENT_ERROR,
     CONFIGURATION_ERROR,
 )
+# Statuses the keeper never retries on its own: a human must act first.
+PARKED_STATUSES = (PENDING_CREDENTIALS, NEEDS_AUTHORIZATION, CONFIGURATION_ERROR)
 
+# -- the refresh schedule (DESIGN.md §5; research §5 items 4 and 8) ----------------------
+REFRESH_AT_MIN = 0.75  # refresh between 75 % and 85 % of the token lifetime (jittered) ...
+REFRESH_AT_MAX = 0.85
+LATEST_MARGIN_MAX = 60.0  # ... and never later than expiry - min(60 s, 10 % of the lifetime)
+LATEST_MARGIN_FRACTION = 0.10
+KEEPALIVE = 7 * 86400.0  # refresh at least weekly: provider inactivity limits (90/180 days) never bite
+KEEPALIVE_INACTIVITY_FRACTION = 0.25  # ... and at most a quarter of a preset's inactivity limit
+UNKNOWN_EXPIRY_CLIENT_CREDENTIALS = 3600.0  # re-fetch tokens of unknown lifetime hourly
+
+
+class LeaseLost(ConflictError):
+    """A fenced write found another lease owner or a newer token version: nothing was written."""
+
+
+def keepalive_interval(inactivity_days: float | None = None) -> float:
+    """Longest gap between refreshes of a grant whose access token lifetime is long or unknown."""
+    if inactivity_days:
+        return min(KEEPALIVE, inactivity_days * 86400.0 * KEEPALIVE_INACTIVITY_FRACTION)
+    return KEEPALIVE
+
+
+def next_refresh_time(
+    received_at: float,
+    expires_in: float | None,
+    *,
+    has_refresh_token: bool,
+    client_credentials: bool = False,
+    inactivity_days: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """When to refresh a token obtained at ``received_at`` (None: it cannot be refreshed, ever).
+
+    Known lifetime L: at ``uniform(0.75, 0.85) * L``, capped at ``L - min(60 s, 0.1 L)`` and
+    at the keep-alive interval. Unknown lifetime: at the keep-alive interval (jittered down
+    by up to 10 %). Without a refresh token (and not client credentials) the grant is due
+    at expiry, so the keeper can say it needs authorization; never, if it does not expire.
+    """
+    rand = rng or random
+    keepalive = keepalive_interval(inactivity_days) * rand.uniform(0.9, 1.0)
+    refreshable = has_refresh_token or client_credentials
+    if expires_in is None or expires_in <= 0:
+        if not refreshable:
+            return None
+        if client_credentials and not has_refresh_token:
+            return received_at + UNKNOWN_EXPIRY_CLIENT_CREDENTIALS * rand.uniform(0.9, 1.0)
+        return received_at + keepalive
+    if not refreshable:
+        return received_at + expires_in
+    lifetime = float(expires_in)
+    at = lifetime * rand.uniform(REFRESH_AT_MIN, REFRESH_AT_MAX)
+    latest = lifetime - min(LATEST_MARGIN_MAX, LATEST_MARGIN_FRACTION * lifetime)
+    return received_at + min(at, latest, keepalive)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +126,15 @@ class Grant:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-
 class GrantStore(abc.ABC):
-    """Grant operations every backend implements."""
+    """Grant operations every backend implements.
+
+    The lease/fencing methods below raise ``NotImplementedError`` until a backend
+    mixes in its implementation (SQLite: :class:`~reconciler.store.sqlite_leases.SQLiteLeases`);
+    they are not ``abstractmethod`` so that a backend under construction still opens.
+    Every write is conditional on ``owner`` (the lease) and ``token_version`` (fencing)
+    and raises :class:`LeaseLost` when fenced out. Timestamps come from the caller's clock.
+    """
 
     @abc.abstractmethod
     def get_grant(self, name: str, *, with_tokens: bool = False) -> Grant | None:
@@ -73,3 +143,64 @@ class GrantStore(abc.ABC):
     @abc.abstractmethod
     def list_grants(self) -> list[Grant]:
         """All grants without tokens."""
+
+    # -- first tokens (oauth.flows) -------------------------------------------------
+    def save_authorization(self, name: str, response: TokenResponse, *, clock_now: float) -> Grant:
+        """Store first tokens (authorize, device or client-credentials): version +1, status healthy."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement save_authorization")
+
+    # -- scheduling and leases (oauth.keeper, linkctl token) ----------------------------
+    def due_links(self, now: float, *, limit: int) -> list[str]:
+        """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement due_links")
+
+    def next_due_at(self) -> float | None:
+        """The earliest time any link becomes due (None: nothing is scheduled)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement next_due_at")
+
+    def acquire_lease(self, name: str, *, owner: str, ttl: float, now: float) -> Grant | None:
+        """Take the refresh lease of a link (tokens decrypted); None while someone else holds it.
+
+        A grant left in flight by a holder whose lease expired (a crash after the request
+        was sent) comes back with ``lost_response=True``: its refresh token may be consumed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement acquire_lease")
+
+    def mark_in_flight(
+        self, name: str, *, owner: str, token_version: int, now: float, ttl: float | None = None
+    ) -> None:
+        """Record durably that a token request is about to be sent (optionally renewing the lease)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_in_flight")
+
+    def commit_tokens(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        response: TokenResponse,
+        now: float,
+        next_refresh_at: float | None,
+    ) -> Grant:
+        """Store refreshed tokens (fenced) and release the lease in the same transaction."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement commit_tokens")
+
+    def record_failure(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        status: str,
+        error_class: str,
+        message: str,
+        retry_at: float | None,
+        lost_response: bool,
+        now: float,
+    ) -> Grant:
+        """Record a failed attempt (fenced), count it, and release the lease."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement record_failure")
+
+    def release_lease(self, name: str, *, owner: str) -> bool:
+        """Give up a lease without writing tokens; False if ``owner`` no longer held it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement release_lease")

@@ -1,0 +1,806 @@
+"""The token keeper: obtains client-credentials tokens and refreshes every grant before expiry.
+
+Owns scheduling policy (backoff, classification of failures into grant statuses), the
+single-flight refresh of one link (:func:`refresh_link`), the worker pool of
+``linkctl keeper`` (:class:`Keeper`), the on-demand path of ``linkctl token``
+(:func:`fresh_token`) and revocation before a link is deleted (:func:`revoke_grant`,
+called by apply's prune). Everything it stores goes through the
+:class:`~reconciler.store.grants.GrantStore` lease API, so the invariants of
+DESIGN.md §5 (one refresh in flight per link, fencing, rotated refresh token durable
+before anything else, classified errors) hold across processes and machines.
+
+Time, sleep and randomness are injected so tests control them. This module must
+stay cheap to import (``linkctl token`` starts with it): httpx and the token client
+are imported only where a request is really made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from reconciler.errors import (
+    ConflictError,
+    GrantError,
+    LinkctlError,
+    ProviderConfigError,
+    ProviderError,
+    ResponseLost,
+    StateError,
+    TransientProviderError,
+)
+from reconciler.store import grants
+from reconciler.store.grants import Grant, LeaseLost
+
+if TYPE_CHECKING:
+    from reconciler.oauth.client import ClientConfig, TokenResponse
+    from reconciler.secrets import Secret
+    from reconciler.store.base import Store, StoredLink
+
+log = logging.getLogger("linkctl.keeper")
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+# Outcomes of one attempt on one link.
+REFRESHED = "refreshed"
+OBTAINED = "obtained"  # client credentials: tokens without a human step
+FAILED = "failed"
+SKIPPED = "skipped"  # lease held elsewhere, or no longer due
+
+
+class TokenClientLike(Protocol):
+    """What the keeper needs of :class:`reconciler.oauth.client.TokenClient`."""
+
+    def refresh(self, config: ClientConfig, refresh_token: Secret) -> TokenResponse:
+        """Refresh grant (RFC 6749 §6)."""
+
+    def client_credentials(self, config: ClientConfig) -> TokenResponse:
+        """Client credentials grant (RFC 6749 §4.4)."""
+
+    def revoke(self, config: ClientConfig, token: Secret, *, token_type_hint: str = "refresh_token") -> None:
+        """Token revocation (RFC 7009)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeeperPolicy:
+    """Tunables of the keeper; the defaults suit production."""
+
+    lease_ttl: float = 30.0  # must exceed http_timeout: a lease never expires mid-request
+    http_timeout: float = 10.0
+    backoff_base: float = 2.0  # full-jitter exponential backoff on transient errors ...
+    backoff_cap: float = 900.0  # ... capped at 15 minutes (Retry-After may ask for longer)
+    poll_interval: float = 5.0  # longest sleep of the daemon between looks at the store
+    batch: int = 200  # links taken from the store per round
+
+    def __post_init__(self) -> None:
+        if self.lease_ttl <= self.http_timeout:
+            raise ValueError(
+                f"lease TTL ({self.lease_ttl:g} s) must be longer than the HTTP timeout"
+                f" ({self.http_timeout:g} s), or two refreshes of one link could overlap"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What happened to one link in one attempt."""
+
+    name: str
+    result: str  # refreshed | obtained | failed | skipped
+    status: str | None = None
+    message: str | None = None
+
+
+@dataclasses.dataclass
+class KeeperReport:
+    """Counts and names of one keeper run (``linkctl keeper --once`` prints it)."""
+
+    refreshed: list[str] = dataclasses.field(default_factory=list)
+    obtained: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> status message
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    waiting_for_authorization: list[str] = dataclasses.field(default_factory=list)  # never authorized
+    broken: dict[str, str] = dataclasses.field(default_factory=dict)  # needs re-authorization / config
+
+    @property
+    def ok(self) -> bool:
+        """False when a refresh failed now or a link is broken; waiting links are not failures."""
+        return not self.failed and not self.broken
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one outcome."""
+        if outcome.result == REFRESHED:
+            self.refreshed.append(outcome.name)
+        elif outcome.result == OBTAINED:
+            self.obtained.append(outcome.name)
+        elif outcome.result == FAILED:
+            self.failed[outcome.name] = outcome.message or outcome.status or "failed"
+        else:
+            self.skipped.append(outcome.name)
+
+    def summary(self) -> str:
+        """One line for humans."""
+        return (
+            f"refreshed {len(self.refreshed)}, obtained {len(self.obtained)}, failed {len(self.failed)},"
+            f" skipped {len(self.skipped)}, waiting for authorization {len(self.waiting_for_authorization)},"
+            f" broken {len(self.broken)}"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form (``--output json``); names and status messages only, never tokens."""
+        return {
+            "ok": self.ok,
+            "refreshed": sorted(self.refreshed),
+            "obtained": sorted(self.obtained),
+            "failed": dict(sorted(self.failed.items())),
+            "skipped": sorted(self.skipped),
+            "waiting_for_authorization": sorted(self.waiting_for_authorization),
+            "broken": dict(sorted(self.broken.items())),
+        }
+
+
+# -- pure policy ----------------------------------------------------------------------------
+def iso(ts: float | None) -> str | None:
+    """A timestamp as ISO 8601 UTC (seconds)."""
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+def backoff_delay(
+    attempts: int,
+    *,
+    retry_after: float | None,
+    rng: random.Random,
+    base: float = KeeperPolicy.backoff_base,
+    cap: float = KeeperPolicy.backoff_cap,
+) -> float:
+    """Seconds to wait after the ``attempts``-th consecutive failure (0-based): full jitter.
+
+    ``uniform(0, min(cap, base * 2**attempts))``, but never sooner than the provider's
+    ``Retry-After`` and never less than one second (no hot loop).
+    """
+    ceiling = min(cap, base * (2 ** min(max(attempts, 0), 30)))
+    delay = max(1.0, rng.uniform(0.0, ceiling))
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+def classify(error: LinkctlError, *, client_credentials: bool) -> tuple[str, str]:
+    """``(grant status, error_class)`` for a failed token request (DESIGN.md §5 invariant 5)."""
+    if isinstance(error, TransientProviderError):  # ResponseLost included
+        return grants.TRANSIENT_ERROR, "transient"
+    if isinstance(error, GrantError):
+        # Client credentials have no grant a human could renew: the registration is wrong.
+        if client_credentials:
+            return grants.CONFIGURATION_ERROR, "configuration_error"
+        return grants.NEEDS_AUTHORIZATION, "needs_authorization"
+    if isinstance(error, ProviderConfigError | StateError):
+        return grants.CONFIGURATION_ERROR, "configuration_error"
+    if isinstance(error, ProviderError):  # an unclassified provider answer: try again later
+        return grants.TRANSIENT_ERROR, "transient"
+    return grants.CONFIGURATION_ERROR, "configuration_error"
+
+
+def failure_message(error: LinkctlError, grant: Grant, *, name: str, now: float) -> str:
+    """The status message of a failed attempt; explains an invalid_grant after a lost response."""
+    text = error.message
+    if error.hint:
+        text = f"{text} (hint: {error.hint})"
+    if isinstance(error, ResponseLost):
+        return (
+            f"no response to the token request sent at {iso(now)}: the provider may have consumed"
+            f" the refresh token; will retry ({text})"
+        )
+    if isinstance(error, GrantError) and grant.lost_response:
+        sent = grant.details.get("lost_response_sent_at") or grant.in_flight_since
+        return (
+            f"the refresh token was probably consumed by a lost response (sent at {iso(sent)});"
+            f" the provider now rejects it: {error.message}."
+            f" Run `linkctl authorize {name}` to authorize the link again"
+        )
+    if isinstance(error, GrantError):
+        return f"{text}; run `linkctl authorize {name}` to authorize the link again"
+    return text
+
+
+def access_valid_for(grant: Grant, now: float) -> float | None:
+    """Seconds the stored access token stays valid (inf when it has no expiry; None without one)."""
+    if grant.access_token is None and not grant.access_expires_at:
+        return None
+    if grant.access_expires_at is None:
+        return float("inf")
+    return grant.access_expires_at - now
+
+
+def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
+    """Whether a leased grant still needs work (another process may have refreshed it)."""
+    if grant.in_flight_since is not None or (grant.lost_response and grant.status == grants.TRANSIENT_ERROR):
+        return grant.retry_at is None or grant.retry_at <= now
+    if client_credentials and not grant.has_refresh_token and grant.access_token is None:
+        return grant.retry_at is None or grant.retry_at <= now
+    if grant.status in grants.PARKED_STATUSES:
+        return False
+    due = grant.retry_at if grant.retry_at is not None else grant.next_refresh_at
+    return due is not None and due <= now
+
+
+def new_owner(role: str) -> str:
+    """A lease owner id: host, pid and a random part (unique per worker and call)."""
+    return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+# -- one link ------------------------------------------------------------------------------
+def client_config(store: Store, link: StoredLink) -> ClientConfig:
+    """The token-request configuration of a stored link (secrets decrypted from the store)."""
+    from reconciler.oauth.client import ClientConfig
+
+    ref = link.spec.get("clientSecret")
+    secret = None
+    if isinstance(ref, dict) and "$secret" in ref:
+        secret = store.read_secret(link.name, str(ref["$secret"]))
+    return ClientConfig.from_spec(link.name, link.spec, secret)
+
+
+def _inactivity_days(provider: str) -> float | None:
+    from reconciler.oauth.providers import get_preset
+
+    try:
+        days = get_preset(provider).refresh_token_inactivity_days
+    except KeyError:
+        return None
+    return float(days) if days else None
+
+
+def refresh_leased(
+    store: Store,
+    client: TokenClientLike,
+    grant: Grant,
+    *,
+    owner: str,
+    policy: KeeperPolicy,
+    clock: Clock,
+    rng: random.Random,
+) -> tuple[Outcome, Grant | None, LinkctlError | None]:
+    """Refresh (or obtain) the tokens of a grant whose lease ``owner`` holds; always ends the lease.
+
+    Returns the outcome, the grant as stored afterwards (without tokens), and the
+    classified error of a failure. The order is the invariant: mark in flight (durable),
+    send, then commit the answer (rotated refresh token included) before anything else.
+    """
+    name = grant.link_name
+    link = store.get_link(name)
+    if link is None:  # deleted meanwhile; the grant row went with it
+        return Outcome(name, SKIPPED, message="link deleted"), None, None
+    cc = link.spec.get("grant") == "client_credentials"
+    version = grant.token_version
+
+    def fail(error: LinkctlError, *, lost: bool = False) -> tuple[Outcome, Grant | None, LinkctlError]:
+        now = clock()
+        status, error_class = classify(error, client_credentials=cc)
+        retry_at = None
+        if status == grants.TRANSIENT_ERROR:
+            retry_after = error.retry_after if isinstance(error, ProviderError) else None
+            retry_at = now + backoff_delay(
+                grant.attempts,
+                retry_after=retry_after,
+                rng=rng,
+                base=policy.backoff_base,
+                cap=policy.backoff_cap,
+            )
+        message = failure_message(error, grant, name=name, now=sent_at if sent_at is not None else now)
+        try:
+            stored = store.record_failure(
+                name,
+                owner=owner,
+                expected_version=version,
+                status=status,
+                error_class=error_class,
+                message=message,
+                retry_at=retry_at,
+                lost_response=lost,
+                now=now,
+            )
+        except LeaseLost as fenced:
+            log.warning("%s: %s", name, fenced.message)
+            return Outcome(name, SKIPPED, message=fenced.message), None, error
+        log.warning("%s: %s: %s", name, status, message)
+        return Outcome(name, FAILED, status=status, message=message), stored, error
+
+    sent_at: float | None = None
+    try:
+        config = client_config(store, link)
+    except LinkctlError as error:
+        return fail(error)
+    if not cc and grant.refresh_token is None:
+        if grant.access_token is None:
+            return fail(GrantError("the link has not been authorized yet"))
+        return fail(
+            GrantError(
+                "the access token expired and the provider issued no refresh token",
+                hint="authorize again; see `linkctl doctor` for why no refresh token was issued",
+            )
+        )
+    sent_at = clock()
+    try:
+        store.mark_in_flight(name, owner=owner, token_version=version, now=sent_at, ttl=policy.lease_ttl)
+    except LeaseLost as fenced:
+        return Outcome(name, SKIPPED, message=fenced.message), None, None
+    try:
+        if cc:
+            response = client.client_credentials(config)
+        else:
+            assert grant.refresh_token is not None
+            response = client.refresh(config, grant.refresh_token)
+    except ResponseLost as error:
+        return fail(error, lost=True)
+    except LinkctlError as error:
+        return fail(error)
+    except Exception as error:  # a bug must not leave the link in flight forever
+        log.exception("%s: unexpected error during refresh", name)
+        return fail(TransientProviderError(f"internal error: {type(error).__name__}"))
+    now = clock()
+    # The keeper's clock is the one every stored time is measured against.
+    response = dataclasses.replace(response, received_at=now)
+    next_at = grants.next_refresh_time(
+        now,
+        response.expires_in,
+        has_refresh_token=response.refresh_token is not None or grant.refresh_token is not None,
+        client_credentials=cc,
+        inactivity_days=_inactivity_days(link.provider),
+        rng=rng,
+    )
+    try:
+        stored = store.commit_tokens(
+            name, owner=owner, expected_version=version, response=response, now=now, next_refresh_at=next_at
+        )
+    except LeaseLost as fenced:
+        # Someone else wrote newer tokens: ours must not overwrite them (fencing).
+        log.error("%s: %s", name, fenced.message)
+        return Outcome(name, SKIPPED, message=fenced.message), None, fenced
+    result = OBTAINED if cc and grant.access_token is None else REFRESHED
+    log.info("%s: %s (token version %d)", name, result, stored.token_version)
+    return Outcome(name, result, status=stored.status), stored, None
+
+
+def refresh_link(
+    store: Store,
+    client: TokenClientLike,
+    name: str,
+    *,
+    owner: str,
+    policy: KeeperPolicy,
+    clock: Clock,
+    rng: random.Random,
+    force: bool = False,
+) -> Outcome:
+    """Take the lease of one link and refresh it if it is (still) due; skipped if the lease is held."""
+    grant = store.acquire_lease(name, owner=owner, ttl=policy.lease_ttl, now=clock())
+    if grant is None:
+        return Outcome(name, SKIPPED, message="lease held by another process")
+    link = store.get_link(name)
+    cc = link is not None and link.spec.get("grant") == "client_credentials"
+    if not force and not is_due(grant, client_credentials=cc, now=clock()):
+        store.release_lease(name, owner=owner)
+        return Outcome(name, SKIPPED, message="no longer due")
+    outcome, _, _ = refresh_leased(store, client, grant, owner=owner, policy=policy, clock=clock, rng=rng)
+    return outcome
+
+
+# -- the daemon -----------------------------------------------------------------------------
+class Keeper:
+    """Refreshes whatever is due, with a small pool of worker threads (one store each)."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: TokenClientLike,
+        *,
+        store_factory: Callable[[], Store] | None = None,
+        workers: int = 1,
+        policy: KeeperPolicy | None = None,
+        clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``store`` is used by the calling thread; ``store_factory`` opens one per worker thread."""
+        if workers > 1 and store_factory is None:
+            raise ValueError("more than one worker needs a store_factory (SQLite connections are per thread)")
+        self.store = store
+        self.client = client
+        self.store_factory = store_factory
+        self.workers = max(1, workers)
+        self.policy = policy or KeeperPolicy()
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self._lock = threading.Lock()
+
+    def _process(self, store: Store, name: str, owner: str) -> Outcome:
+        try:
+            return refresh_link(
+                store, self.client, name, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
+            )
+        except LinkctlError as error:  # e.g. the store was busy: the lease (if any) simply expires
+            log.warning("%s: %s", name, error.message)
+            return Outcome(name, SKIPPED, message=error.message)
+
+    def _finish(self, report: KeeperReport) -> KeeperReport:
+        """Add the links that wait for a human (not attempted by the keeper)."""
+        attempted = set(report.failed) | set(report.refreshed) | set(report.obtained)
+        for grant in self.store.list_grants():
+            if grant.link_name in attempted:
+                continue
+            if grant.status in (grants.NEEDS_AUTHORIZATION, grants.PENDING_CREDENTIALS):
+                if grant.obtained_at is None:
+                    report.waiting_for_authorization.append(grant.link_name)
+                else:
+                    report.broken[grant.link_name] = grant.last_error or grant.status
+            elif grant.status == grants.CONFIGURATION_ERROR:
+                report.broken[grant.link_name] = grant.last_error or grant.status
+        return report
+
+    def run_once(self, *, max_rounds: int = 1000) -> KeeperReport:
+        """Obtain client-credentials tokens and refresh everything due now, then return."""
+        report = KeeperReport()
+        seen: set[str] = set()
+        with _Pool(self) as pool:
+            for _ in range(max_rounds):
+                names = [
+                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in seen
+                ]
+                if not names:
+                    break
+                seen.update(names)
+                for outcome in pool.map(names):
+                    report.add(outcome)
+        return self._finish(report)
+
+    def run_forever(self, stop: threading.Event) -> KeeperReport:
+        """Refresh until ``stop`` is set; then take no new work and let in-flight refreshes finish.
+
+        A refresh abandoned by a kill is safe: its lease expires and the next holder
+        treats its request as a lost response.
+        """
+        report = KeeperReport()
+        with _Pool(self) as pool:
+            while not stop.is_set():
+                for outcome in pool.drain():
+                    report.add(outcome)
+                busy = pool.busy()
+                names = [
+                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in busy
+                ]
+                pool.submit(names)
+                next_due = self.store.next_due_at()
+                wait = self.policy.poll_interval
+                if next_due is not None:
+                    wait = min(wait, max(next_due - self.clock(), 0.0))
+                if pool.pending():
+                    wait = min(wait, 0.05)
+                stop.wait(max(wait, 0.02))
+            pool.cancel_pending()
+        for outcome in pool.drain():
+            report.add(outcome)
+        return self._finish(report)
+
+
+class _Pool:
+    """Worker threads, each with its own store and lease owner id; names in, outcomes out."""
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+        self._inbox: queue.Queue[str | None] = queue.Queue()
+        self._outbox: queue.Queue[Outcome] = queue.Queue()
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._inline = keeper.workers == 1 and keeper.store_factory is None
+
+    def __enter__(self) -> _Pool:
+        if not self._inline:
+            for index in range(self._keeper.workers):
+                thread = threading.Thread(target=self._work, name=f"keeper-{index}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        assert self._keeper.store_factory is not None
+        store = self._keeper.store_factory()
+        owner = new_owner("keeper")
+        try:
+            while True:
+                name = self._inbox.get()
+                if name is None:
+                    return
+                try:
+                    outcome = self._keeper._process(store, name, owner)
+                finally:
+                    with self._lock:
+                        self._busy.discard(name)
+                self._outbox.put(outcome)
+        finally:
+            store.close()
+
+    def submit(self, names: Iterable[str]) -> None:
+        """Queue names (or process them inline with one worker and no factory)."""
+        for name in names:
+            if self._inline:
+                self._outbox.put(self._keeper._process(self._keeper.store, name, new_owner("keeper")))
+                continue
+            with self._lock:
+                if name in self._busy:
+                    continue
+                self._busy.add(name)
+            self._inbox.put(name)
+
+    def map(self, names: list[str]) -> list[Outcome]:
+        """Process names and wait for all their outcomes."""
+        self.submit(names)
+        expected = len(set(names))
+        outcomes: list[Outcome] = []
+        while len(outcomes) < expected:
+            outcomes.append(self._outbox.get())
+        return outcomes
+
+    def drain(self) -> list[Outcome]:
+        """Outcomes finished so far."""
+        out = []
+        while True:
+            try:
+                out.append(self._outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    def busy(self) -> set[str]:
+        """Names queued or being processed."""
+        with self._lock:
+            return set(self._busy)
+
+    def pending(self) -> bool:
+        """Whether queued names wait for a worker."""
+        return not self._inbox.empty()
+
+    def cancel_pending(self) -> None:
+        """Drop queued names that no worker started (stop taking new work)."""
+        while True:
+            try:
+                name = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if name is not None:
+                with self._lock:
+                    self._busy.discard(name)
+
+
+# -- linkctl token --------------------------------------------------------------------------
+def _raise_for_status(grant: Grant, name: str) -> None:
+    """Refuse to refresh a parked grant: say what a human must do."""
+    message = grant.last_error
+    if grant.status == grants.CONFIGURATION_ERROR:
+        raise ProviderConfigError(
+            f"link {name!r} has a configuration error: {message or 'see linkctl show'}",
+            hint="fix the client registration or spec, apply, then run `linkctl keeper --once`",
+        )
+    if grant.status == grants.PENDING_CREDENTIALS:
+        raise GrantError(
+            f"link {name!r} has no client credentials yet",
+            hint="declare clientId/clientSecret and apply",
+        )
+    raise GrantError(
+        f"link {name!r} needs authorization: {message or 'it has not been authorized yet'}",
+        hint=f"run `linkctl authorize {name}`",
+    )
+
+
+def _resolve(client: TokenClientLike | Callable[[], TokenClientLike]) -> TokenClientLike:
+    """A client, or the client a factory builds (so httpx is imported only when needed)."""
+    if hasattr(client, "refresh"):
+        return client  # type: ignore[return-value]
+    assert callable(client)
+    return client()
+
+
+def fresh_token(
+    store: Store,
+    name: str,
+    *,
+    min_valid: float,
+    client: TokenClientLike | Callable[[], TokenClientLike],
+    clock: Clock = time.time,
+    sleep: Sleep = time.sleep,
+    policy: KeeperPolicy | None = None,
+    wait_timeout: float = 60.0,
+    rng: random.Random | None = None,
+) -> Grant:
+    """An access token valid for at least ``min_valid`` s (refreshing through the lease if needed).
+
+    If another process holds the lease, poll until it has committed and return its
+    token. A token refreshed during this call is accepted even if its whole lifetime is
+    shorter than ``min_valid``. ``client`` may be a factory, so the HTTP client is only
+    built when a request is really needed.
+    """
+    policy = policy or KeeperPolicy()
+    rng = rng or random.Random()
+    start = clock()
+    grant = store.get_grant(name, with_tokens=True)
+    if grant is None:
+        raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
+
+    def usable(g: Grant, now: float) -> bool:
+        left = access_valid_for(g, now)
+        if left is None or left <= 0:
+            return False
+        refreshed_meanwhile = g.token_version != grant.token_version and (g.last_refresh_at or 0) >= start
+        return left >= min_valid or refreshed_meanwhile
+
+    if usable(grant, start):
+        return grant
+    link = store.get_link(name)
+    cc = link is not None and link.spec.get("grant") == "client_credentials"
+    if grant.status in grants.PARKED_STATUSES and not (cc and grant.access_token is None):
+        _raise_for_status(grant, name)
+    owner = new_owner("token")
+    delay = 0.02
+    deadline = start + wait_timeout
+    for _ in range(100_000):  # bounded; the deadline ends it long before
+        now = clock()
+        leased = store.acquire_lease(name, owner=owner, ttl=policy.lease_ttl, now=now)
+        if leased is not None:
+            if usable(leased, now):
+                store.release_lease(name, owner=owner)
+                return leased
+            if leased.status in grants.PARKED_STATUSES and not (cc and leased.access_token is None):
+                store.release_lease(name, owner=owner)
+                _raise_for_status(leased, name)
+            outcome, _, error = refresh_leased(
+                store, _resolve(client), leased, owner=owner, policy=policy, clock=clock, rng=rng
+            )
+            if outcome.result in (REFRESHED, OBTAINED):
+                fresh = store.get_grant(name, with_tokens=True)
+                assert fresh is not None
+                return fresh
+            if isinstance(error, LinkctlError):
+                if isinstance(error, ProviderError) and outcome.message:
+                    raise type(error)(
+                        f"cannot refresh link {name!r}: {outcome.message}",
+                        hint=error.hint,
+                        retry_after=error.retry_after,
+                    )
+                raise error
+            raise ConflictError(f"cannot refresh link {name!r}: {outcome.message}")
+        current = store.get_grant(name, with_tokens=True)
+        if current is None:
+            raise StateError(f"link {name!r} was deleted meanwhile")
+        if usable(current, now):
+            return current
+        if current.status in grants.PARKED_STATUSES and current.token_version != grant.token_version:
+            _raise_for_status(current, name)
+        if now >= deadline:
+            raise ConflictError(
+                f"link {name!r}: another process has held the refresh lease for more than"
+                f" {wait_timeout:g} s (owner {current.lease_owner}, until {iso(current.lease_expires_at)})",
+                hint="try again; a crashed holder's lease expires by itself",
+            )
+        sleep(delay)
+        delay = min(delay * 2, 0.25)
+    raise ConflictError(f"link {name!r}: gave up waiting for the refresh lease")  # pragma: no cover
+
+
+# -- prune ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RevocationResult:
+    """What revocation at the provider did before a link is deleted (apply reports it)."""
+
+    link: str
+    attempted: bool  # False: no revocation endpoint, or no tokens
+    revoked: bool  # every token sent was accepted
+    endpoint: str | None = None
+    revoked_tokens: tuple[str, ...] = ()  # token type hints accepted, e.g. ("refresh_token",)
+    error: str | None = None  # why it failed (never a token)
+    reason: str | None = None  # why nothing was attempted
+
+    @property
+    def failed(self) -> bool:
+        """True when revocation was attempted and did not fully succeed."""
+        return self.attempted and not self.revoked
+
+
+def revoke_grant(
+    store: Store,
+    name: str,
+    client: TokenClientLike,
+    *,
+    clock: Clock = time.time,
+    sleep: Sleep = time.sleep,
+    lease_ttl: float = 120.0,
+    wait_timeout: float = 15.0,
+) -> RevocationResult:
+    """Revoke a link's tokens at the provider (RFC 7009) before apply deletes the link.
+
+    Takes the refresh lease first, so no keeper rotates the refresh token between our read
+    and the revocation. After success the grant is marked as needing authorization (in
+    case the deletion does not happen); a failure is returned, never swallowed.
+    """
+    link = store.get_link(name)
+    if link is None:
+        return RevocationResult(name, attempted=False, revoked=False, reason="no such link")
+    try:
+        config = client_config(store, link)
+    except LinkctlError as error:
+        return RevocationResult(name, attempted=False, revoked=False, error=error.message, reason="no config")
+    if not config.revocation_endpoint:
+        return RevocationResult(
+            name, attempted=False, revoked=False, reason="the provider has no revocation endpoint (RFC 7009)"
+        )
+    owner = new_owner("revoke")
+    deadline = clock() + wait_timeout
+    grant = store.acquire_lease(name, owner=owner, ttl=lease_ttl, now=clock())
+    while grant is None and clock() < deadline:
+        sleep(0.1)
+        grant = store.acquire_lease(name, owner=owner, ttl=lease_ttl, now=clock())
+    if grant is None:
+        return RevocationResult(
+            name,
+            attempted=False,
+            revoked=False,
+            endpoint=config.revocation_endpoint,
+            error=f"the refresh lease stayed held for {wait_timeout:g} s; tokens were not revoked",
+        )
+    pairs = (("refresh_token", grant.refresh_token), ("access_token", grant.access_token))
+    tokens = [(hint, token) for hint, token in pairs if token is not None]
+    if not tokens:
+        store.release_lease(name, owner=owner)
+        return RevocationResult(
+            name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
+        )
+    done: list[str] = []
+    errors: list[str] = []
+    for hint, token in tokens:
+        try:
+            client.revoke(config, token, token_type_hint=hint)
+            done.append(hint)
+        except LinkctlError as error:
+            errors.append(f"{hint}: {error.message}")
+    if done and not errors:
+        with contextlib.suppress(LeaseLost):  # deleted or re-authorized meanwhile: nothing to mark
+            store.record_failure(
+                name,
+                owner=owner,
+                expected_version=grant.token_version,
+                status=grants.NEEDS_AUTHORIZATION,
+                error_class="revoked",
+                message="tokens were revoked at the provider (the link is being deleted)",
+                retry_at=None,
+                lost_response=False,
+                now=clock(),
+            )
+    else:
+        store.release_lease(name, owner=owner)
+    return RevocationResult(
+        name,
+        attempted=True,
+        revoked=not errors,
+        endpoint=config.revocation_endpoint,
+        revoked_tokens=tuple(done),
+        error="; ".join(errors) or None,
+    )

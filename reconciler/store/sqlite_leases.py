@@ -1,0 +1,325 @@
+"""Refresh leases and fenced token writes of the SQLite store (the ``grants`` table).
+
+:class:`SQLiteLeases` is a mixin of :class:`reconciler.store.sqlite.SQLiteStore`, beside
+:class:`~reconciler.store.sqlite_grants.SQLiteGrants`, whose helpers it uses. Callers are
+``oauth.flows`` (:meth:`save_authorization`), ``oauth.keeper`` and ``linkctl token``
+(everything else), always through the :class:`~reconciler.store.grants.GrantStore` interface.
+
+How the invariants of DESIGN.md §5 hold here:
+
+* one refresh in flight per link: :meth:`acquire_lease` is one conditional ``UPDATE``
+  (SQLite serializes writers), so of many processes exactly one gets the lease until it
+  expires; the keeper picks a TTL longer than its HTTP timeout;
+* fencing: every later write says ``WHERE token_version = ? AND lease_owner = ?`` and
+  raises :class:`~reconciler.store.grants.LeaseLost` when it matched no row;
+* durability: the store runs WAL with ``synchronous=FULL``; :meth:`commit_tokens` writes
+  the rotated refresh token, bumps the version and releases the lease in one commit,
+  so nothing (release, hand-out) can happen before the token is on disk;
+* a request that was sent but never answered (:meth:`mark_in_flight` without a commit,
+  then a crash) is turned into ``lost_response`` when the next holder takes the lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import StateError
+from reconciler.store import grants
+
+if TYPE_CHECKING:
+    from reconciler.oauth.client import TokenResponse
+    from reconciler.secrets import Secret
+    from reconciler.store import sealing
+
+_LINK_UID = "(SELECT uid FROM links WHERE name = ?)"
+_PARKED = ", ".join(f"'{s}'" for s in (grants.PENDING_CREDENTIALS, grants.CONFIGURATION_ERROR))
+# A lease is free when nobody holds it or its holder let it expire.
+_LEASE_FREE = "(g.lease_owner IS NULL OR g.lease_expires_at <= :now)"
+# Client-credentials links need no human: without tokens they are due at once.
+_CC_WITHOUT_TOKENS = (
+    "(g.access_token IS NULL AND json_extract(l.spec_json, '$.grant') = 'client_credentials')"
+)
+_DUE_TIME = "COALESCE(g.retry_at, g.next_refresh_at)"
+_ELIGIBLE = (
+    f"g.status NOT IN ({_PARKED}) AND ("
+    f" (g.status != '{grants.NEEDS_AUTHORIZATION}' AND {_DUE_TIME} IS NOT NULL)"
+    f" OR g.in_flight_since IS NOT NULL OR {_CC_WITHOUT_TOKENS})"
+)
+# The moment a row becomes due (0 = now), not before its current lease ends.
+_DUE_AT = (
+    f"MAX(CASE WHEN {_CC_WITHOUT_TOKENS} OR g.in_flight_since IS NOT NULL"
+    f" THEN COALESCE(g.retry_at, 0) ELSE {_DUE_TIME} END,"
+    " COALESCE(g.lease_expires_at, 0))"
+)
+# When a holder left a request in flight, the next holder learns the response was lost.
+_ADOPT_IN_FLIGHT = (
+    "lost_response = CASE WHEN in_flight_since IS NOT NULL THEN 1 ELSE lost_response END,"
+    " details_json = CASE WHEN in_flight_since IS NOT NULL"
+    " THEN json_set(details_json, '$.lost_response_sent_at', in_flight_since) ELSE details_json END,"
+    " in_flight_since = NULL"
+)
+
+
+class SQLiteLeases:
+    """Leases, scheduling and fenced token writes over the store's connection.
+
+    Same attribute contract as :class:`~reconciler.store.sqlite_grants.SQLiteGrants`:
+    ``self._conn`` (``isolation_level=None``), ``self._sealer`` and ``self._immediate()``,
+    plus that mixin's helpers (``get_grant``, ``_seal_token``, ``_grant_from_row``).
+    """
+
+    if TYPE_CHECKING:  # provided by SQLiteGrants / SQLiteStore; declared for mypy only
+        _conn: sqlite3.Connection
+        _sealer: sealing.Sealer
+
+        def _immediate(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
+        def get_grant(self, name: str, *, with_tokens: bool = False) -> grants.Grant | None: ...
+        def _seal_token(self, uid: str, field: str, token: Secret | None) -> bytes | None: ...
+        def _iter_grant_rows(
+            self, where: str = "", params: tuple[Any, ...] = ()
+        ) -> Iterator[tuple[Any, ...]]: ...
+        def _grant_from_row(self, row: tuple[Any, ...], *, with_tokens: bool) -> grants.Grant: ...
+
+    # -- first tokens ----------------------------------------------------------------
+    def save_authorization(self, name: str, response: TokenResponse, *, clock_now: float) -> grants.Grant:
+        """Store first tokens (authorize, device or client-credentials): version +1, status healthy.
+
+        Clears errors, the lost-response flag and any lease (the version bump fences a
+        refresh that was still in flight with the previous grant). A response without a
+        refresh token keeps the stored one.
+        """
+        with self._immediate() as conn:
+            uid, spec_json = self._uid_and_spec(conn, name)
+            spec = json.loads(spec_json)
+            has_rt = response.refresh_token is not None or self._has_refresh_token(conn, uid)
+            next_at = grants.next_refresh_time(
+                response.received_at,
+                response.expires_in,
+                has_refresh_token=has_rt,
+                client_credentials=spec.get("grant") == "client_credentials",
+            )
+            conn.execute(
+                "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"
+                " token_type = ?, scope = ?, access_expires_at = ?, token_version = token_version + 1,"
+                " status = ?, obtained_at = ?, last_refresh_at = NULL, next_refresh_at = ?, retry_at = NULL,"
+                " attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
+                " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0,"
+                " details_json = json_remove(details_json, '$.lost_response_sent_at')"
+                " WHERE link_uid = ?",
+                (
+                    *self._token_columns(uid, response),
+                    grants.HEALTHY,
+                    clock_now,
+                    next_at,
+                    uid,
+                ),
+            )
+            return self._read(conn, name)
+
+    # -- scheduling ------------------------------------------------------------------
+    def due_links(self, now: float, *, limit: int) -> list[str]:
+        """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
+        rows = self._conn.execute(
+            "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
+            f" WHERE {_ELIGIBLE} AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
+            f" ORDER BY {_DUE_AT}, l.name LIMIT :limit",
+            {"now": now, "limit": max(int(limit), 0)},
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def next_due_at(self) -> float | None:
+        """The earliest time any link becomes due (None: nothing is scheduled)."""
+        row = self._conn.execute(
+            f"SELECT MIN({_DUE_AT}) FROM grants g JOIN links l ON l.uid = g.link_uid WHERE {_ELIGIBLE}"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- leases ----------------------------------------------------------------------
+    def acquire_lease(self, name: str, *, owner: str, ttl: float, now: float) -> grants.Grant | None:
+        """Take the refresh lease of a link (tokens decrypted); None while someone else holds it."""
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                "UPDATE grants SET lease_owner = :owner, lease_expires_at = :expires,"
+                # A request left in flight by an expired holder (crash): its answer is lost.
+                " lost_response = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
+                " THEN 1 ELSE lost_response END,"
+                " details_json = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
+                " THEN json_set(details_json, '$.lost_response_sent_at', in_flight_since)"
+                " ELSE details_json END,"
+                " in_flight_since = CASE WHEN lease_owner IS :owner THEN in_flight_since END"
+                f" WHERE link_uid = {_LINK_UID.replace('?', ':name')}"
+                " AND (lease_owner IS NULL OR lease_expires_at <= :now OR lease_owner = :owner)",
+                {"owner": owner, "expires": now + ttl, "now": now, "name": name},
+            )
+            if cursor.rowcount != 1:
+                self._uid_and_spec(conn, name)  # raises for an unknown link
+                return None
+            return self._read(conn, name, with_tokens=True)
+
+    def mark_in_flight(
+        self, name: str, *, owner: str, token_version: int, now: float, ttl: float | None = None
+    ) -> None:
+        """Record durably that a token request is about to be sent (optionally renewing the lease)."""
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                "UPDATE grants SET in_flight_since = ?, status = ?,"
+                " lease_expires_at = COALESCE(?, lease_expires_at)"
+                f" WHERE link_uid = {_LINK_UID} AND token_version = ? AND lease_owner = ?"
+                " AND lease_expires_at > ?",
+                (now, grants.REFRESHING, None if ttl is None else now + ttl, name, token_version, owner, now),
+            )
+            if cursor.rowcount != 1:
+                raise self._lease_lost(conn, name, owner, token_version, "mark the refresh in flight")
+
+    def commit_tokens(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        response: TokenResponse,
+        now: float,
+        next_refresh_at: float | None,
+    ) -> grants.Grant:
+        """Store refreshed tokens (fenced) and release the lease in the same transaction.
+
+        The new refresh token replaces the old one; a response without one keeps it.
+        Accepted when this owner still holds the lease, or nobody does (an expired lease
+        nobody took): the unchanged token version proves no one else wrote tokens.
+        """
+        with self._immediate() as conn:
+            uid, _ = self._uid_and_spec(conn, name)
+            cursor = conn.execute(
+                "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"
+                " token_type = ?, scope = COALESCE(?, scope), access_expires_at = ?,"
+                " token_version = token_version + 1, status = ?, obtained_at = COALESCE(obtained_at, ?),"
+                " last_refresh_at = ?, next_refresh_at = ?, retry_at = NULL, attempts = 0,"
+                " last_error = NULL, error_class = NULL, lease_owner = NULL, lease_expires_at = NULL,"
+                " in_flight_since = NULL, lost_response = 0,"
+                " details_json = json_remove(details_json, '$.lost_response_sent_at')"
+                " WHERE link_uid = ? AND token_version = ? AND (lease_owner = ? OR lease_owner IS NULL)",
+                (
+                    *self._token_columns(uid, response),
+                    grants.HEALTHY,
+                    now,
+                    now,
+                    next_refresh_at,
+                    uid,
+                    expected_version,
+                    owner,
+                ),
+            )
+            if cursor.rowcount != 1:
+                raise self._lease_lost(conn, name, owner, expected_version, "store refreshed tokens")
+            return self._read(conn, name)
+
+    def record_failure(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        status: str,
+        error_class: str,
+        message: str,
+        retry_at: float | None,
+        lost_response: bool,
+        now: float,
+    ) -> grants.Grant:
+        """Record a failed attempt (fenced), count it, and release the lease.
+
+        ``lost_response`` marks the refresh token as possibly consumed (kept until tokens
+        are written again); the send time is kept in ``details['lost_response_sent_at']``.
+        """
+        if status not in grants.GRANT_STATUSES:
+            raise ValueError(f"unknown grant status {status!r}")
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                "UPDATE grants SET status = :status, error_class = :error_class, last_error = :message,"
+                " retry_at = :retry_at, attempts = attempts + 1,"
+                " details_json = CASE WHEN :lost"
+                " THEN json_set(details_json, '$.lost_response_sent_at', COALESCE(in_flight_since, :now))"
+                " ELSE details_json END,"
+                " lost_response = MAX(lost_response, :lost),"
+                " in_flight_since = NULL, lease_owner = NULL, lease_expires_at = NULL"
+                f" WHERE link_uid = {_LINK_UID.replace('?', ':name')} AND token_version = :version"
+                " AND (lease_owner = :owner OR lease_owner IS NULL)",
+                {
+                    "status": status,
+                    "error_class": error_class,
+                    "message": message,
+                    "retry_at": retry_at,
+                    "lost": 1 if lost_response else 0,
+                    "now": now,
+                    "name": name,
+                    "version": expected_version,
+                    "owner": owner,
+                },
+            )
+            if cursor.rowcount != 1:
+                raise self._lease_lost(conn, name, owner, expected_version, "record a failed refresh")
+            return self._read(conn, name)
+
+    def release_lease(self, name: str, *, owner: str) -> bool:
+        """Give up a lease without writing tokens; False if ``owner`` no longer held it.
+
+        A request still marked in flight becomes a lost response: nobody knows its outcome.
+        """
+        with self._immediate() as conn:
+            cursor = conn.execute(
+                f"UPDATE grants SET {_ADOPT_IN_FLIGHT}, lease_owner = NULL, lease_expires_at = NULL"
+                f" WHERE link_uid = {_LINK_UID} AND lease_owner = ?",
+                (name, owner),
+            )
+            return cursor.rowcount == 1
+
+    # -- helpers ---------------------------------------------------------------------
+    def _uid_and_spec(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
+        row = conn.execute("SELECT uid, spec_json FROM links WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
+        return row[0], row[1]
+
+    def _has_refresh_token(self, conn: sqlite3.Connection, uid: str) -> bool:
+        row = conn.execute(
+            "SELECT refresh_token IS NOT NULL FROM grants WHERE link_uid = ?", (uid,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _token_columns(self, uid: str, response: TokenResponse) -> tuple[Any, ...]:
+        """``access_token, refresh_token, token_type, scope, access_expires_at`` values."""
+        expires_at = None if response.expires_in is None else response.received_at + response.expires_in
+        return (
+            self._seal_token(uid, "access_token", response.access_token),
+            self._seal_token(uid, "refresh_token", response.refresh_token),
+            response.token_type,
+            response.scope,
+            expires_at,
+        )
+
+    def _read(self, conn: sqlite3.Connection, name: str, *, with_tokens: bool = False) -> grants.Grant:
+        rows = list(self._iter_grant_rows("l.name = ?", (name,)))
+        if not rows:  # pragma: no cover - the caller checked inside the same transaction
+            raise StateError(f"no link named {name!r} in the store")
+        return self._grant_from_row(rows[0], with_tokens=with_tokens)
+
+    def _lease_lost(
+        self, conn: sqlite3.Connection, name: str, owner: str, version: int, action: str
+    ) -> grants.LeaseLost:
+        row = conn.execute(
+            "SELECT g.token_version, g.lease_owner, g.lease_expires_at FROM grants g"
+            " JOIN links l ON l.uid = g.link_uid WHERE l.name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
+        holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
+        return grants.LeaseLost(
+            f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
+            f" found {row[0]}; lease held by {holder})",
+            hint="another refresh won the race; its tokens are kept",
+        )

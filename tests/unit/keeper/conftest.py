@@ -1,0 +1,66 @@
+"""Fixtures for the keeper tests: the real SQLite store (with the lease mixin) in tmp_path."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.settings import Settings
+from reconciler.store.base import Store
+from reconciler.store.sqlite import SQLiteStore
+from reconciler.store.sqlite_leases import SQLiteLeases
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import FakeClock, RotatingProvider  # noqa: E402
+
+if issubclass(SQLiteStore, SQLiteLeases):
+    LeasedStore: type[SQLiteStore] = SQLiteStore
+else:  # until SQLiteStore lists SQLiteLeases among its bases
+
+    class _LeasedStore(SQLiteLeases, SQLiteStore):
+        pass
+
+    LeasedStore = _LeasedStore
+
+
+@pytest.fixture
+def settings(isolated_env: dict[str, str]) -> Settings:
+    """Settings whose sqlite file and key live under the isolated HOME."""
+    return Settings.from_env(isolated_env)
+
+
+@pytest.fixture
+def open_store(settings: Settings) -> Iterator[Callable[[], Store]]:
+    """Opens stores on the same file (closed at teardown; thread-safe to call)."""
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        store = LeasedStore.open(settings, notice=lambda _: None)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - a worker thread's store; closed by its thread
+            pass
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def provider() -> RotatingProvider:
+    return RotatingProvider()
