@@ -36,6 +36,7 @@ from reconciler.secrets import REDACTED, Secret
 __all__ = [
     "ClientConfig",
     "DeviceAuthorization",
+    "Probe",
     "ProviderMetadata",
     "TokenClient",
     "TokenResponse",
@@ -115,6 +116,17 @@ class DeviceAuthorization:
     def expires_at(self) -> float:
         """Clock time after which the device code is useless."""
         return self.received_at + self.expires_in
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What a plain GET of an endpoint showed (for ``linkctl doctor``)."""
+
+    url: str
+    status_code: int | None  # None: no HTTP answer
+    server_time: float | None  # from the Date header
+    error: str | None = None  # connection/TLS problem, in words
+    tls_error: bool = False
 
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -371,6 +383,25 @@ class TokenClient:
             f"no metadata document for issuer {issuer} (tried {', '.join(tried)})",
             hint="check spec.issuer, or declare authorizationEndpoint and tokenEndpoint",
         )
+
+    def probe(self, url: str) -> Probe:
+        """GET ``url`` once: reachable? TLS valid? the provider's clock (Date header)?"""
+        try:
+            response = self._http.get(url)
+        except httpx.ConnectError as error:
+            tls = "certificate" in str(error).lower() or "ssl" in str(error).lower()
+            what = "TLS verification failed" if tls else "cannot connect"
+            return Probe(url, None, None, error=f"{what} ({type(error).__name__})", tls_error=tls)
+        except httpx.HTTPError as error:
+            return Probe(url, None, None, error=type(error).__name__)
+        server_time = None
+        header = response.headers.get("date")
+        if header:
+            try:
+                server_time = email.utils.parsedate_to_datetime(header).timestamp()
+            except (TypeError, ValueError):
+                server_time = None
+        return Probe(url, response.status_code, server_time)
 
     def close(self) -> None:
         """Close connections."""
