@@ -34,11 +34,11 @@ def default_keys_file(env: Mapping[str, str]) -> Path | None:
 class KeyRing:
     """Identities loaded from the environment, plus notes on sources that failed."""
 
-    env: Mapping[str, str]
+    env: Mapping[str, str] = dataclasses.field(repr=False)
     identities: list[age.X25519Identity] = dataclasses.field(default_factory=list)
     sources: list[str] = dataclasses.field(default_factory=list)
     problems: list[str] = dataclasses.field(default_factory=list)
-    _cmd_cache: dict[str, list[age.X25519Identity]] = dataclasses.field(default_factory=dict)
+    _cmd_cache: dict[str, list[age.X25519Identity]] = dataclasses.field(default_factory=dict, repr=False)
 
     def for_recipient(self, recipient: str) -> list[age.X25519Identity]:
         """Static identities, plus what ``SOPS_AGE_KEY_CMD`` prints for this recipient."""

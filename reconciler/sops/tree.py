@@ -105,9 +105,6 @@ def _from_bytes(kind: str, raw: bytes) -> Any:
             raise ValueError("bad int")
         return int(text)
     if kind == "float":
-        # sops writes JSON integers as type:float; giving back an int keeps 8080 an 8080.
-        if _INT_RE.fullmatch(text):
-            return int(text)
         return float(text)
     if kind == "bool":
         return _BOOL[text]
@@ -117,6 +114,18 @@ def _from_bytes(kind: str, raw: bytes) -> Any:
             raise ValueError("bad time")
         return parsed
     raise ValueError("unknown type")
+
+
+def _friendly(value: Any) -> Any:
+    """sops stores JSON integers as type:float; an integral float comes back as an int (8080, not 8080.0)."""
+    if (
+        isinstance(value, float)
+        and value.is_integer()
+        and abs(value) <= 2**53
+        and not (value == 0 and math.copysign(1.0, value) < 0)
+    ):
+        return int(value)
+    return value
 
 
 def parse_rfc3339(text: str) -> dt.datetime | None:
@@ -268,7 +277,7 @@ class _Walker:
             return ""
         plain = self.open(value, ":".join(path) + ":", self._where(path))
         self.mac.update(to_bytes(plain))
-        return plain
+        return _friendly(plain)
 
     def open(self, text: str, aad: str, where: str) -> Any:
         enc = parse_enc(text)
