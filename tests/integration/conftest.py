@@ -311,7 +311,10 @@ def start_oidc_server(**env: str) -> Iterator[OidcServer]:
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{server.issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
+                if (
+                    httpx.get(f"{server.issuer}/.well-known/openid-configuration", timeout=2).status_code
+                    == 200
+                ):
                     break
             assert time.monotonic() < deadline, f"discovery never answered 200: {server.log()}"
             time.sleep(0.05)

@@ -216,7 +216,8 @@ def test_client_credentials_with_wrong_secret_is_a_configuration_error(
     registered = oracle.register_client(grant_types=("client_credentials",), scope="api:read")
     wrong = Secret("not-the-secret-" + "x" * 20)
     config = dataclasses.replace(
-        oracle.client_config(registered, grant="client_credentials", scopes=("api:read",)), client_secret=wrong
+        oracle.client_config(registered, grant="client_credentials", scopes=("api:read",)),
+        client_secret=wrong,
     )
     with pytest.raises(ProviderConfigError) as caught:
         client.client_credentials(config)
@@ -264,32 +265,44 @@ def test_device_flow_denied_is_a_grant_error(oracle: OidcServer, client: TokenCl
 # -- faults through the fault-injecting front ---------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Refreshable:
+    config: ClientConfig
+    tokens: TokenResponse
+    refresh_token: Secret
+    registered: OracleClient
+
+
 @pytest.fixture
-def refreshable(oracle: OidcServer, client: TokenClient) -> tuple[ClientConfig, TokenResponse, OracleClient]:
+def refreshable(oracle: OidcServer, client: TokenClient) -> Refreshable:
     registered = oracle.register_client()
     config = oracle.client_config(registered)
-    return config, authorize(oracle, client, config), registered
+    tokens = authorize(oracle, client, config)
+    assert tokens.refresh_token is not None
+    return Refreshable(config, tokens, tokens.refresh_token, registered)
 
 
-def test_503_with_retry_after_is_transient(oracle: OidcServer, client: TokenClient, refreshable) -> None:  # type: ignore[no-untyped-def]
-    config, tokens, registered = refreshable
+def test_503_with_retry_after_is_transient(
+    oracle: OidcServer, client: TokenClient, refreshable: Refreshable
+) -> None:
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     oracle.fault("unavailable", retry_after=7)
     with pytest.raises(TransientProviderError) as caught:
-        client.refresh(config, tokens.refresh_token)
+        client.refresh(config, refreshable.refresh_token)
     assert type(caught.value) is TransientProviderError
     assert caught.value.status_code == 503 and caught.value.retry_after == 7
     assert_no_secrets(caught.value, *secrets_of(registered, tokens))
-    assert client.refresh(config, tokens.refresh_token).access_token  # the token was not used up
+    assert client.refresh(config, refreshable.refresh_token).access_token  # the token was not used up
 
 
-def test_429_with_http_date_retry_after_is_transient(oracle: OidcServer, refreshable) -> None:  # type: ignore[no-untyped-def]
-    config, tokens, registered = refreshable
+def test_429_with_http_date_retry_after_is_transient(oracle: OidcServer, refreshable: Refreshable) -> None:
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     now = 1_800_000_000.0
     client = TokenClient(timeout=5, clock=lambda: now)
     try:
         oracle.fault("rate_limited", retry_after="Fri, 15 Jan 2027 08:00:30 GMT")
         with pytest.raises(TransientProviderError) as caught:
-            client.refresh(config, tokens.refresh_token)
+            client.refresh(config, refreshable.refresh_token)
     finally:
         client.close()
     assert type(caught.value) is TransientProviderError
@@ -298,42 +311,44 @@ def test_429_with_http_date_retry_after_is_transient(oracle: OidcServer, refresh
     assert_no_secrets(caught.value, *secrets_of(registered, tokens))
 
 
-def test_500_html_is_transient(oracle: OidcServer, client: TokenClient, refreshable) -> None:  # type: ignore[no-untyped-def]
-    config, tokens, registered = refreshable
+def test_500_html_is_transient(oracle: OidcServer, client: TokenClient, refreshable: Refreshable) -> None:
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     oracle.fault("server_error_html")
     with pytest.raises(TransientProviderError) as caught:
-        client.refresh(config, tokens.refresh_token)
+        client.refresh(config, refreshable.refresh_token)
     assert type(caught.value) is TransientProviderError
     assert "text/html" in str(caught.value) and "<html" not in str(caught.value)
     assert_no_secrets(caught.value, *secrets_of(registered, tokens))
 
 
-def test_dropped_connection_is_response_lost(oracle: OidcServer, client: TokenClient, refreshable) -> None:  # type: ignore[no-untyped-def]
-    config, tokens, registered = refreshable
+def test_dropped_connection_is_response_lost(
+    oracle: OidcServer, client: TokenClient, refreshable: Refreshable
+) -> None:
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     oracle.fault("drop")
     with pytest.raises(ResponseLost) as caught:
-        client.refresh(config, tokens.refresh_token)
+        client.refresh(config, refreshable.refresh_token)
     assert_no_secrets(caught.value, *secrets_of(registered, tokens))
 
 
 def test_response_delayed_after_rotation_is_lost_and_the_token_consumed(
     oracle: OidcServer,
-    refreshable,  # type: ignore[no-untyped-def]
+    refreshable: Refreshable,
 ) -> None:
-    config, tokens, registered = refreshable
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     client = TokenClient(timeout=0.5)
     try:
         oracle.fault("delay_after", delay_ms=1500)
         started = time.monotonic()
         with pytest.raises(ResponseLost) as caught:
-            client.refresh(config, tokens.refresh_token)
+            client.refresh(config, refreshable.refresh_token)
         assert time.monotonic() - started < 1.4
         assert_no_secrets(caught.value, *secrets_of(registered, tokens))
         assert "invalid_grant" in (caught.value.hint or "")
         # The server did rotate: the refresh token we still hold is spent.
         assert [r["status"] for r in oracle.requests() if r["grant_type"] == "refresh_token"] == [200]
         with pytest.raises(GrantError):
-            client.refresh(config, tokens.refresh_token)
+            client.refresh(config, refreshable.refresh_token)
     finally:
         client.close()
 
@@ -357,8 +372,10 @@ def test_connection_refused_is_transient_not_lost(client: TokenClient) -> None:
     assert_no_secrets(caught.value, "s3cr3t-value", "refresh-token-value")
 
 
-def test_invalid_refresh_token_is_a_grant_error(oracle: OidcServer, client: TokenClient, refreshable) -> None:  # type: ignore[no-untyped-def]
-    config, tokens, registered = refreshable
+def test_invalid_refresh_token_is_a_grant_error(
+    oracle: OidcServer, client: TokenClient, refreshable: Refreshable
+) -> None:
+    config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     bogus = Secret("bogus-refresh-token-" + "y" * 20)
     with pytest.raises(GrantError) as caught:
         client.refresh(config, bogus)
