@@ -1,0 +1,232 @@
+"""``linkctl token`` and ``linkctl keeper``: the command-line edge of the token keeper.
+
+Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
+:mod:`reconciler.oauth.keeper`. ``token`` must start fast: this module imports only
+argparse at load time, and a fresh token is printed without importing httpx at all.
+``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
+
+``token`` prints only the access token (or JSON with ``--output json``); this is the one
+place where linkctl writes a token to stdout, because that is what the caller asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.cli.output import Context
+    from reconciler.oauth.client import TokenClient
+    from reconciler.store.base import Store
+    from reconciler.store.grants import Grant
+
+DEFAULT_MIN_VALID = 60.0
+DEFAULT_HTTP_TIMEOUT = 10.0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``token`` and ``keeper`` to the ``linkctl`` parser."""
+    token = subparsers.add_parser(
+        "token",
+        help="print a fresh access token of a link",
+        description="Print an access token valid for at least --min-valid seconds, refreshing it"
+        " through the link's refresh lease if needed (safe to run concurrently).",
+    )
+    token.add_argument("name", metavar="NAME", help="link name")
+    token.add_argument(
+        "--min-valid",
+        type=float,
+        default=DEFAULT_MIN_VALID,
+        metavar="SECONDS",
+        help=f"minimum remaining validity (default {DEFAULT_MIN_VALID:g})",
+    )
+    token.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    token.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for another process's refresh (default 60)",
+    )
+    token.set_defaults(handler=token_command)
+
+    keeper = subparsers.add_parser(
+        "keeper",
+        help="keep every link's tokens fresh (daemon, or --once from cron)",
+        description="Obtain client-credentials tokens and refresh every grant before it expires."
+        " Exit status of --once: 0 unless a refresh failed or a link is broken (links that wait"
+        " for their first authorization are reported, not failures).",
+    )
+    keeper.add_argument("--once", action="store_true", help="refresh what is due now, then exit")
+    keeper.add_argument("--workers", type=int, default=4, metavar="N", help="worker threads (default 4)")
+    keeper.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="refresh lease lifetime; must exceed the HTTP timeout (default 30)",
+    )
+    keeper.add_argument(
+        "--http-timeout",
+        type=float,
+        default=DEFAULT_HTTP_TIMEOUT,
+        metavar="S",
+        help=f"token endpoint timeout (default {DEFAULT_HTTP_TIMEOUT:g})",
+    )
+    keeper.add_argument(
+        "--poll-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="longest pause between looks at the store (default 5)",
+    )
+    keeper.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    keeper.set_defaults(handler=keeper_command)
+
+
+def with_leases(store: Store) -> Store:
+    """The store with the lease API (transitional: until SQLiteStore lists SQLiteLeases as a base)."""
+    from reconciler.store.grants import GrantStore
+
+    if type(store).acquire_lease is not GrantStore.acquire_lease:
+        return store
+    from reconciler.store.sqlite import SQLiteStore
+    from reconciler.store.sqlite_leases import SQLiteLeases
+
+    if isinstance(store, SQLiteStore):
+        store.__class__ = type("SQLiteStoreWithLeases", (SQLiteLeases, type(store)), {})
+    return store
+
+
+def _token_client(timeout: float) -> TokenClient:
+    from reconciler.oauth.client import TokenClient
+
+    return TokenClient(timeout=timeout)
+
+
+def _token_json(grant: Grant, now: float) -> dict[str, Any]:
+    from reconciler.oauth.keeper import iso
+
+    assert grant.access_token is not None
+    expires_at = grant.access_expires_at
+    return {
+        "access_token": grant.access_token.reveal(),
+        "token_type": grant.token_type or "Bearer",
+        "expires_at": iso(expires_at),
+        "expires_in": None if expires_at is None else max(0, int(expires_at - now)),
+    }
+
+
+def token_command(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl token NAME``: print an access token valid for at least ``--min-valid`` s."""
+    import time
+
+    from reconciler.oauth import keeper
+
+    store = with_leases(ctx.store())
+    now = time.time()
+    grant = store.get_grant(args.name, with_tokens=True)
+    left = None if grant is None else keeper.access_valid_for(grant, now)
+    if grant is None or left is None or left < args.min_valid:
+        policy = keeper.KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
+        clients: list[TokenClient] = []
+
+        def factory() -> TokenClient:
+            clients.append(_token_client(policy.http_timeout))
+            return clients[-1]
+
+        try:
+            grant = keeper.fresh_token(
+                store,
+                args.name,
+                min_valid=args.min_valid,
+                client=factory,
+                policy=policy,
+                wait_timeout=args.wait,
+            )
+        finally:
+            for client in clients:
+                client.close()
+        now = time.time()
+    assert grant is not None and grant.access_token is not None
+    if args.output == "json":
+        ctx.json(_token_json(grant, now))
+    else:
+        ctx.out(grant.access_token.reveal())
+    return 0
+
+
+def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl keeper``: refresh forever (SIGTERM/SIGINT stop it cleanly), or once with --once."""
+    import signal
+    import threading
+
+    from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError
+    from reconciler.oauth import keeper
+    from reconciler.store import open_store
+
+    try:
+        policy = keeper.KeeperPolicy(
+            lease_ttl=args.lease_ttl, http_timeout=args.http_timeout, poll_interval=args.poll_interval
+        )
+    except ValueError as error:
+        raise ConfigError(str(error), hint="raise --lease-ttl or lower --http-timeout") from None
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    store = with_leases(ctx.store())
+    settings = ctx.settings
+
+    def store_factory() -> Store:
+        return with_leases(open_store(settings, notice=ctx.notice))
+
+    client = _token_client(policy.http_timeout)
+    try:
+        runner = keeper.Keeper(
+            store, client, store_factory=store_factory, workers=args.workers, policy=policy
+        )
+        if args.once:
+            report = runner.run_once()
+        else:
+            stop = threading.Event()
+
+            def on_signal(signum: int, frame: object) -> None:
+                ctx.notice(f"linkctl keeper: {signal.Signals(signum).name}: finishing in-flight refreshes")
+                stop.set()
+
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                ctx.notice(f"linkctl keeper: running with {args.workers} worker(s); SIGTERM stops it")
+                report = runner.run_forever(stop)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+    finally:
+        client.close()
+    if args.output == "json":
+        ctx.json(report.as_dict())
+    else:
+        ctx.out(report.summary())
+        for name, message in sorted({**report.broken, **report.failed}.items()):
+            ctx.notice(f"  {name}: {message}")
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``token``/``keeper`` without the rest of the CLI (tests, minimal start-up)."""
+    import os
+
+    from reconciler.cli.output import Context, run_handler
+
+    parser = argparse.ArgumentParser(prog="linkctl")
+    parser.add_argument("--state", metavar="URL")
+    parser.add_argument("--debug", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    ctx = Context(args=args, env=os.environ, stdout=sys.stdout, stderr=sys.stderr)
+    return run_handler(args.handler, args, ctx)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

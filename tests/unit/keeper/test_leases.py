@@ -1,0 +1,153 @@
+"""The SQLite lease API: exclusivity, fencing, rotated/absent refresh tokens, crash detection."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from fakes import FakeClock, add_links, link_write, response
+
+from reconciler.errors import StateError
+from reconciler.store import grants
+from reconciler.store.base import Store
+from reconciler.store.grants import LeaseLost
+
+
+def _authorized(store: Store, clock: FakeClock, name: str = "a", **kw: object) -> grants.Grant:
+    add_links(store, link_write(name))
+    return store.save_authorization(name, response(at=clock(), **kw), clock_now=clock())  # type: ignore[arg-type]
+
+
+def test_save_authorization_stores_encrypted_tokens_and_schedules(store: Store, clock: FakeClock) -> None:
+    grant = _authorized(store, clock)
+    assert grant.status == grants.HEALTHY and grant.token_version == 1
+    assert grant.next_refresh_at is not None and clock() + 2700 <= grant.next_refresh_at <= clock() + 3060
+    full = store.get_grant("a", with_tokens=True)
+    assert full is not None and full.refresh_token is not None and full.refresh_token.reveal() == "rt-1"
+    raw = store._conn.execute("SELECT refresh_token FROM grants").fetchone()[0]  # type: ignore[attr-defined]
+    assert b"rt-1" not in bytes(raw)
+
+
+def test_lease_is_exclusive_until_it_expires(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    first = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert first is not None and first.refresh_token is not None
+    assert store.acquire_lease("a", owner="B", ttl=30, now=clock() + 29.9) is None
+    assert store.acquire_lease("a", owner="B", ttl=30, now=clock() + 30) is not None
+
+
+def test_acquire_unknown_link_raises(store: Store, clock: FakeClock) -> None:
+    with pytest.raises(StateError):
+        store.acquire_lease("nope", owner="A", ttl=30, now=clock())
+
+
+def test_rotated_refresh_token_replaces_and_absent_keeps_old(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert g is not None
+    store.mark_in_flight("a", owner="A", token_version=g.token_version, now=clock())
+    store.commit_tokens("a", owner="A", expected_version=g.token_version,
+                        response=response("at-2", "rt-2", at=clock()), now=clock(), next_refresh_at=clock() + 10)
+    g = store.get_grant("a", with_tokens=True)
+    assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-2"
+    assert g.token_version == 2 and g.lease_owner is None and g.in_flight_since is None
+    g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert g is not None
+    store.commit_tokens("a", owner="A", expected_version=g.token_version,
+                        response=response("at-3", None, at=clock()), now=clock(), next_refresh_at=None)
+    g = store.get_grant("a", with_tokens=True)
+    assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-2"
+    assert g.access_token is not None and g.access_token.reveal() == "at-3"
+
+
+def test_a_keeper_that_lost_its_lease_cannot_overwrite_newer_tokens(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    a = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert a is not None
+    store.mark_in_flight("a", owner="A", token_version=a.token_version, now=clock())
+    clock.advance(31)  # A stalls past its lease
+    b = store.acquire_lease("a", owner="B", ttl=30, now=clock())
+    assert b is not None and b.lost_response  # B learns A's request may have been answered
+    store.mark_in_flight("a", owner="B", token_version=b.token_version, now=clock())
+    store.commit_tokens("a", owner="B", expected_version=b.token_version,
+                        response=response("at-B", "rt-B", at=clock()), now=clock(), next_refresh_at=None)
+    with pytest.raises(LeaseLost):
+        store.commit_tokens("a", owner="A", expected_version=a.token_version,
+                            response=response("at-A", "rt-A", at=clock()), now=clock(), next_refresh_at=None)
+    with pytest.raises(LeaseLost):
+        store.record_failure("a", owner="A", expected_version=a.token_version, status=grants.TRANSIENT_ERROR,
+                             error_class="transient", message="x", retry_at=None, lost_response=False, now=clock())
+    with pytest.raises(LeaseLost):
+        store.mark_in_flight("a", owner="A", token_version=a.token_version, now=clock())
+    g = store.get_grant("a", with_tokens=True)
+    assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-B"
+
+
+def test_same_version_but_another_owner_is_fenced(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    a = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert a is not None
+    clock.advance(31)
+    assert store.acquire_lease("a", owner="B", ttl=30, now=clock()) is not None
+    with pytest.raises(LeaseLost, match="another owner"):
+        store.commit_tokens("a", owner="A", expected_version=a.token_version,
+                            response=response(at=clock()), now=clock(), next_refresh_at=None)
+
+
+def test_crash_after_mark_in_flight_becomes_a_lost_response(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert g is not None
+    sent = clock()
+    store.mark_in_flight("a", owner="A", token_version=g.token_version, now=sent)
+    assert store.get_grant("a") is not None
+    assert store.due_links(clock() + 10, limit=10) == []  # lease still held
+    assert store.due_links(clock() + 31, limit=10) == ["a"]  # crashed holder: due again
+    g2 = store.acquire_lease("a", owner="B", ttl=30, now=clock() + 31)
+    assert g2 is not None and g2.lost_response and g2.in_flight_since is None
+    assert g2.details["lost_response_sent_at"] == sent
+
+
+def test_record_failure_counts_and_release(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    for n in (1, 2):
+        g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+        assert g is not None
+        failed = store.record_failure("a", owner="A", expected_version=g.token_version,
+                                      status=grants.TRANSIENT_ERROR, error_class="transient", message="503",
+                                      retry_at=clock() + 5, lost_response=n == 1, now=clock())
+        assert failed.attempts == n and failed.lease_owner is None and failed.lost_response
+    assert store.due_links(clock() + 4, limit=5) == [] and store.due_links(clock() + 5, limit=5) == ["a"]
+    assert store.acquire_lease("a", owner="A", ttl=30, now=clock()) is not None
+    assert store.release_lease("a", owner="A") and not store.release_lease("a", owner="A")
+
+
+def test_due_links_rules(store: Store, clock: FakeClock) -> None:
+    add_links(store, link_write("never-authorized"), link_write("cc", grant="client_credentials"),
+              link_write("ok"), link_write("broken"), link_write("late"))
+    store.save_authorization("ok", response(at=clock()), clock_now=clock())
+    store.save_authorization("late", response(at=clock() - 4000), clock_now=clock())
+    store.save_authorization("broken", response(at=clock() - 4000), clock_now=clock())
+    g = store.acquire_lease("broken", owner="A", ttl=30, now=clock())
+    assert g is not None
+    store.record_failure("broken", owner="A", expected_version=g.token_version, status=grants.CONFIGURATION_ERROR,
+                         error_class="configuration_error", message="invalid_client", retry_at=None,
+                         lost_response=False, now=clock())
+    assert store.due_links(clock(), limit=10) == ["cc", "late"]
+    assert store.due_links(clock(), limit=1) == ["cc"]
+    assert store.next_due_at() == 0.0
+    assert store.acquire_lease("cc", owner="X", ttl=30, now=clock()) is not None
+    assert store.due_links(clock(), limit=10) == ["late"]
+
+
+def test_save_authorization_clears_errors_and_fences_in_flight(store: Store, clock: FakeClock) -> None:
+    _authorized(store, clock)
+    g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
+    assert g is not None
+    store.mark_in_flight("a", owner="A", token_version=g.token_version, now=clock())
+    new = store.save_authorization("a", dataclasses.replace(response("at-9", "rt-9"), received_at=clock()),
+                                   clock_now=clock())
+    assert new.status == grants.HEALTHY and not new.lost_response and new.lease_owner is None
+    with pytest.raises(LeaseLost):
+        store.commit_tokens("a", owner="A", expected_version=g.token_version,
+                            response=response(at=clock()), now=clock(), next_refresh_at=None)
