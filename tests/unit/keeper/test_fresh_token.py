@@ -1,0 +1,144 @@
+"""``fresh_token`` (linkctl token) and ``revoke_grant`` (prune) against the real store."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from fakes import FakeClock, RotatingProvider, add_links, link_write
+
+from reconciler.errors import ConflictError, GrantError, ProviderConfigError, TransientProviderError
+from reconciler.oauth import keeper
+from reconciler.store import grants
+from reconciler.store.base import Store
+
+
+def _authorize(store: Store, provider: RotatingProvider, clock: FakeClock, name: str = "a") -> None:
+    add_links(store, link_write(name))
+    store.save_authorization(name, dataclasses.replace(provider.authorize(name), received_at=clock()),
+                             clock_now=clock())
+
+
+def _never(*_: object) -> keeper.TokenClientLike:
+    raise AssertionError("no HTTP client may be built for a fresh token")
+
+
+def test_fresh_token_is_returned_without_a_request(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    _authorize(store, provider, clock)
+    grant = keeper.fresh_token(store, "a", min_valid=30, client=_never, clock=clock)
+    assert grant.access_token is not None and provider.refresh_count() == 0
+
+
+def test_min_valid_forces_a_refresh(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    _authorize(store, provider, clock)
+    before = store.get_grant("a", with_tokens=True)
+    grant = keeper.fresh_token(store, "a", min_valid=60.5, client=provider, clock=clock)
+    assert provider.refresh_count() == 1 and grant.access_token != before.access_token  # type: ignore[union-attr]
+    # The new token's whole life is 60 s: accepted although 60 < min_valid would be asked again.
+    grant = keeper.fresh_token(store, "a", min_valid=3600, client=provider, clock=clock)
+    assert provider.refresh_count() == 2
+
+
+def test_waits_for_the_lease_holder_and_returns_its_token(
+    open_store: Callable[[], Store], provider: RotatingProvider
+) -> None:
+    clock = time.time
+    store = open_store()
+    add_links(store, link_write("a"))
+    store.save_authorization("a", dataclasses.replace(provider.authorize("a"), received_at=clock() - 59),
+                             clock_now=clock())
+    held = store.acquire_lease("a", owner="other", ttl=30, now=clock())
+    assert held is not None and held.refresh_token is not None
+
+    def other_process() -> None:
+        time.sleep(0.3)
+        s = open_store()
+        response = provider.refresh(keeper.client_config(s, s.get_link("a")), held.refresh_token)  # type: ignore[arg-type]
+        s.commit_tokens("a", owner="other", expected_version=held.token_version,
+                        response=dataclasses.replace(response, received_at=clock()), now=clock(),
+                        next_refresh_at=None)
+        s.close()
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    grant = keeper.fresh_token(store, "a", min_valid=30, client=provider)
+    thread.join()
+    assert provider.refresh_count() == 1  # only the holder refreshed
+    assert grant.access_token is not None and grant.access_token.reveal() == f"at-a-{2}"
+
+
+def test_gives_up_when_the_lease_stays_held(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    _authorize(store, provider, clock)
+    clock.advance(59)
+    assert store.acquire_lease("a", owner="other", ttl=30, now=clock()) is not None
+    with pytest.raises(ConflictError, match="held the refresh lease"):
+        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock, sleep=clock.sleep,
+                           wait_timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "status"),
+    [
+        (GrantError("invalid_grant"), GrantError, grants.NEEDS_AUTHORIZATION),
+        (ProviderConfigError("invalid_client"), ProviderConfigError, grants.CONFIGURATION_ERROR),
+    ],
+)
+def test_parked_links_raise_a_clear_status(
+    store: Store, provider: RotatingProvider, clock: FakeClock, error: Exception, expected: type, status: str
+) -> None:
+    _authorize(store, provider, clock)
+    clock.advance(61)
+    provider.faults.append(lambda _link: (_ for _ in ()).throw(error))
+    with pytest.raises(expected, match="cannot refresh link 'a'"):
+        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
+    assert store.get_grant("a").status == status  # type: ignore[union-attr]
+    with pytest.raises(expected, match="link 'a'"):
+        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
+    assert provider.refresh_count() == 1  # no second attempt on a parked link
+
+
+def test_never_authorized_link(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    add_links(store, link_write("a"))
+    with pytest.raises(GrantError, match="needs authorization"):
+        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
+
+
+def test_transient_failure_is_raised_with_retry_after(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    _authorize(store, provider, clock)
+    clock.advance(61)
+    provider.faults.append(lambda _link: (_ for _ in ()).throw(TransientProviderError("503", retry_after=9)))
+    with pytest.raises(TransientProviderError) as info:
+        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
+    assert info.value.retry_after == 9
+
+
+def test_client_credentials_token_on_demand(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    add_links(store, link_write("cc", grant="client_credentials"))
+    grant = keeper.fresh_token(store, "cc", min_valid=30, client=provider, clock=clock)
+    assert grant.access_token is not None and grant.access_token.reveal().startswith("cc-cc-")
+
+
+def test_revoke_grant(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    _authorize(store, provider, clock)
+    result = keeper.revoke_grant(store, "a", provider, clock=clock)
+    assert result.revoked and result.revoked_tokens == ("refresh_token", "access_token")
+    assert store.get_grant("a").status == grants.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
+
+
+def test_revoke_failure_is_reported(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    _authorize(store, provider, clock)
+    provider.revoke_error = TransientProviderError("revocation: HTTP 503")
+    result = keeper.revoke_grant(store, "a", provider, clock=clock)
+    assert result.failed and result.error is not None and "503" in result.error
+    assert store.get_grant("a").lease_owner is None  # type: ignore[union-attr]
+
+
+def test_revoke_without_endpoint(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+    add_links(store, link_write("ms", revocationEndpoint=None))
+    result = keeper.revoke_grant(store, "ms", provider, clock=clock)
+    assert not result.attempted and not result.failed and "no revocation endpoint" in (result.reason or "")
