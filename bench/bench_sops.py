@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler import sops  # noqa: E402
-from reconciler.sops import age  # noqa: E402
+from reconciler import sops
+from reconciler.sops import age
 
 VALUES = 1000
 RUNS = 15
@@ -56,7 +56,10 @@ def main() -> int:
             subprocess.run([sops_bin, "decrypt", str(path)], env=run_env, capture_output=True, check=True)
             theirs.append(time.perf_counter() - start)
     sops_ms = statistics.median(theirs) * 1000
-    print(f"sops 3.11 binary decrypt (process incl. startup): median {sops_ms:.1f} ms (min {min(theirs) * 1000:.1f} ms)")
+    print(
+        f"sops 3.11 binary decrypt (process incl. startup): median {sops_ms:.1f} ms "
+        f"(min {min(theirs) * 1000:.1f} ms)"
+    )
     print(f"ratio linkctl/sops: {ours_ms / sops_ms:.2f}")
     return 0 if ours_ms < 100 else 1
 

@@ -7,6 +7,7 @@ named like sops's so muscle memory carries over. Heavy modules load inside handl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -29,7 +30,9 @@ def register(subparsers: Any) -> None:
     enc = sub.add_parser("encrypt", help="encrypt a YAML/JSON file for age recipients (to stdout)")
     enc.add_argument("--age", action="append", metavar="RECIPIENT[,…]", help="age recipient(s); repeatable")
     group = enc.add_mutually_exclusive_group()
-    group.add_argument("--encrypted-regex", metavar="RE", help="encrypt only values whose key path matches RE")
+    group.add_argument(
+        "--encrypted-regex", metavar="RE", help="encrypt only values whose key path matches RE"
+    )
     group.add_argument("--unencrypted-regex", metavar="RE", help="leave values whose key path matches RE")
     group.add_argument("--encrypted-suffix", metavar="S", help="encrypt only keys ending with S (and below)")
     group.add_argument("--unencrypted-suffix", metavar="S", help="leave keys ending with S (and below)")
@@ -83,10 +86,8 @@ def write_atomic(path: str, text: str) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -153,7 +154,9 @@ def _keygen(args: argparse.Namespace, ctx: Context) -> int:
         try:
             fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise CryptoError(f"{args.output}: already exists; refusing to overwrite an identity file") from None
+            raise CryptoError(
+                f"{args.output}: already exists; refusing to overwrite an identity file"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"{args.output}: cannot create: {exc.strerror}") from None
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

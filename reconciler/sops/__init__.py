@@ -69,7 +69,9 @@ def _parse(text: str, *, filename: str, fmt: str) -> list[Any]:
     if fmt not in ("yaml", "json"):
         raise CryptoError(f"{filename}: unsupported format {fmt!r} (expected yaml or json)")
     if not text.strip() and fmt == "yaml" and not text:
-        raise CryptoError(f"{filename}: file cannot be completely empty, it must contain at least one document")
+        raise CryptoError(
+            f"{filename}: file cannot be completely empty, it must contain at least one document"
+        )
     try:
         docs = [yamlv3.load_json(text)] if fmt == "json" else yamlv3.load_all(text)
     except yamlv3.YAMLError as exc:
@@ -86,7 +88,9 @@ def _parse(text: str, *, filename: str, fmt: str) -> list[Any]:
     return out
 
 
-def dump_documents(documents: Sequence[Any], *, fmt: str, yaml_indent: int = 4, json_indent: str | int = "\t") -> str:
+def dump_documents(
+    documents: Sequence[Any], *, fmt: str, yaml_indent: int = 4, json_indent: str | int = "\t"
+) -> str:
     """Serialize documents the way sops writes them (YAML block style / JSON)."""
     from reconciler.sops import yamlv3
 
@@ -97,7 +101,9 @@ def dump_documents(documents: Sequence[Any], *, fmt: str, yaml_indent: int = 4, 
     return yamlv3.dump_yaml(list(documents), indent=yaml_indent)
 
 
-def decrypt_text(text: str, *, filename: str, fmt: str, env: Mapping[str, str], ignore_mac: bool = False) -> list[Any]:
+def decrypt_text(
+    text: str, *, filename: str, fmt: str, env: Mapping[str, str], ignore_mac: bool = False
+) -> list[Any]:
     """Decrypt a whole SOPS file (fmt "yaml" or "json"); return its documents as plain
     Python trees (dict/list/str/int/float/bool/None; `sops` key removed), in document order,
     with the same mapping keys and list lengths as the encrypted file. Raises CryptoError."""
@@ -158,7 +164,8 @@ def encrypt_text(
         groups, threshold = (_split_recipients([env["SOPS_AGE_RECIPIENTS"]]),), 0
     else:
         raise CryptoError(
-            f"{filename}: no age recipients: pass --age, add a .sops.yaml creation rule, or set SOPS_AGE_RECIPIENTS"
+            f"{filename}: no age recipients: pass --age, add a .sops.yaml creation rule, "
+            "or set SOPS_AGE_RECIPIENTS"
         )
     base = creation.rule if creation is not None else EncryptionRule()
     chosen = rule.merged_over(base) if rule is not None else base
@@ -179,6 +186,7 @@ def _split_recipients(values: Sequence[str]) -> tuple[str, ...]:
 
 def _other_keys_message(filename: str, kinds: Sequence[str]) -> str:
     return (
-        f"{filename}: the matching .sops.yaml rule uses {', '.join(kinds)} keys; linkctl writes age recipients "
+        f"{filename}: the matching .sops.yaml rule uses {', '.join(kinds)} keys; "
+        "linkctl writes age recipients "
         "only (refusing rather than silently dropping those keys); use sops for this file"
     )

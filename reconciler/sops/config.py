@@ -53,7 +53,9 @@ class EncryptionRule:
     def merged_over(self, base: EncryptionRule) -> EncryptionRule:
         """This rule's selector if it has one, else ``base``'s; ``mac_only_encrypted`` from either."""
         chosen = self if self.selector() else base
-        return dataclasses.replace(chosen, mac_only_encrypted=self.mac_only_encrypted or base.mac_only_encrypted)
+        return dataclasses.replace(
+            chosen, mac_only_encrypted=self.mac_only_encrypted or base.mac_only_encrypted
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str) -> EncryptionRule:
@@ -71,7 +73,12 @@ class EncryptionRule:
             raise ConfigError(f"{where}: mac_only_encrypted must be true or false")
         rule = cls(**values, mac_only_encrypted=mac_only)
         rule.selector()
-        for name in ("unencrypted_regex", "encrypted_regex", "unencrypted_comment_regex", "encrypted_comment_regex"):
+        for name in (
+            "unencrypted_regex",
+            "encrypted_regex",
+            "unencrypted_comment_regex",
+            "encrypted_comment_regex",
+        ):
             pattern = values.get(name)
             if pattern is not None:
                 try:

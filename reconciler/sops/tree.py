@@ -142,7 +142,9 @@ def parse_rfc3339(text: str) -> dt.datetime | None:
         tz = dt.UTC if not delta else dt.timezone(sign * delta)
     frac = (m[7] or ".0")[1:7].ljust(6, "0")
     try:
-        return dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), int(frac), tzinfo=tz)
+        return dt.datetime(
+            int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), int(frac), tzinfo=tz
+        )
     except ValueError:
         return None
 
@@ -168,7 +170,9 @@ def parse_enc(text: str) -> EncValue | None:
     if not all(f.startswith(n) for f, n in zip(fields, names, strict=True)):
         return None
     try:
-        data, iv, tag = (base64.b64decode(f[len(n) :], validate=True) for f, n in zip(fields[:3], names[:3], strict=True))
+        data, iv, tag = (
+            base64.b64decode(f[len(n) :], validate=True) for f, n in zip(fields[:3], names[:3], strict=True)
+        )
     except (binascii.Error, ValueError):
         return None
     return EncValue(data, iv, tag, fields[3][len("type:") :])
@@ -272,7 +276,9 @@ class _Walker:
                     raise CryptoError(f"{self._where(path)}: {exc}") from None
             return value
         if not isinstance(value, str):
-            raise CryptoError(f"{self._where(path)}: expected an encrypted value (a string), found a {_type_name(value)}")
+            raise CryptoError(
+                f"{self._where(path)}: expected an encrypted value (a string), found a {_type_name(value)}"
+            )
         if value == "":
             return ""
         plain = self.open(value, ":".join(path) + ":", self._where(path))
@@ -339,9 +345,14 @@ def _describe_entry(kind: str, entry: Any) -> str:
         recipient = str(entry.get("recipient", "?"))
         unsupported = age.describe_key_type(recipient)
         return f"age {recipient}" + (f" ({unsupported}, not supported)" if unsupported else "")
-    ident = entry.get("fp") or entry.get("arn") or entry.get("resource_id") or entry.get("vault_url") or entry.get(
-        "key_id"
-    ) or entry.get("vault_address")
+    ident = (
+        entry.get("fp")
+        or entry.get("arn")
+        or entry.get("resource_id")
+        or entry.get("vault_url")
+        or entry.get("key_id")
+        or entry.get("vault_address")
+    )
     return f"{_TYPE_NAMES.get(kind, kind)} {ident or ''}".strip() + " (not supported by linkctl)"
 
 
@@ -361,7 +372,9 @@ def recover_data_key(meta: dict[str, Any], filename: str, ring: keys.KeyRing) ->
             if len(shares) >= needed:
                 break
     if len(shares) < needed:
-        raise CryptoError(_no_key_message(filename, groups, ring, failures, needed, len(shares)), hint=_hint(groups))
+        raise CryptoError(
+            _no_key_message(filename, groups, ring, failures, needed, len(shares)), hint=_hint(groups)
+        )
     if len(groups) == 1:
         key = shares[0]
     else:
@@ -374,7 +387,9 @@ def recover_data_key(meta: dict[str, Any], filename: str, ring: keys.KeyRing) ->
     return key
 
 
-def _open_group(group: dict[str, Any], filename: str, ring: keys.KeyRing, failures: list[str]) -> bytes | None:
+def _open_group(
+    group: dict[str, Any], filename: str, ring: keys.KeyRing, failures: list[str]
+) -> bytes | None:
     entries = group.get("age") or []
     if not isinstance(entries, list):
         raise CryptoError(f"{filename}: sops metadata 'age' is not a list")
@@ -397,7 +412,12 @@ def _open_group(group: dict[str, Any], filename: str, ring: keys.KeyRing, failur
 
 
 def _no_key_message(
-    filename: str, groups: list[dict[str, Any]], ring: keys.KeyRing, failures: list[str], needed: int, got: int
+    filename: str,
+    groups: list[dict[str, Any]],
+    ring: keys.KeyRing,
+    failures: list[str],
+    needed: int,
+    got: int,
 ) -> str:
     lines = [f"{filename}: no key can open this file"]
     if len(groups) > 1:
@@ -464,7 +484,9 @@ def decrypt_documents(
 def _check_mac(walker: _Walker, stored: Any, lastmodified: Any, computed: str, filename: str) -> None:
     hint = "the file was modified without sops; restore it from git (or pass --ignore-mac if you are sure)"
     if not isinstance(stored, str) or not stored:
-        raise CryptoError(f"{filename}: MAC mismatch: the file has no MAC (it was modified without sops)", hint=hint)
+        raise CryptoError(
+            f"{filename}: MAC mismatch: the file has no MAC (it was modified without sops)", hint=hint
+        )
     aad = _lastmodified_text(lastmodified, filename)
     try:
         mac = walker.open(stored, aad, f"{filename}: sops.mac")
@@ -517,7 +539,12 @@ def build_metadata(key: bytes, plan: KeyPlan, rule: EncryptionRule) -> dict[str,
 
 
 def encrypt_documents(
-    docs: list[dict[str, Any]], *, filename: str, plan: KeyPlan, rule: EncryptionRule, now: dt.datetime | None = None
+    docs: list[dict[str, Any]],
+    *,
+    filename: str,
+    plan: KeyPlan,
+    rule: EncryptionRule,
+    now: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Encrypt documents; each gets the same ``sops`` block, last, as sops writes it."""
     if not plan.groups or any(not g for g in plan.groups):

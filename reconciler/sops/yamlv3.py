@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -48,7 +48,7 @@ INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 # YAML 1.1 booleans: yaml.v3 still quotes these on output so older readers stay correct.
 _YAML11_BOOLISH = frozenset(
-    "y Y yes Yes YES n N no No NO on On ON off Off OFF".split()
+    ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
 )
 
 
@@ -65,9 +65,7 @@ def parse_timestamp(text: str) -> dt.datetime | None:
     try:
         if m[4] is not None:
             tz = dt.UTC if m[8] == "Z" else _offset(m[8])
-            return dt.datetime(
-                year, month, day, int(m[4]), int(m[5]), int(m[6]), _micros(m[7]), tzinfo=tz
-            )
+            return dt.datetime(year, month, day, int(m[4]), int(m[5]), int(m[6]), _micros(m[7]), tzinfo=tz)
         if m[9] is not None:
             return dt.datetime(
                 year, month, day, int(m[9]), int(m[10]), int(m[11]), _micros(m[12]), tzinfo=dt.UTC
@@ -115,10 +113,7 @@ def resolve_plain(text: str) -> Any:
         if text in _FALSE:
             return False
         return text
-    if first == ".":
-        if text in _SPECIAL_FLOATS:
-            return _SPECIAL_FLOATS[text]
-    elif first in "+-":
+    if first == "." or first in "+-":
         if text in _SPECIAL_FLOATS:
             return _SPECIAL_FLOATS[text]
     elif not first.isdigit() or not first.isascii():
@@ -158,9 +153,9 @@ class _Resolver(BaseResolver):
 
 
 if yaml.__with_libyaml__:
-    from yaml.cyaml import CParser
+    from yaml.cyaml import CParser  # type: ignore[attr-defined]
 
-    class _Loader(CParser, _Resolver):  # type: ignore[misc]
+    class _Loader(CParser, _Resolver):
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             _Resolver.__init__(self)
@@ -198,11 +193,19 @@ def _scalar(node: ScalarNode) -> Any:
         except UnicodeDecodeError:
             return raw
     resolved = resolve_plain(value) if value else None
-    expect = {"int": int, "float": (int, float), "bool": bool, "null": type(None), "timestamp": dt.datetime}
-    if short in expect and isinstance(resolved, expect[short]) and not (
-        short == "int" and isinstance(resolved, bool)
+    expect: dict[str, type | tuple[type, ...]] = {
+        "int": int,
+        "float": (int, float),
+        "bool": bool,
+        "null": type(None),
+        "timestamp": dt.datetime,
+    }
+    if (
+        short in expect
+        and isinstance(resolved, expect[short])
+        and not (short == "int" and isinstance(resolved, bool))
     ):
-        return float(resolved) if short == "float" else resolved
+        return float(cast(float, resolved)) if short == "float" else resolved
     if short in expect:
         raise YAMLError(f"line {node.start_mark.line + 1}: value cannot be decoded as !!{short}")
     return value
@@ -305,7 +308,9 @@ def _double_quoted(text: str) -> str:
             out.append("\\r")
         elif not ch.isprintable() or ch == "\ufeff":
             code = ord(ch)
-            out.append(f"\\x{code:02X}" if code <= 0xFF else f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}")
+            out.append(
+                f"\\x{code:02X}" if code <= 0xFF else f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+            )
         else:
             out.append(ch)
     out.append('"')
@@ -365,11 +370,9 @@ def _key_text(key: str) -> str:
 def _emit(value: Any, col: int, step: int, out: list[str], first_prefix: str | None) -> None:
     """Emit a non-empty mapping or sequence; the first line starts with ``first_prefix`` if given."""
     pad = " " * col
-    items: Iterator[tuple[str | None, Any]]
-    if isinstance(value, dict):
-        items = iter(value.items())
-    else:
-        items = ((None, v) for v in value)
+    items: Iterator[tuple[str | None, Any]] = (
+        iter(value.items()) if isinstance(value, dict) else ((None, v) for v in value)
+    )
     first = True
     for key, child in items:
         lead = first_prefix if (first and first_prefix is not None) else pad

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, require_tool
 
 from reconciler.sops import age
+from tests.conftest import ROOT, require_tool
 
 SIZES = [0, 1, 32, 65536, 65537, 200_000]
 
@@ -41,7 +41,9 @@ def test_we_decrypt_age_cli(size: int, armored: bool, tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.write_bytes(data)
     args = [age_bin, "-e", "-r", identities[0].recipient, "-r", age.generate_identity().recipient]
-    ct = subprocess.run([*args, *(["-a"] if armored else []), str(plain)], capture_output=True, check=True).stdout
+    ct = subprocess.run(
+        [*args, *(["-a"] if armored else []), str(plain)], capture_output=True, check=True
+    ).stdout
     assert age.decrypt(ct, identities) == data
     with pytest.raises(age.NoMatch):
         age.decrypt(ct, [age.generate_identity()])
@@ -53,14 +55,23 @@ def test_keygen_matches_age_keygen(tmp_path: Path) -> None:
     path = tmp_path / "k.txt"
     done = subprocess.run(
         [sys.executable, "-m", "reconciler", "keygen", "-o", str(path)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
-    )  # fmt: skip
-    public = subprocess.run([keygen, "-y", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    public = subprocess.run(
+        [keygen, "-y", str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert done.stderr.strip() == f"Public key: {public}"
     assert f"# public key: {public}" in path.read_text()
     assert path.stat().st_mode & 0o777 == 0o600
     again = subprocess.run(
         [sys.executable, "-m", "reconciler", "keygen", "-o", str(path)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert again.returncode != 0 and "refusing to overwrite" in again.stderr

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, require_tool
 
 from reconciler import sops
 from reconciler.sops import yamlv3
+from tests.conftest import ROOT, require_tool
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,12 @@ def _keygen(path: Path) -> str:
     """A key made by our own `linkctl keygen`; returns the public key."""
     done = subprocess.run(
         [sys.executable, "-m", "reconciler", "keygen", "-o", str(path)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     return done.stderr.strip().split()[-1]
 
@@ -67,15 +71,27 @@ SHAPES: dict[str, tuple[str, str, list[str]]] = {
         "big: 9223372036854775807\nunder: 1_000\nzero: -0.0\n",
         [],
     ),
-    "unicode": ("yaml", "héllo: \"wörld ✓ 日本\"\n\"ключ\": значение\nemoji: \"🔑\"\ntab: \"a\\tb\"\n", []),
+    "unicode": ("yaml", 'héllo: "wörld ✓ 日本"\n"ключ": значение\nemoji: "🔑"\ntab: "a\\tb"\n', []),
     "lists": ("yaml", "l:\n  - - x\n    - y\n  - - z\n  - {k: v}\n  - null\n  - ''\n", []),
     "multidoc": ("yaml", "first: 1\n---\nsecond: [a, b]\n---\nthird: {x: y}\n", []),
-    "json": ("json", '{"name": "app", "port": 8080, "ratio": 0.5, "on": true, "nil": null, "l": [1, "x"]}', []),
-    "regex": ("yaml", "data:\n  password: p\nmetadata:\n  name: n\n", ["--encrypted-regex", "^(data|stringData)$"]),
+    "json": (
+        "json",
+        '{"name": "app", "port": 8080, "ratio": 0.5, "on": true, "nil": null, "l": [1, "x"]}',
+        [],
+    ),
+    "regex": (
+        "yaml",
+        "data:\n  password: p\nmetadata:\n  name: n\n",
+        ["--encrypted-regex", "^(data|stringData)$"],
+    ),
     "unencrypted-regex": ("yaml", "public: p\nsecret: s\n", ["--unencrypted-regex", "^public$"]),
     "encrypted-suffix": ("yaml", "a_secret:\n  x: 1\nb: 2\n", ["--encrypted-suffix", "_secret"]),
     "unencrypted-suffix": ("yaml", "a_clear:\n  x: 1\nb: 2\n", ["--unencrypted-suffix", "_clear"]),
-    "mac-only": ("yaml", "secret_x: s\nplain: 5\nl: [1, 2]\n", ["--encrypted-regex", "^secret_", "--mac-only-encrypted"]),
+    "mac-only": (
+        "yaml",
+        "secret_x: s\nplain: 5\nl: [1, 2]\n",
+        ["--encrypted-regex", "^secret_", "--mac-only-encrypted"],
+    ),
 }
 
 
@@ -91,14 +107,17 @@ def _parse(text: str, fmt: str) -> list[Any]:
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("recipients", ["one", "two"])
-def test_sops_writes_we_read(shape: str, recipients: str, keys: dict[str, Any], sops_bin: str, tmp_path: Path) -> None:
+def test_sops_writes_we_read(
+    shape: str, recipients: str, keys: dict[str, Any], sops_bin: str, tmp_path: Path
+) -> None:
     fmt, text, flags = SHAPES[shape]
     path = _write(tmp_path, shape, fmt, text)
     age = keys["r1"] if recipients == "one" else f"{keys['r1']},{keys['r2']}"
     if "--mac-only-encrypted" in flags:
         # sops 3.11 has no --mac-only-encrypted flag: the rule must come from .sops.yaml.
         (tmp_path / ".sops.yaml").write_text(
-            f"creation_rules:\n  - encrypted_regex: '{flags[1]}'\n    mac_only_encrypted: true\n    age: {age}\n"
+            f"creation_rules:\n  - encrypted_regex: '{flags[1]}'\n"
+            f"    mac_only_encrypted: true\n    age: {age}\n"
         )
         flags = []
     enc = _run_sops(sops_bin, ["encrypt", "--age", age, *flags, str(path)], keys["k1"], tmp_path)
@@ -122,8 +141,9 @@ def test_we_write_sops_reads(shape: str, keys: dict[str, Any], sops_bin: str, tm
         unencrypted_suffix=flags[1] if "--unencrypted-suffix" in flags else None,
         mac_only_encrypted="--mac-only-encrypted" in flags,
     )
-    enc = sops.encrypt_text(text, filename=f"{shape}.{fmt}", fmt=fmt, env={}, rule=rule,
-                            recipients=[keys["r1"], keys["r2"]])  # fmt: skip
+    enc = sops.encrypt_text(
+        text, filename=f"{shape}.{fmt}", fmt=fmt, env={}, rule=rule, recipients=[keys["r1"], keys["r2"]]
+    )
     enc_path = _write(tmp_path, shape + ".enc", fmt, enc)
     for key in ("k1", "k2"):
         sops_plain = _run_sops(sops_bin, ["decrypt", str(enc_path)], keys[key], tmp_path)
@@ -133,8 +153,9 @@ def test_we_write_sops_reads(shape: str, keys: dict[str, Any], sops_bin: str, tm
     plain_path = _write(tmp_path, shape, fmt, text)
     reference = _run_sops(sops_bin, ["encrypt", "--age", keys["r1"], str(plain_path)], keys["k1"], tmp_path)
     ref_path = _write(tmp_path, shape + ".ref", fmt, reference)
-    assert _parse(_run_sops(sops_bin, ["decrypt", str(ref_path)], keys["k1"], tmp_path), fmt) == \
-        _parse(_run_sops(sops_bin, ["decrypt", str(enc_path)], keys["k1"], tmp_path), fmt)  # fmt: skip
+    assert _parse(_run_sops(sops_bin, ["decrypt", str(ref_path)], keys["k1"], tmp_path), fmt) == _parse(
+        _run_sops(sops_bin, ["decrypt", str(enc_path)], keys["k1"], tmp_path), fmt
+    )
 
 
 def test_sops_rotate_keeps_mac_valid(keys: dict[str, Any], sops_bin: str, tmp_path: Path) -> None:
@@ -143,7 +164,9 @@ def test_sops_rotate_keeps_mac_valid(keys: dict[str, Any], sops_bin: str, tmp_pa
     enc = sops.encrypt_text(text, filename="r.yaml", fmt="yaml", env={}, recipients=[keys["r1"]])
     path = _write(tmp_path, "r", "yaml", enc)
     _run_sops(sops_bin, ["set", str(path), '["b"]["c"]', '"changed"'], keys["k1"], tmp_path)
-    docs = sops.decrypt_text(path.read_text(), filename=str(path), fmt="yaml", env={"SOPS_AGE_KEY_FILE": str(keys["k1"])})
+    docs = sops.decrypt_text(
+        path.read_text(), filename=str(path), fmt="yaml", env={"SOPS_AGE_KEY_FILE": str(keys["k1"])}
+    )
     assert docs == [{"a": 1, "b": {"c": "changed"}}]
 
 
@@ -174,28 +197,42 @@ def test_sops_yaml_creation_rules(keys: dict[str, Any], sops_bin: str, tmp_path:
         assert yamlv3.load_all(out) == yamlv3.load_all(plain)
     # And sops's own shamir file through our reader.
     sops_shamir = _run_sops(sops_bin, ["encrypt", "secrets/shamir.yaml"], keys["both"], tmp_path)
-    assert sops.decrypt_text(sops_shamir, filename="s", fmt="yaml", env={"SOPS_AGE_KEY_FILE": str(keys["both"])}) == \
-        yamlv3.load_all(plain)  # fmt: skip
+    assert sops.decrypt_text(
+        sops_shamir, filename="s", fmt="yaml", env={"SOPS_AGE_KEY_FILE": str(keys["both"])}
+    ) == yamlv3.load_all(plain)
 
 
 def test_cli_encrypt_in_place_and_decrypt(keys: dict[str, Any], sops_bin: str, tmp_path: Path) -> None:
     path = tmp_path / "link.yaml"
-    path.write_text("apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nspec:\n  clientId: id\n  clientSecret: s\n")
+    path.write_text(
+        "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nspec:\n  clientId: id\n  clientSecret: s\n"
+    )
     path.chmod(0o640)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SOPS_AGE_KEY_FILE": str(keys["k1"])}
     run = [sys.executable, "-m", "reconciler"]
-    subprocess.run([*run, "secrets", "encrypt", "--age", keys["r1"], "--in-place", str(path)], env=env, check=True)
+    subprocess.run(
+        [*run, "secrets", "encrypt", "--age", keys["r1"], "--in-place", str(path)], env=env, check=True
+    )
     assert oct(path.stat().st_mode & 0o777) == "0o640"
     text = path.read_text()
     assert "clientId: id" in text and "clientSecret: ENC[" in text
-    assert yamlv3.load_all(_run_sops(sops_bin, ["decrypt", str(path)], keys["k1"], tmp_path))[0]["spec"]["clientSecret"] == "s"
-    done = subprocess.run([*run, "secrets", "decrypt", str(path)], env=env, capture_output=True, text=True, check=True)
+    assert (
+        yamlv3.load_all(_run_sops(sops_bin, ["decrypt", str(path)], keys["k1"], tmp_path))[0]["spec"][
+            "clientSecret"
+        ]
+        == "s"
+    )
+    done = subprocess.run(
+        [*run, "secrets", "decrypt", str(path)], env=env, capture_output=True, text=True, check=True
+    )
     assert "clientSecret: s" in done.stdout
     path.write_text(text.replace("clientId: id", "clientId: other"))
     bad = subprocess.run([*run, "secrets", "decrypt", str(path)], env=env, capture_output=True, text=True)
     assert bad.returncode == 3 and "MAC mismatch" in bad.stderr and str(path) in bad.stderr
     assert "Traceback" not in bad.stderr
-    ok = subprocess.run([*run, "secrets", "decrypt", "--ignore-mac", str(path)], env=env, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*run, "secrets", "decrypt", "--ignore-mac", str(path)], env=env, capture_output=True, text=True
+    )
     assert ok.returncode == 0
 
 
@@ -209,7 +246,9 @@ def test_key_cmd_and_default_file(keys: dict[str, Any], tmp_path: Path) -> None:
     config_home = tmp_path / "cfg"
     (config_home / "sops" / "age").mkdir(parents=True)
     (config_home / "sops" / "age" / "keys.txt").write_text(keys["k1"].read_text())
-    assert sops.decrypt_text(enc, filename="x", fmt="yaml", env={"XDG_CONFIG_HOME": str(config_home)}) == [{"a": "b"}]
+    assert sops.decrypt_text(enc, filename="x", fmt="yaml", env={"XDG_CONFIG_HOME": str(config_home)}) == [
+        {"a": "b"}
+    ]
     home = tmp_path / "home"
     (home / ".config" / "sops" / "age").mkdir(parents=True)
     (home / ".config" / "sops" / "age" / "keys.txt").write_text(keys["k1"].read_text())

@@ -39,7 +39,9 @@ def _enc(text: str, **kw: Any) -> str:
 
 
 def _dec(text: str, **kw: Any) -> list[Any]:
-    return sops.decrypt_text(text, filename="link.yaml", fmt=kw.pop("fmt", "yaml"), env=kw.pop("env", ENV), **kw)
+    return sops.decrypt_text(
+        text, filename="link.yaml", fmt=kw.pop("fmt", "yaml"), env=kw.pop("env", ENV), **kw
+    )
 
 
 def test_link_default_encrypts_only_client_secret() -> None:
@@ -81,8 +83,9 @@ def _tamper_cases(enc: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("case", ["flipped ciphertext byte", "edited plaintext value", "removed MAC",
-                                  "value moved to another key"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case", ["flipped ciphertext byte", "edited plaintext value", "removed MAC", "value moved to another key"]
+)
 def test_tampering_is_rejected_and_names_the_file(case: str) -> None:
     enc = _enc(LINK, rule=sops.EncryptionRule(encrypted_regex="^(clientSecret|provider)$"))
     bad = _tamper_cases(enc)[case]
@@ -161,13 +164,32 @@ def test_shamir_split_combine() -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("yes", "yes"), ("on", "on"), ("off", "off"), ("y", "y"), ("true", True), ("False", False),
-        ("~", None), ("null", None), ("", None), ("0755", 493), ("0o17", 15), ("0x1F", 31), ("0b101", 5),
-        ("1_000", 1000), ("-7", -7), ("+1", 1), ("1e3", 1000.0), (".5", 0.5), ("3.", 3.0),
-        ("9223372036854775807", 2**63 - 1), ("2001-12-14 21:59:43.10 -5", "2001-12-14 21:59:43.10 -5"),
-        ("1.2.3", "1.2.3"), ("<<", "<<"), ("12:30", "12:30"),
+        ("yes", "yes"),
+        ("on", "on"),
+        ("off", "off"),
+        ("y", "y"),
+        ("true", True),
+        ("False", False),
+        ("~", None),
+        ("null", None),
+        ("", None),
+        ("0755", 493),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("0b101", 5),
+        ("1_000", 1000),
+        ("-7", -7),
+        ("+1", 1),
+        ("1e3", 1000.0),
+        (".5", 0.5),
+        ("3.", 3.0),
+        ("9223372036854775807", 2**63 - 1),
+        ("2001-12-14 21:59:43.10 -5", "2001-12-14 21:59:43.10 -5"),
+        ("1.2.3", "1.2.3"),
+        ("<<", "<<"),
+        ("12:30", "12:30"),
     ],
-)  # fmt: skip
+)
 def test_yaml_v3_resolution(text: str, value: Any) -> None:
     got = yamlv3.resolve_plain(text)
     assert got == value and type(got) is type(value)
@@ -177,8 +199,12 @@ def test_yaml_special_cases() -> None:
     assert math.isinf(yamlv3.resolve_plain("-.Inf"))
     assert math.isnan(yamlv3.resolve_plain(".NaN"))
     assert yamlv3.format_time(yamlv3.resolve_plain("2024-01-01")) == "2024-01-01T00:00:00Z"
-    assert yamlv3.format_time(yamlv3.resolve_plain("2024-1-2t1:2:3.50+02:00")) == "2024-01-02T01:02:03.5+02:00"
-    assert yamlv3.load_all("lastmodified: '2024-01-01T00:00:00Z'\n") == [{"lastmodified": "2024-01-01T00:00:00Z"}]
+    assert (
+        yamlv3.format_time(yamlv3.resolve_plain("2024-1-2t1:2:3.50+02:00")) == "2024-01-02T01:02:03.5+02:00"
+    )
+    assert yamlv3.load_all("lastmodified: '2024-01-01T00:00:00Z'\n") == [
+        {"lastmodified": "2024-01-01T00:00:00Z"}
+    ]
     assert yamlv3.load_all("a: &x {k: v}\nb:\n  <<: *x\n") == [{"a": {"k": "v"}, "b": {"<<": {"k": "v"}}}]
     with pytest.raises(yamlv3.YAMLError, match="duplicate key"):
         yamlv3.load_all("a: 1\na: 2\n")
@@ -189,8 +215,16 @@ def test_yaml_special_cases() -> None:
 
 
 def test_go_float_format() -> None:
-    cases = {1.0: "1", 1e3: "1000", 3.14: "3.14", 1e21: "1000000000000000000000", 1.5e-7: "0.00000015",
-             -0.5: "-0.5", math.inf: "+Inf", -math.inf: "-Inf"}  # fmt: skip
+    cases = {
+        1.0: "1",
+        1e3: "1000",
+        3.14: "3.14",
+        1e21: "1000000000000000000000",
+        1.5e-7: "0.00000015",
+        -0.5: "-0.5",
+        math.inf: "+Inf",
+        -math.inf: "-Inf",
+    }
     for value, text in cases.items():
         assert tree.go_float(value) == text
     assert tree.go_float(math.nan) == "NaN"
@@ -226,6 +260,10 @@ _DOCS = st.dictionaries(_KEYS.filter(lambda k: k != "sops"), _TREES, max_size=5)
 @given(doc=_DOCS, fmt=st.sampled_from(["yaml", "json"]))
 def test_property_roundtrip(doc: dict[str, Any], fmt: str) -> None:
     text = yamlv3.dump_json(doc) if fmt == "json" else yamlv3.dump_yaml([doc])
-    assert (yamlv3.load_json(text) if fmt == "json" else yamlv3.load_all(text)) == [doc] if fmt == "yaml" else True
+    assert (
+        (yamlv3.load_json(text) if fmt == "json" else yamlv3.load_all(text)) == [doc]
+        if fmt == "yaml"
+        else True
+    )
     out = sops.encrypt_text(text, filename="p." + fmt, fmt=fmt, env=ENV, recipients=[IDENTITY.recipient])
     assert sops.decrypt_text(out, filename="p." + fmt, fmt=fmt, env=ENV) == [doc]

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VECTORS, require_vectors
 
 from reconciler import sops
 from reconciler.errors import CryptoError
 from reconciler.sops import yamlv3
+from tests.conftest import VECTORS, require_vectors
 
 # relative path -> (kind, key files)
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -52,11 +52,26 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "getsops-sops/multiple_keys.yaml": ("pgp", ()),
     "getsops-sops/no_mac.yaml": ("pgp", ()),
 }
-for _name in ("empty_value", "encrypted_regex", "encrypted_suffix", "example", "mac_only_encrypted",
-              "unencrypted_regex", "unencrypted_suffix"):  # fmt: skip
+for _name in (
+    "empty_value",
+    "encrypted_regex",
+    "encrypted_suffix",
+    "example",
+    "mac_only_encrypted",
+    "unencrypted_regex",
+    "unencrypted_suffix",
+):
     CASES[f"rops/age_{_name}.yaml"] = ("age", ("age-key.txt",))
-for _name in ("comments-enc-regex.enc.yaml", "k8s-secret-indent2.enc.yaml", "k8s-secret.enc.yaml",
-              "mac-only.enc.yaml", "multidoc.enc.yaml", "shamir.enc.yaml", "simple.enc.json", "types.enc.yaml"):  # fmt: skip
+for _name in (
+    "comments-enc-regex.enc.yaml",
+    "k8s-secret-indent2.enc.yaml",
+    "k8s-secret.enc.yaml",
+    "mac-only.enc.yaml",
+    "multidoc.enc.yaml",
+    "shamir.enc.yaml",
+    "simple.enc.json",
+    "types.enc.yaml",
+):
     CASES[f"generated-sops-3.11.0/{_name}"] = ("age", ("keys.txt",))
 
 
@@ -112,7 +127,9 @@ def test_vector(rel: str) -> None:
     kind, key_files = CASES[rel]
     folder = path.parent
     if kind in ("dotenv", "ini"):
-        with pytest.raises(CryptoError, match=f"{'dotenv' if kind == 'dotenv' else 'INI'} sops format is not supported"):
+        with pytest.raises(
+            CryptoError, match=f"{'dotenv' if kind == 'dotenv' else 'INI'} sops format is not supported"
+        ):
             sops.detect_format(str(path))
         return
     text = path.read_text()
@@ -153,7 +170,7 @@ def test_vector(rel: str) -> None:
 
 def _pgp_fingerprints(text: str, fmt: str) -> list[str]:
     doc = (yamlv3.load_json(text) if fmt == "json" else yamlv3.load_all(text)[0])["sops"]
-    groups = [doc] + list(doc.get("key_groups") or [])
+    groups = [doc, *list(doc.get("key_groups") or [])]
     return [e["fp"] for g in groups for e in (g.get("pgp") or []) if isinstance(e, dict) and "fp" in e]
 
 
