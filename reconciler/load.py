@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler.diagnostics import ERROR, WARNING, Diagnostic, Path as JsonPath
+from reconciler.diagnostics import ERROR, WARNING, Diagnostic
+from reconciler.diagnostics import Path as JsonPath
 
 API_GROUP = "linkctl.dev"
 API_VERSION = "linkctl.dev/v1"
@@ -32,14 +33,17 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 SOPS_PREFIX = "ENC[AES256_GCM,"
 
 try:  # libyaml's parser+composer is several times faster than the pure-Python one
-    from yaml.cyaml import CParser as _CParser
+    from yaml.cyaml import CParser as _CParser  # type: ignore[attr-defined]
 
     _LIBYAML = True
     _Bases: tuple[Any, ...] = (_CParser, yaml.resolver.BaseResolver)
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     _LIBYAML = False
     _Bases = (
-        yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
+        yaml.reader.Reader,
+        yaml.scanner.Scanner,
+        yaml.parser.Parser,
+        yaml.composer.Composer,
         yaml.resolver.BaseResolver,
     )
 
@@ -87,7 +91,7 @@ def _yaml11_surprise(value: str, core_tag: str) -> str | None:
         return f"unquoted `{value}` is an octal number to YAML 1.1 tools and a decimal one to others"
     if core_tag != "tag:yaml.org,2002:str":
         return None
-    old_tag = _YAML11.resolve(ScalarNode, value, (True, False))
+    old_tag = _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if old_tag == "tag:yaml.org,2002:bool":
         return f"unquoted `{value}` is a boolean to YAML 1.1 tools"
     if old_tag == "tag:yaml.org,2002:timestamp":
@@ -193,7 +197,8 @@ class _Constructor:
                 self._error(
                     node,
                     "document expands to too many nodes (alias/anchor expansion bomb?)",
-                    "remove deeply nested aliases; linkctl refuses documents that expand far beyond their size",
+                    "remove deeply nested aliases; linkctl refuses documents that expand"
+                    " far beyond their size",
                     "alias-bomb",
                 )
             return None
@@ -216,7 +221,7 @@ class _Constructor:
                 self._error(
                     node,
                     surprise,
-                    f"quote it (\"{value}\") if you mean the text, or write true/false or a plain number",
+                    f'quote it ("{value}") if you mean the text, or write true/false or a plain number',
                     "yaml11-ambiguous",
                 )
                 return value
@@ -229,8 +234,14 @@ class _Constructor:
         if tag == "tag:yaml.org,2002:int":
             return int(value, 0) if value.startswith(("0o", "0x")) else int(value)
         if tag == "tag:yaml.org,2002:float":
-            return float(value.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf")
-                         .replace(".nan", "nan").replace(".NaN", "nan").replace(".NAN", "nan"))
+            return float(
+                value.replace(".inf", "inf")
+                .replace(".Inf", "inf")
+                .replace(".INF", "inf")
+                .replace(".nan", "nan")
+                .replace(".NaN", "nan")
+                .replace(".NAN", "nan")
+            )
         if tag.startswith("tag:yaml.org,2002:"):
             self._error(node, f"YAML tag {tag.rsplit(':', 1)[-1]!r} is not allowed here", code="yaml-tag")
             return value
@@ -245,7 +256,7 @@ class _Constructor:
                 self._error(key_node, "mapping keys must be plain strings", code="yaml-key")
                 continue
             key = key_node.value
-            if key == "<<" and key_node.style is None:
+            if key == "<<" and not key_node.style:
                 self._error(
                     key_node,
                     "YAML merge keys (<<) are not supported",
@@ -323,19 +334,36 @@ def load_paths(
 def _load_file(
     display: str, path: Path, result: LoadResult, *, env: Mapping[str, str], ignore_mac: bool, decrypt: bool
 ) -> None:
-    def fail(message: str, line: int | None = None, column: int | None = None, hint: str | None = None,
-             code: str | None = None) -> None:
+    def fail(
+        message: str,
+        line: int | None = None,
+        column: int | None = None,
+        hint: str | None = None,
+        code: str | None = None,
+    ) -> None:
         result.diagnostics.append(Diagnostic(ERROR, message, display, line, column, (), hint, code))
 
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            fail(f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit", hint="split it into several files",
-                 code="too-large")
+            fail(
+                f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit",
+                hint="split it into several files",
+                code="too-large",
+            )
             return
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        fail(f"file is not UTF-8 text ({exc.reason} at byte {exc.start})", code="encoding")
+        raw = exc.object[: exc.start]
+        line = raw.count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n") + 1) + 1
+        fail(
+            f"file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            line,
+            column,
+            hint="save the file as UTF-8",
+            code="encoding",
+        )
         return
     except OSError as exc:
         fail(f"cannot read file: {exc.strerror}", code="io")
@@ -343,6 +371,7 @@ def _load_file(
 
     constructor = _Constructor(display, budget=50_000 + len(text))
     parsed: list[tuple[Any, Node | None, int]] = []
+    per_document: dict[int, list[Diagnostic]] = {}  # constructor diagnostics by document index
     try:
         loader = _NodeLoader(text)
         try:
@@ -350,7 +379,9 @@ def _load_file(
                 node = loader.get_node()
                 if node is None:
                     continue
+                before = len(constructor.diagnostics)
                 parsed.append((constructor.build(node), node, node.start_mark.line + 1))
+                per_document[len(parsed) - 1] = constructor.diagnostics[before:]
                 if constructor.exhausted:
                     break
         finally:
@@ -375,13 +406,18 @@ def _load_file(
     except yaml.YAMLError as exc:
         fail(f"YAML error: {exc}", code="syntax")
         return
-    result.diagnostics.extend(constructor.diagnostics)
     if constructor.exhausted:
+        result.diagnostics.extend(constructor.diagnostics)
         return
 
     documents = [
         Document(display, index, data, node, line) for index, (data, node, line) in enumerate(parsed)
     ]
+    # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
+    # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.
+    for doc in documents:
+        if _is_ours([doc]) or (not isinstance(doc.data, dict) and _looks_ours(doc.data)):
+            result.diagnostics.extend(per_document.get(doc.index, ()))
     if any(isinstance(d.data, dict) and isinstance(d.data.get("sops"), dict) for d in documents):
         if not _is_ours(documents):
             result.skipped.append(f"{display}: SOPS file with no {API_GROUP} document")
@@ -399,7 +435,12 @@ def _load_file(
             continue
         if not isinstance(data, dict):
             result.diagnostics.append(
-                doc.diagnostic(ERROR, "a document must be a mapping", code="not-a-mapping")
+                doc.diagnostic(
+                    ERROR,
+                    "a document must be a mapping, not a list of documents",
+                    hint="write each document as a mapping and separate them with ---",
+                    code="not-a-mapping",
+                )
             ) if _looks_ours(data) else result.skipped.append(f"{display}#{doc.index}: not a mapping")
             continue
         api_version = data.get("apiVersion")
@@ -409,8 +450,11 @@ def _load_file(
         if api_version != API_VERSION:
             result.diagnostics.append(
                 doc.diagnostic(
-                    ERROR, f"unknown apiVersion {api_version!r}", ("apiVersion",),
-                    hint=f"this linkctl understands {API_VERSION}", code="api-version",
+                    ERROR,
+                    f"unknown apiVersion {api_version!r}",
+                    ("apiVersion",),
+                    hint=f"this linkctl understands {API_VERSION}",
+                    code="api-version",
                 )
             )
             continue
@@ -418,8 +462,11 @@ def _load_file(
         if kind not in KINDS:
             result.diagnostics.append(
                 doc.diagnostic(
-                    ERROR, f"unknown kind {kind!r} for {API_VERSION}", ("kind",),
-                    hint=f"use one of: {', '.join(KINDS)}", code="unknown-kind",
+                    ERROR,
+                    f"unknown kind {kind!r} for {API_VERSION}",
+                    ("kind",),
+                    hint=f"use one of: {', '.join(KINDS)}",
+                    code="unknown-kind",
                 )
             )
             continue
@@ -427,6 +474,12 @@ def _load_file(
 
 
 def _looks_ours(data: Any) -> bool:
+    """True for a non-mapping document that holds linkctl documents (e.g. a list of them)."""
+    if isinstance(data, list):
+        return any(
+            isinstance(item, dict) and str(item.get("apiVersion", "")).startswith(API_GROUP + "/")
+            for item in data
+        )
     return False
 
 
@@ -454,8 +507,11 @@ def _decrypt_into(
     sops_doc = next(d for d in documents if isinstance(d.data, dict) and "sops" in d.data)
     try:
         plain = sops.decrypt_text(
-            text, filename=display, fmt="json" if path.suffix == ".json" else "yaml",
-            env=env, ignore_mac=ignore_mac,
+            text,
+            filename=display,
+            fmt="json" if path.suffix == ".json" else "yaml",
+            env=env,
+            ignore_mac=ignore_mac,
         )
     except LinkctlError as exc:
         result.diagnostics.append(
@@ -484,7 +540,9 @@ def _overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) ->
     if isinstance(mine, dict) and isinstance(plain, dict):
         return {k: _overlay(v, plain.get(k), (*path, k), encrypted) for k, v in mine.items()}
     if isinstance(mine, list) and isinstance(plain, list) and len(mine) == len(plain):
-        return [_overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(mine, plain, strict=True))]
+        return [
+            _overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(mine, plain, strict=True))
+        ]
     return mine
 
 

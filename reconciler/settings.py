@@ -35,7 +35,7 @@ class Settings:
     """Everything environment-dependent that the core needs."""
 
     state_url: str
-    state_key: str | None  # LINKCTL_STATE_KEY: base64 of 32 bytes
+    state_key: str | None = dataclasses.field(repr=False)  # LINKCTL_STATE_KEY: base64 of 32 bytes
     state_key_file: Path  # LINKCTL_STATE_KEY_FILE or the default key path
     state_key_file_explicit: bool
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT

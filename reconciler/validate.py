@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,17 +122,27 @@ class _Validator:
     def _report(self, doc: Document, exc: ValidationError, model: type[BaseModel]) -> None:
         reported: set[tuple[Any, ...]] = set()
         for err in exc.errors(include_url=False, include_input=False):
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_MEMBERS))
-            union = len(loc) != len(err["loc"])
+            raw_loc = tuple(err["loc"])
+            cut = next(
+                (i for i, p in enumerate(raw_loc) if isinstance(p, str) and p in _UNION_MEMBERS), None
+            )
+            union = cut is not None
+            loc = raw_loc[:cut] if cut is not None else raw_loc
             kind = err["type"]
-            if union and kind != "extra_forbidden":
+            if union:
                 key = (loc, "union")
                 if key in reported:
                     continue
                 reported.add(key)
+                typo = next((str(e["loc"][-1]) for e in exc.errors() if e["type"] == "extra_forbidden"
+                             and tuple(e["loc"][: len(loc)]) == loc), None)
+                close = difflib.get_close_matches(typo, ["fromEnv", "fromFile"], n=1) if typo else []
                 self.error(
-                    doc, "clientSecret must be an encrypted string, {fromEnv: NAME} or {fromFile: PATH}", loc,
-                    hint="encrypt it with `linkctl secrets encrypt --in-place FILE`, or reference it",
+                    doc,
+                    "clientSecret must be an encrypted string, {fromEnv: NAME} or {fromFile: PATH}",
+                    loc,
+                    hint=f"did you mean {close[0]!r}?" if close else
+                    "encrypt it with `linkctl secrets encrypt --in-place FILE`, or reference it",
                     code="secret-source",
                 )
                 continue
@@ -142,8 +153,10 @@ class _Validator:
                 field = str(loc[-1])
                 known = _known_fields(model, loc[:-1])
                 close = difflib.get_close_matches(field, known, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else (
-                    f"known fields here: {', '.join(sorted(known))}" if known else None
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else (f"known fields here: {', '.join(sorted(known))}" if known else None)
                 )
                 self.error(doc, f"unknown field {field!r}", loc, hint=hint, code="unknown-field", key=True)
             elif kind == "missing":
@@ -151,8 +164,24 @@ class _Validator:
             elif kind in ("string_type", "int_type", "bool_type", "dict_type", "list_type", "model_type"):
                 expected = kind.split("_")[0].replace("dict", "mapping").replace("model", "mapping")
                 hint = "quote the value" if expected == "string" else None
-                self.error(doc, f"expected a {expected}, got {_type_name(doc, loc)}", loc, hint=hint,
-                           code="wrong-type")
+                self.error(
+                    doc,
+                    f"expected a {expected}, got {_type_name(doc, loc)}",
+                    loc,
+                    hint=hint,
+                    code="wrong-type",
+                )
+            elif kind == "string_pattern_mismatch" and loc[:1] == ("metadata",):
+                value = _value_at(doc, loc)
+                suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-") if value else ""
+                self.error(
+                    doc,
+                    f"{loc[-1]} {value!r} is not a DNS label: use lowercase letters, digits and '-',"
+                    " starting and ending with a letter or digit",
+                    loc,
+                    hint=f"for example {suggestion!r}" if suggestion else None,
+                    code="bad-name",
+                )
             else:
                 self.error(doc, err["msg"], loc, code=kind.replace("_", "-"))
 
@@ -165,8 +194,10 @@ class _Validator:
                 if self.instance_doc is not None:
                     first = self.instance_doc
                     self.error(
-                        doc, f"a second Instance document (the first is at {first.file}:{first.line})",
-                        hint="declare exactly one Instance", code="duplicate-instance",
+                        doc,
+                        f"a second Instance document (the first is at {first.file}:{first.line})",
+                        hint="declare exactly one Instance",
+                        code="duplicate-instance",
                     )
                     continue
                 self.instance, self.instance_doc = model, doc
@@ -194,8 +225,11 @@ class _Validator:
         if first is not None and first is not doc:
             line, col = first.locate(("metadata", "name"))
             self.error(
-                doc, f"link {name!r} is declared twice (also at {first.file}:{line}:{col})",
-                ("metadata", "name"), hint="link names must be unique across all files", code="duplicate-name",
+                doc,
+                f"link {name!r} is declared twice (also at {first.file}:{line}:{col})",
+                ("metadata", "name"),
+                hint="link names must be unique across all files",
+                code="duplicate-name",
             )
             return False
         names[name] = doc
@@ -207,20 +241,28 @@ class _Validator:
     def _allow_loopback(self) -> bool:
         return bool(self.instance and self.instance.spec.allowInsecureLoopback)
 
-    def _check_url(self, doc: Document, url: str, path: Sequence[str | int], *, what: str,
-                   base: bool = False) -> bool:
+    def _check_url(
+        self, doc: Document, url: str, path: Sequence[str | int], *, what: str, base: bool = False
+    ) -> bool:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             self.error(doc, f"{what} must be an absolute https:// URL, got {url!r}", path, code="bad-url")
             return False
         if parts.scheme == "http":
             if not is_loopback_host(parts.hostname):
-                self.error(doc, f"{what} must use https (plain http is allowed only for loopback hosts)", path,
-                           hint=f"use {url.replace('http://', 'https://', 1)}", code="insecure-url")
+                self.error(
+                    doc,
+                    f"{what} must use https (plain http is allowed only for loopback hosts)",
+                    path,
+                    hint=f"use {url.replace('http://', 'https://', 1)}",
+                    code="insecure-url",
+                )
                 return False
             if not self._allow_loopback():
                 self.error(
-                    doc, f"{what} uses plain http on a loopback host", path,
+                    doc,
+                    f"{what} uses plain http on a loopback host",
+                    path,
                     hint="for local testing set spec.allowInsecureLoopback: true in the Instance document",
                     code="insecure-url",
                 )
@@ -245,25 +287,41 @@ class _Validator:
         if spec.provider != "microsoft":
             for field in ("tenant", "cloud"):
                 if getattr(spec, field) is not None:
-                    self.error(doc, f"{field} applies only to provider microsoft", ("spec", field),
-                               code="provider-field")
+                    self.error(
+                        doc,
+                        f"{field} applies only to provider microsoft",
+                        ("spec", field),
+                        code="provider-field",
+                    )
         if spec.provider != "custom":
             for field in ("issuer", "authorizationEndpoint", "tokenEndpoint", "deviceAuthorizationEndpoint"):
                 if getattr(spec, field) is not None:
                     self.error(
-                        doc, f"{field} is set by the {spec.provider} preset", ("spec", field),
-                        hint="remove it, or use provider: custom", code="provider-field",
+                        doc,
+                        f"{field} is set by the {spec.provider} preset",
+                        ("spec", field),
+                        hint="remove it, or use provider: custom",
+                        code="provider-field",
                     )
         if spec.provider == "google" and grant == "client_credentials":
-            self.error(doc, "Google does not support the client_credentials grant for OAuth clients",
-                       ("spec", "grant"), hint="use authorization_code (or a service account outside linkctl)",
-                       code="unsupported-grant")
+            self.error(
+                doc,
+                "Google does not support the client_credentials grant for OAuth clients",
+                ("spec", "grant"),
+                hint="use authorization_code (or a service account outside linkctl)",
+                code="unsupported-grant",
+            )
 
         # endpoints
         if spec.provider == "custom":
             self._check_custom_endpoints(doc, link, grant)
-        for field in ("authorizationEndpoint", "tokenEndpoint", "revocationEndpoint",
-                      "deviceAuthorizationEndpoint", "issuer"):
+        for field in (
+            "authorizationEndpoint",
+            "tokenEndpoint",
+            "revocationEndpoint",
+            "deviceAuthorizationEndpoint",
+            "issuer",
+        ):
             value = getattr(spec, field)
             if value is not None:
                 self._check_url(doc, value, ("spec", field), what=field)
@@ -271,14 +329,21 @@ class _Validator:
         # scopes and refresh-token prerequisites
         if not spec.scopes:
             if interactive:
-                self.error(doc, "scopes are missing", ("spec",), hint="list the scopes the app needs under spec.scopes",
-                           code="no-scopes")
+                self.error(
+                    doc,
+                    "scopes are missing",
+                    ("spec",),
+                    hint="list the scopes the app needs under spec.scopes",
+                    code="no-scopes",
+                )
             else:
                 self.warn(doc, "no scopes: the provider's default scope applies", ("spec",), code="no-scopes")
         if interactive and spec.refresh.expectRefreshToken:
             if spec.provider == "custom" and "offline_access" not in spec.scopes:
                 self.error(
-                    doc, "no refresh token will be issued without the offline_access scope", ("spec", "scopes"),
+                    doc,
+                    "no refresh token will be issued without the offline_access scope",
+                    ("spec", "scopes"),
                     hint="add offline_access to spec.scopes, or set spec.refresh.expectRefreshToken: false "
                     "if this provider issues refresh tokens without it",
                     code="no-refresh-token",
@@ -288,8 +353,10 @@ class _Validator:
                     got = spec.authorizeParams.get(param)
                     if got is not None and got != wanted:
                         self.error(
-                            doc, f"Google issues no refresh token unless {param}={wanted}",
-                            ("spec", "authorizeParams", param), hint=f"remove it; the preset sets {param}={wanted}",
+                            doc,
+                            f"Google issues no refresh token unless {param}={wanted}",
+                            ("spec", "authorizeParams", param),
+                            hint=f"remove it; the preset sets {param}={wanted}",
                             code="no-refresh-token",
                         )
 
@@ -298,7 +365,8 @@ class _Validator:
         if interactive or grant == "authorization_code":
             if self.instance is None:
                 self.error(
-                    doc, "no Instance document declares spec.baseUrl, so this link has no redirect URL",
+                    doc,
+                    "no Instance document declares spec.baseUrl, so this link has no redirect URL",
                     hint="add a document `kind: Instance` with spec.baseUrl: https://your.app.example",
                     code="no-instance",
                 )
@@ -307,20 +375,29 @@ class _Validator:
                 host = urlsplit(redirect).hostname
                 if spec.provider == "google" and _is_private_ip(host):
                     self.error(
-                        doc, f"Google refuses redirect URLs on private or loopback addresses ({host})",
-                        hint="give the Instance a public host name in spec.baseUrl", code="redirect-private-ip",
+                        doc,
+                        f"Google refuses redirect URLs on private or loopback addresses ({host})",
+                        hint="give the Instance a public host name in spec.baseUrl",
+                        code="redirect-private-ip",
                     )
 
         secrets = self._resolve_secrets(doc, link)
         if spec.clientId is None:
             self.warn(
-                doc, "clientId is not declared yet: the link is stored with pending credentials",
-                ("spec",), hint=f"register the app with redirect URL from `linkctl redirect-url {name}`, "
-                "then add clientId and clientSecret", code="pending-credentials",
+                doc,
+                "clientId is not declared yet: the link is stored with pending credentials",
+                ("spec",),
+                hint=f"register the app with redirect URL from `linkctl redirect-url {name}`, "
+                "then add clientId and clientSecret",
+                code="pending-credentials",
             )
         elif spec.clientSecret is None and grant != "device_code":
-            self.warn(doc, "clientSecret is not declared: the link cannot get tokens until it is", ("spec",),
-                      code="pending-credentials")
+            self.warn(
+                doc,
+                "clientSecret is not declared: the link cannot get tokens until it is",
+                ("spec",),
+                code="pending-credentials",
+            )
 
         if sum(1 for d in self.diagnostics if d.is_error) > errors_before:
             return None
@@ -336,8 +413,11 @@ class _Validator:
         missing = [f for f in needed if getattr(spec, f) is None]
         if missing and spec.issuer is None:
             self.error(
-                doc, f"a custom {grant} link needs {' and '.join(missing)}, or issuer for discovery",
-                ("spec",), hint="declare the endpoints, or spec.issuer to discover them", code="no-endpoints",
+                doc,
+                f"a custom {grant} link needs {' and '.join(missing)}, or issuer for discovery",
+                ("spec",),
+                hint="declare the endpoints, or spec.issuer to discover them",
+                code="no-endpoints",
             )
         for field in ("authorizationEndpoint", "tokenEndpoint", "issuer", "deviceAuthorizationEndpoint"):
             value = getattr(spec, field)
@@ -345,9 +425,11 @@ class _Validator:
             for preset_name in ("google", "microsoft"):
                 if host and host in get_preset(preset_name).hosts:
                     self.error(
-                        doc, f"{field} points at {preset_name.title()} ({host}) but provider is custom",
+                        doc,
+                        f"{field} points at {preset_name.title()} ({host}) but provider is custom",
                         ("spec", field),
-                        hint=f"use provider: {preset_name}: the preset adds what is needed for a refresh token",
+                        hint=f"use provider: {preset_name}: the preset adds what is needed"
+                        " for a refresh token",
                         code="custom-preset-host",
                     )
                     return
@@ -361,16 +443,26 @@ class _Validator:
         if isinstance(source, FromEnv):
             value = self.env.get(source.fromEnv)
             if value is None:
-                self.error(doc, f"environment variable {source.fromEnv} is not set", (*path, "fromEnv"),
-                           hint=f"export {source.fromEnv}=... before running linkctl", code="secret-unresolved")
+                self.error(
+                    doc,
+                    f"environment variable {source.fromEnv} is not set",
+                    (*path, "fromEnv"),
+                    hint=f"export {source.fromEnv}=... before running linkctl",
+                    code="secret-unresolved",
+                )
                 return secrets
         elif isinstance(source, FromFile):
             file = Path(os.path.dirname(doc.file)) / source.fromFile
             try:
                 value = file.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
-                self.error(doc, f"cannot read secret file {str(file)!r}: {exc.strerror}", (*path, "fromFile"),
-                           hint="fromFile paths are relative to the declaring file", code="secret-unresolved")
+                self.error(
+                    doc,
+                    f"cannot read secret file {str(file)!r}: {exc.strerror}",
+                    (*path, "fromFile"),
+                    hint="fromFile paths are relative to the declaring file",
+                    code="secret-unresolved",
+                )
                 return secrets
         else:
             value = source
@@ -378,7 +470,9 @@ class _Validator:
                 self.instance and self.instance.spec.allowPlaintextSecrets
             ):
                 self.error(
-                    doc, "clientSecret is in plaintext", path,
+                    doc,
+                    "clientSecret is in plaintext",
+                    path,
                     hint="encrypt it: `linkctl secrets encrypt --in-place FILE` (or sops), or use "
                     "{fromEnv: NAME} / {fromFile: PATH}",
                     code="plaintext-secret",
@@ -438,14 +532,18 @@ class _Validator:
             "labels": dict(link.metadata.labels),
             "presetAdded": {
                 "scopes": added_scopes,
-                "authorizeParams": dict(resolved.added_authorize_params) if grant != "client_credentials" else {},
+                "authorizeParams": dict(resolved.added_authorize_params)
+                if grant != "client_credentials"
+                else {},
             },
         }
         if spec.provider == "microsoft":
             effective["tenant"] = spec.tenant or get_preset("microsoft").default_tenant
             effective["cloud"] = spec.cloud or "global"
         sensitive = frozenset(
-            str(p[1]) for p in doc.encrypted_paths if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_FIELDS
+            str(p[1])
+            for p in doc.encrypted_paths
+            if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_FIELDS
         )
         line, _ = doc.locate(())
         return DesiredLink(
@@ -467,11 +565,21 @@ class _Validator:
             if old is None:
                 continue
             if old == link.metadata.name:
-                self.error(doc, "renamedFrom equals the link's own name", ("metadata", "renamedFrom"),
-                           hint="remove renamedFrom once the rename is applied", code="bad-rename")
+                self.error(
+                    doc,
+                    "renamedFrom equals the link's own name",
+                    ("metadata", "renamedFrom"),
+                    hint="remove renamedFrom once the rename is applied",
+                    code="bad-rename",
+                )
             elif old in names:
-                self.error(doc, f"renamedFrom {old!r} is still declared as a link", ("metadata", "renamedFrom"),
-                           hint="remove the old document when renaming", code="bad-rename")
+                self.error(
+                    doc,
+                    f"renamedFrom {old!r} is still declared as a link",
+                    ("metadata", "renamedFrom"),
+                    hint="remove the old document when renaming",
+                    code="bad-rename",
+                )
 
 
 def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
@@ -490,6 +598,16 @@ def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
+def _value_at(doc: Document, loc: Sequence[Any]) -> str:
+    value: Any = doc.data
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return ""
+    return value if isinstance(value, str) else ""
+
+
 def _type_name(doc: Document, loc: Sequence[Any]) -> str:
     value: Any = doc.data
     for part in loc:
@@ -497,8 +615,15 @@ def _type_name(doc: Document, loc: Sequence[Any]) -> str:
             value = value[part]
         except (KeyError, IndexError, TypeError):
             return "something else"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def validate(loaded: LoadResult, *, env: Mapping[str, str]) -> ValidationResult:

@@ -1,0 +1,116 @@
+"""Loader: positions, YAML traps, skipping other tools' documents."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from reconciler.load import load_paths
+
+
+def _load(tmp_path: Path, text: str, name: str = "links.yaml"):
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return load_paths([str(tmp_path)], env={})
+
+
+LINK = """apiVersion: linkctl.dev/v1
+kind: OutgoingLink
+metadata:
+  name: a
+spec:
+  provider: google
+  scopes: [x]
+"""
+
+
+def test_positions_point_at_values(tmp_path: Path) -> None:
+    result = _load(tmp_path, LINK)
+    (doc,) = result.documents
+    assert doc.locate(("spec", "provider")) == (6, 13)
+    assert doc.locate(("spec", "scopes", 0)) == (7, 12)
+    assert doc.locate(("spec", "provider"), key=True) == (6, 3)
+    assert doc.locate(("spec", "missing")) == (6, 3)  # deepest existing node
+
+
+def test_multi_document_and_foreign_documents_are_skipped(tmp_path: Path) -> None:
+    text = LINK + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n" + LINK.replace("name: a", "name: b")
+    result = _load(tmp_path, text)
+    assert [d.name for d in result.documents] == ["a", "b"]
+    assert result.documents[1].line == 13
+    assert any("apiVersion 'v1'" in s for s in result.skipped)
+    assert not result.diagnostics
+
+
+def test_duplicate_keys_are_errors_with_both_lines(tmp_path: Path) -> None:
+    result = _load(tmp_path, LINK.replace("  name: a\n", "  name: a\n  name: b\n"))
+    (diag,) = result.diagnostics
+    assert diag.line == 5 and diag.code == "duplicate-key"
+    assert "first defined at line 4" in diag.message
+
+
+def test_yaml11_lookalikes_are_errors(tmp_path: Path) -> None:
+    result = _load(tmp_path, "a: [on, no, 0755, 2024-01-01, 1_000, 'on', true, 12, 0x1f]\n", "x.yaml")
+    codes = [(d.line, d.column, d.code) for d in result.diagnostics]
+    assert codes == [(1, 5, "yaml11-ambiguous"), (1, 9, "yaml11-ambiguous"), (1, 13, "yaml11-ambiguous"),
+                     (1, 19, "yaml11-ambiguous"), (1, 31, "yaml11-ambiguous")]
+
+
+def test_core_schema_scalars(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text(
+        "apiVersion: linkctl.dev/v1\nkind: Instance\nmetadata: {name: i}\n"
+        "spec: {a: true, b: 12, c: 0x1f, d: 1.5, e: ~, f: 'yes'}\n"
+    )
+    (doc,) = load_paths([str(tmp_path)], env={}).documents
+    assert doc.data["spec"] == {"a": True, "b": 12, "c": 31, "d": 1.5, "e": None, "f": "yes"}
+
+
+def test_alias_bomb_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 10):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
+    started = time.perf_counter()
+    result = _load(tmp_path, "\n".join(lines) + "\n")
+    assert time.perf_counter() - started < 2
+    assert [d.code for d in result.diagnostics] == ["alias-bomb"]
+
+
+def test_merge_keys_and_custom_tags_refused(tmp_path: Path) -> None:
+    result = _load(tmp_path, "base: &b {x: 1}\nother:\n  <<: *b\ntagged: !secret abc\n")
+    assert sorted(d.code or "" for d in result.diagnostics) == ["yaml-merge", "yaml-tag"]
+
+
+def test_syntax_error_has_position(tmp_path: Path) -> None:
+    result = _load(tmp_path, "a: [1,\nb: c\n")
+    (diag,) = result.diagnostics
+    assert diag.code == "syntax" and diag.line in (2, 3) and diag.column is not None
+
+
+def test_unknown_kind_and_version(tmp_path: Path) -> None:
+    result = _load(tmp_path, "apiVersion: linkctl.dev/v1\nkind: Link\n---\napiVersion: linkctl.dev/v9\nkind: Instance\n")
+    assert [(d.code, d.line) for d in result.diagnostics] == [("unknown-kind", 2), ("api-version", 4)]
+
+
+def test_directories_recurse_and_skip_hidden(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / "sub" / "a.yml").write_text(LINK)
+    (tmp_path / ".hidden" / "b.yaml").write_text(LINK)
+    (tmp_path / ".sops.yaml").write_text("creation_rules: []\n")
+    (tmp_path / "notes.txt").write_text("x")
+    result = load_paths([str(tmp_path)], env={})
+    assert result.files == [str(tmp_path / "sub" / "a.yml")]
+
+
+def test_json_documents(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(
+        '{\n\t"apiVersion": "linkctl.dev/v1",\n\t"kind": "OutgoingLink",\n\t"metadata": {"name": "j"}\n}\n'
+    )
+    (doc,) = load_paths([str(tmp_path)], env={}).documents
+    assert doc.name == "j"
+
+
+def test_missing_path_and_non_utf8(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_bytes(b"a: \xff\xfe\n")
+    result = load_paths([str(tmp_path / "nope"), str(tmp_path / "bad.yaml")], env={})
+    assert [d.code for d in result.diagnostics] == ["no-file", "encoding"]

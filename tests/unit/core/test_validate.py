@@ -1,0 +1,154 @@
+"""Validation: structural errors with hints, semantic rules, desired-link assembly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.load import load_paths
+from reconciler.validate import validate
+
+INSTANCE = """apiVersion: linkctl.dev/v1
+kind: Instance
+metadata: {name: wiki}
+spec:
+  baseUrl: https://wiki.example.com
+"""
+
+
+def _link(spec: str, name: str = "l1") -> str:
+    return f"apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n  name: {name}\nspec:\n{spec}"
+
+
+def _validate(tmp_path: Path, *docs: str, env: dict[str, str] | None = None, instance: str = INSTANCE):
+    text = "---\n".join([instance, *docs]) if instance else "---\n".join(docs)
+    (tmp_path / "links.yaml").write_text(text, encoding="utf-8")
+    return validate(load_paths([str(tmp_path)], env=env or {}), env=env or {"S": "secret-value"})
+
+
+GOOGLE = "  provider: google\n  clientId: abc\n  clientSecret: {fromEnv: S}\n  scopes: [openid]\n"
+
+
+def codes(result) -> list[str]:
+    return [d.code for d in result.diagnostics if d.is_error]
+
+
+def test_google_preset_fills_endpoints_and_params(tmp_path: Path) -> None:
+    result = _validate(tmp_path, _link(GOOGLE), env={"S": "canary-7f3a"})
+    assert result.ok, result.diagnostics
+    (link,) = result.links
+    assert link.spec["tokenEndpoint"] == "https://oauth2.googleapis.com/token"
+    assert link.spec["authorizeParams"] == {"access_type": "offline", "prompt": "consent"}
+    assert link.spec["presetAdded"]["authorizeParams"] == {"access_type": "offline", "prompt": "consent"}
+    assert link.spec["redirectUri"] == "https://wiki.example.com/oauth/callback/l1"
+    assert link.spec["clientSecret"] == {"$secret": "clientSecret"}
+    assert link.secrets["clientSecret"].reveal() == "canary-7f3a"
+    assert "canary-7f3a" not in repr(link)
+
+
+def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: Path) -> None:
+    spec = "  provider: microsoft\n  tenant: t1\n  clientId: a\n  clientSecret: {fromEnv: S}\n  scopes: [User.Read]\n"
+    cc = spec.replace("scopes: [User.Read]", "scopes: [https://graph.microsoft.com/.default]\n  grant: client_credentials")
+    result = _validate(tmp_path, _link(spec), _link(cc, "l2"), env={"S": "x"})
+    assert result.ok, result.diagnostics
+    interactive, daemon = result.links
+    assert interactive.spec["scopes"] == ["User.Read", "offline_access"]
+    assert interactive.spec["tokenEndpoint"] == "https://login.microsoftonline.com/t1/oauth2/v2.0/token"
+    assert daemon.spec["scopes"] == ["https://graph.microsoft.com/.default"]
+    assert daemon.spec["presetAdded"]["scopes"] == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "path"),
+    [
+        ("  provider: google\n  scopes: [a]\n  clientSecrett: x\n", "unknown-field", "spec.clientSecrett"),
+        ("  provider: google\n  scopes: [a]\n  clientId: 5\n", "wrong-type", "spec.clientId"),
+        ("  provider: github\n  scopes: [a]\n", "literal-error", "spec.provider"),
+        ("  provider: google\n", "no-scopes", "spec"),
+        ("  provider: google\n  scopes: [a]\n  tenant: x\n", "provider-field", "spec.tenant"),
+        ("  provider: google\n  scopes: [a]\n  grant: client_credentials\n", "unsupported-grant", "spec.grant"),
+        ("  provider: google\n  scopes: [a]\n  authorizeParams: {prompt: none}\n", "no-refresh-token",
+         "spec.authorizeParams.prompt"),
+        ("  provider: custom\n  scopes: [offline_access]\n", "no-endpoints", "spec"),
+        ("  provider: custom\n  scopes: [offline_access]\n  issuer: http://auth.example.com\n", "insecure-url",
+         "spec.issuer"),
+        ("  provider: custom\n  scopes: [offline_access]\n  issuer: http://127.0.0.1:9000\n", "insecure-url",
+         "spec.issuer"),
+        ("  provider: custom\n  scopes: [a]\n  issuer: https://id.example.com\n", "no-refresh-token", "spec.scopes"),
+        ("  provider: custom\n  scopes: [offline_access]\n  authorizationEndpoint: https://accounts.google.com/x\n"
+         "  tokenEndpoint: https://oauth2.googleapis.com/token\n", "custom-preset-host", "spec.authorizationEndpoint"),
+        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: plain\n", "plaintext-secret",
+         "spec.clientSecret"),
+        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnv: NOPE}\n", "secret-unresolved",
+         "spec.clientSecret.fromEnv"),
+        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromFile: nope.txt}\n",
+         "secret-unresolved", "spec.clientSecret.fromFile"),
+        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnvv: S}\n", "secret-source",
+         "spec.clientSecret"),
+    ],
+)
+def test_rules(tmp_path: Path, spec: str, code: str, path: str) -> None:
+    result = _validate(tmp_path, _link(spec), env={"S": "x"})
+    errors = [d for d in result.diagnostics if d.is_error]
+    assert [d.code for d in errors] == [code], [d.render() for d in errors]
+    from reconciler.diagnostics import format_path
+
+    assert format_path(errors[0].path) == path
+    assert errors[0].line is not None and errors[0].line > 5
+    assert not result.ok
+
+
+def test_did_you_mean(tmp_path: Path) -> None:
+    result = _validate(tmp_path, _link("  provider: google\n  scope: [a]\n"))
+    unknown = next(d for d in result.diagnostics if d.code == "unknown-field")
+    assert unknown.hint == "did you mean 'scopes'?"
+    assert (unknown.line, unknown.column) == (13, 3)
+
+
+def test_duplicate_names_show_both_places(tmp_path: Path) -> None:
+    result = _validate(tmp_path, _link(GOOGLE), _link(GOOGLE), env={"S": "x"})
+    (dup,) = [d for d in result.diagnostics if d.code == "duplicate-name"]
+    assert "also at" in dup.message and "links.yaml:10:9" in dup.message and dup.line == 20
+
+
+def test_loopback_allowed_only_with_instance_flag(tmp_path: Path) -> None:
+    instance = INSTANCE.replace("https://wiki.example.com", "http://127.0.0.1:8080")
+    spec = ("  provider: custom\n  scopes: [offline_access]\n  clientId: a\n  clientSecret: {fromEnv: S}\n"
+            "  authorizationEndpoint: http://127.0.0.1:9000/auth\n  tokenEndpoint: http://localhost:9000/token\n")
+    refused = _validate(tmp_path, _link(spec), env={"S": "x"}, instance=instance)
+    assert set(codes(refused)) == {"insecure-url"}
+    allowed = _validate(
+        tmp_path, _link(spec), env={"S": "x"}, instance=instance + "  allowInsecureLoopback: true\n"
+    )
+    assert allowed.ok, allowed.diagnostics
+
+
+def test_google_refuses_private_redirect(tmp_path: Path) -> None:
+    instance = INSTANCE.replace("https://wiki.example.com", "https://10.1.2.3")
+    result = _validate(tmp_path, _link(GOOGLE), env={"S": "x"}, instance=instance)
+    assert codes(result) == ["redirect-private-ip"]
+
+
+def test_pending_credentials_is_a_warning(tmp_path: Path) -> None:
+    result = _validate(tmp_path, _link("  provider: microsoft\n  scopes: [User.Read]\n"))
+    assert result.ok
+    assert [d.code for d in result.diagnostics] == ["pending-credentials"]
+    assert result.links[0].pending_credentials
+
+
+def test_no_instance(tmp_path: Path) -> None:
+    result = _validate(tmp_path, _link(GOOGLE), env={"S": "x"}, instance="")
+    assert codes(result) == ["no-instance"]
+
+
+def test_all_problems_reported_not_only_the_first(tmp_path: Path) -> None:
+    bad = _link("  provider: google\n  scopes: [a]\n  tenant: x\n  grant: client_credentials\n")
+    result = _validate(tmp_path, bad, _link("  provider: custom\n  scopes: [a]\n", "l2"))
+    assert sorted(codes(result)) == ["no-endpoints", "no-refresh-token", "provider-field", "unsupported-grant"]
+
+
+def test_renamed_from_rules(tmp_path: Path) -> None:
+    same = _link(GOOGLE).replace("  name: l1\n", "  name: l1\n  renamedFrom: l1\n")
+    result = _validate(tmp_path, same, env={"S": "x"})
+    assert codes(result) == ["bad-rename"]
