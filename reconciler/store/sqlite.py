@@ -38,7 +38,7 @@ from typing import Any
 from reconciler.errors import LockTimeout, StalePlan, StateError
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants
+from reconciler.store import base, sealing, sqlite_grants, sqlite_leases
 
 Notice = Callable[[str], None]
 
@@ -330,7 +330,7 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
         self._store._insert_event(event, default_actor=self._actor, now=self._now)
 
 
-class SQLiteStore(sqlite_grants.SQLiteGrants, base.Store):
+class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.Store):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
 
     def __init__(

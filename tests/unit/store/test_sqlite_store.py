@@ -568,20 +568,15 @@ def test_closed_store_refuses_use(open_: OpenStore) -> None:
         store.list_links()
 
 
-# -- performance ---------------------------------------------------------------------------
-def test_ten_thousand_links_are_fast(store: Store) -> None:
+# -- scale (speed is measured in bench/, not asserted here) ---------------------------------
+def test_ten_thousand_links_round_trip(store: Store) -> None:
     links = [link(f"link-{i:05d}", secret=f"secret-{i}") for i in range(10_000)]
-    started = time.perf_counter()
     with store.write(expected_serial=0, actor="a") as tx:
         for lw in links:
             tx.put_link(lw)
-    put_seconds = time.perf_counter() - started
-    started = time.perf_counter()
     listed = store.list_links()
-    list_seconds = time.perf_counter() - started
-    assert len(listed) == 10_000
-    assert put_seconds < 5.0, put_seconds
-    assert list_seconds < 0.3, list_seconds
+    assert [x.name for x in listed] == [lw.name for lw in links]
+    assert store.read_secret("link-09999", "clientSecret") == Secret("secret-9999")
 
 
 def test_a_secret_in_the_spec_is_refused_not_written(store: Store, settings: Settings) -> None:
