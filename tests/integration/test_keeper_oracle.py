@@ -14,7 +14,7 @@ from reconciler.oauth import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.store import grants
 from tests.integration.conftest import OidcServer
-from tests.integration.keeper_support import (
+from tests.integration.test_keeper_support import (
     add_authorized_links,
     introspect_active,
     link_for,

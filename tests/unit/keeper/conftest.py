@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from reconciler.store.sqlite_leases import SQLiteLeases
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fakes import FakeClock, RotatingProvider  # noqa: E402
+from fakes import FakeClock, RotatingProvider
 
 if issubclass(SQLiteStore, SQLiteLeases):
     LeasedStore: type[SQLiteStore] = SQLiteStore
@@ -45,10 +46,8 @@ def open_store(settings: Settings) -> Iterator[Callable[[], Store]]:
 
     yield factory
     for store in opened:
-        try:
+        with contextlib.suppress(Exception):  # a worker thread's store: closed by that thread
             store.close()
-        except Exception:  # noqa: BLE001 - a worker thread's store; closed by its thread
-            pass
 
 
 @pytest.fixture

@@ -100,7 +100,9 @@ class RotatingProvider:
             n = next(self._counter)
             new_rt = f"rt-{config.link}-{n}" if self.rotate else token
             self.valid[config.link] = new_rt
-            result = response(f"at-{config.link}-{n}", new_rt if self.rotate else None, expires_in=self.expires_in)
+            result = response(
+                f"at-{config.link}-{n}", new_rt if self.rotate else None, expires_in=self.expires_in
+            )
         if lost:
             raise ResponseLost(f"token refresh for link {config.link!r}: no response arrived (ReadTimeout)")
         return result
@@ -139,7 +141,9 @@ def lose_response() -> Callable[[str], Any]:
     return lambda link: "after"
 
 
-def link_write(name: str, *, grant: str = "authorization_code", provider: str = "custom", **spec: Any) -> LinkWrite:
+def link_write(
+    name: str, *, grant: str = "authorization_code", provider: str = "custom", **spec: Any
+) -> LinkWrite:
     """A LinkWrite following the stored-spec contract."""
     full: dict[str, Any] = {
         "provider": provider,

@@ -18,15 +18,18 @@ from reconciler.store.base import Store
 
 def _authorize(store: Store, provider: RotatingProvider, clock: FakeClock, name: str = "a") -> None:
     add_links(store, link_write(name))
-    store.save_authorization(name, dataclasses.replace(provider.authorize(name), received_at=clock()),
-                             clock_now=clock())
+    store.save_authorization(
+        name, dataclasses.replace(provider.authorize(name), received_at=clock()), clock_now=clock()
+    )
 
 
 def _never(*_: object) -> keeper.TokenClientLike:
     raise AssertionError("no HTTP client may be built for a fresh token")
 
 
-def test_fresh_token_is_returned_without_a_request(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+def test_fresh_token_is_returned_without_a_request(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
     _authorize(store, provider, clock)
     grant = keeper.fresh_token(store, "a", min_valid=30, client=_never, clock=clock)
     assert grant.access_token is not None and provider.refresh_count() == 0
@@ -48,8 +51,9 @@ def test_waits_for_the_lease_holder_and_returns_its_token(
     clock = time.time
     store = open_store()
     add_links(store, link_write("a"))
-    store.save_authorization("a", dataclasses.replace(provider.authorize("a"), received_at=clock() - 59),
-                             clock_now=clock())
+    store.save_authorization(
+        "a", dataclasses.replace(provider.authorize("a"), received_at=clock() - 59), clock_now=clock()
+    )
     held = store.acquire_lease("a", owner="other", ttl=30, now=clock())
     assert held is not None and held.refresh_token is not None
 
@@ -57,9 +61,14 @@ def test_waits_for_the_lease_holder_and_returns_its_token(
         time.sleep(0.3)
         s = open_store()
         response = provider.refresh(keeper.client_config(s, s.get_link("a")), held.refresh_token)  # type: ignore[arg-type]
-        s.commit_tokens("a", owner="other", expected_version=held.token_version,
-                        response=dataclasses.replace(response, received_at=clock()), now=clock(),
-                        next_refresh_at=None)
+        s.commit_tokens(
+            "a",
+            owner="other",
+            expected_version=held.token_version,
+            response=dataclasses.replace(response, received_at=clock()),
+            now=clock(),
+            next_refresh_at=None,
+        )
         s.close()
 
     thread = threading.Thread(target=other_process)
@@ -70,13 +79,16 @@ def test_waits_for_the_lease_holder_and_returns_its_token(
     assert grant.access_token is not None and grant.access_token.reveal() == f"at-a-{2}"
 
 
-def test_gives_up_when_the_lease_stays_held(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+def test_gives_up_when_the_lease_stays_held(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
     _authorize(store, provider, clock)
     clock.advance(59)
     assert store.acquire_lease("a", owner="other", ttl=30, now=clock()) is not None
     with pytest.raises(ConflictError, match="held the refresh lease"):
-        keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock, sleep=clock.sleep,
-                           wait_timeout=5)
+        keeper.fresh_token(
+            store, "a", min_valid=30, client=provider, clock=clock, sleep=clock.sleep, wait_timeout=5
+        )
 
 
 @pytest.mark.parametrize(
@@ -117,7 +129,9 @@ def test_transient_failure_is_raised_with_retry_after(
     assert info.value.retry_after == 9
 
 
-def test_client_credentials_token_on_demand(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
+def test_client_credentials_token_on_demand(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
     add_links(store, link_write("cc", grant="client_credentials"))
     grant = keeper.fresh_token(store, "cc", min_valid=30, client=provider, clock=clock)
     assert grant.access_token is not None and grant.access_token.reveal().startswith("cc-cc-")

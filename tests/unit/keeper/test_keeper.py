@@ -151,14 +151,21 @@ def test_a_stale_keeper_cannot_overwrite_what_a_newer_one_committed(
     assert slow is not None
     store.mark_in_flight("b", owner="slow", token_version=slow.token_version, now=clock())
     clock.advance(31)
-    outcome = keeper.refresh_link(store, provider, "b", owner="fast", policy=policy, clock=clock,
-                                  rng=random.Random(1))
+    outcome = keeper.refresh_link(
+        store, provider, "b", owner="fast", policy=policy, clock=clock, rng=random.Random(1)
+    )
     assert outcome.result == keeper.OBTAINED
     newer = store.get_grant("b", with_tokens=True)
     late = provider.client_credentials(keeper.client_config(store, store.get_link("b")))  # type: ignore[arg-type]
     with pytest.raises(grants.LeaseLost):
-        store.commit_tokens("b", owner="slow", expected_version=slow.token_version, response=late,
-                            now=clock(), next_refresh_at=None)
+        store.commit_tokens(
+            "b",
+            owner="slow",
+            expected_version=slow.token_version,
+            response=late,
+            now=clock(),
+            next_refresh_at=None,
+        )
     kept = store.get_grant("b", with_tokens=True)
     assert kept is not None and newer is not None and kept.access_token == newer.access_token
 
@@ -172,8 +179,7 @@ def test_worker_threads_refresh_each_link_exactly_once(
     for n in names:
         _authorize(store, provider, clock, n)
     clock.advance(55)
-    k = keeper.Keeper(store, provider, store_factory=open_store, workers=4, clock=clock,
-                      rng=random.Random(1))
+    k = keeper.Keeper(store, provider, store_factory=open_store, workers=4, clock=clock, rng=random.Random(1))
     report = k.run_once()
     assert sorted(report.refreshed) == names and report.ok
     assert provider.refresh_count() == 30 and not provider.revoked
@@ -191,8 +197,14 @@ def test_two_keepers_racing_never_double_refresh(
         clock.advance(55)
 
         def run(seed: int) -> None:
-            k = keeper.Keeper(open_store(), provider, store_factory=open_store, workers=3, clock=clock,
-                              rng=random.Random(seed))
+            k = keeper.Keeper(
+                open_store(),
+                provider,
+                store_factory=open_store,
+                workers=3,
+                clock=clock,
+                rng=random.Random(seed),
+            )
             k.run_once()
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
@@ -204,9 +216,7 @@ def test_two_keepers_racing_never_double_refresh(
     assert provider.refresh_count() == 100
 
 
-def test_run_forever_stops_on_the_event(
-    open_store: Callable[[], Store], provider: RotatingProvider
-) -> None:
+def test_run_forever_stops_on_the_event(open_store: Callable[[], Store], provider: RotatingProvider) -> None:
     import time
 
     store = open_store()
@@ -215,8 +225,13 @@ def test_run_forever_stops_on_the_event(
     result: list[keeper.KeeperReport] = []
 
     def run() -> None:
-        k = keeper.Keeper(open_store(), provider, store_factory=open_store, workers=2,
-                          policy=keeper.KeeperPolicy(poll_interval=0.05))
+        k = keeper.Keeper(
+            open_store(),
+            provider,
+            store_factory=open_store,
+            workers=2,
+            policy=keeper.KeeperPolicy(poll_interval=0.05),
+        )
         result.append(k.run_forever(stop))
 
     thread = threading.Thread(target=run)

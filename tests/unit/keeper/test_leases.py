@@ -46,15 +46,27 @@ def test_rotated_refresh_token_replaces_and_absent_keeps_old(store: Store, clock
     g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
     assert g is not None
     store.mark_in_flight("a", owner="A", token_version=g.token_version, now=clock())
-    store.commit_tokens("a", owner="A", expected_version=g.token_version,
-                        response=response("at-2", "rt-2", at=clock()), now=clock(), next_refresh_at=clock() + 10)
+    store.commit_tokens(
+        "a",
+        owner="A",
+        expected_version=g.token_version,
+        response=response("at-2", "rt-2", at=clock()),
+        now=clock(),
+        next_refresh_at=clock() + 10,
+    )
     g = store.get_grant("a", with_tokens=True)
     assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-2"
     assert g.token_version == 2 and g.lease_owner is None and g.in_flight_since is None
     g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
     assert g is not None
-    store.commit_tokens("a", owner="A", expected_version=g.token_version,
-                        response=response("at-3", None, at=clock()), now=clock(), next_refresh_at=None)
+    store.commit_tokens(
+        "a",
+        owner="A",
+        expected_version=g.token_version,
+        response=response("at-3", None, at=clock()),
+        now=clock(),
+        next_refresh_at=None,
+    )
     g = store.get_grant("a", with_tokens=True)
     assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-2"
     assert g.access_token is not None and g.access_token.reveal() == "at-3"
@@ -69,14 +81,35 @@ def test_a_keeper_that_lost_its_lease_cannot_overwrite_newer_tokens(store: Store
     b = store.acquire_lease("a", owner="B", ttl=30, now=clock())
     assert b is not None and b.lost_response  # B learns A's request may have been answered
     store.mark_in_flight("a", owner="B", token_version=b.token_version, now=clock())
-    store.commit_tokens("a", owner="B", expected_version=b.token_version,
-                        response=response("at-B", "rt-B", at=clock()), now=clock(), next_refresh_at=None)
+    store.commit_tokens(
+        "a",
+        owner="B",
+        expected_version=b.token_version,
+        response=response("at-B", "rt-B", at=clock()),
+        now=clock(),
+        next_refresh_at=None,
+    )
     with pytest.raises(LeaseLost):
-        store.commit_tokens("a", owner="A", expected_version=a.token_version,
-                            response=response("at-A", "rt-A", at=clock()), now=clock(), next_refresh_at=None)
+        store.commit_tokens(
+            "a",
+            owner="A",
+            expected_version=a.token_version,
+            response=response("at-A", "rt-A", at=clock()),
+            now=clock(),
+            next_refresh_at=None,
+        )
     with pytest.raises(LeaseLost):
-        store.record_failure("a", owner="A", expected_version=a.token_version, status=grants.TRANSIENT_ERROR,
-                             error_class="transient", message="x", retry_at=None, lost_response=False, now=clock())
+        store.record_failure(
+            "a",
+            owner="A",
+            expected_version=a.token_version,
+            status=grants.TRANSIENT_ERROR,
+            error_class="transient",
+            message="x",
+            retry_at=None,
+            lost_response=False,
+            now=clock(),
+        )
     with pytest.raises(LeaseLost):
         store.mark_in_flight("a", owner="A", token_version=a.token_version, now=clock())
     g = store.get_grant("a", with_tokens=True)
@@ -90,8 +123,14 @@ def test_same_version_but_another_owner_is_fenced(store: Store, clock: FakeClock
     clock.advance(31)
     assert store.acquire_lease("a", owner="B", ttl=30, now=clock()) is not None
     with pytest.raises(LeaseLost, match="another owner"):
-        store.commit_tokens("a", owner="A", expected_version=a.token_version,
-                            response=response(at=clock()), now=clock(), next_refresh_at=None)
+        store.commit_tokens(
+            "a",
+            owner="A",
+            expected_version=a.token_version,
+            response=response(at=clock()),
+            now=clock(),
+            next_refresh_at=None,
+        )
 
 
 def test_crash_after_mark_in_flight_becomes_a_lost_response(store: Store, clock: FakeClock) -> None:
@@ -113,9 +152,17 @@ def test_record_failure_counts_and_release(store: Store, clock: FakeClock) -> No
     for n in (1, 2):
         g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
         assert g is not None
-        failed = store.record_failure("a", owner="A", expected_version=g.token_version,
-                                      status=grants.TRANSIENT_ERROR, error_class="transient", message="503",
-                                      retry_at=clock() + 5, lost_response=n == 1, now=clock())
+        failed = store.record_failure(
+            "a",
+            owner="A",
+            expected_version=g.token_version,
+            status=grants.TRANSIENT_ERROR,
+            error_class="transient",
+            message="503",
+            retry_at=clock() + 5,
+            lost_response=n == 1,
+            now=clock(),
+        )
         assert failed.attempts == n and failed.lease_owner is None and failed.lost_response
     assert store.due_links(clock() + 4, limit=5) == [] and store.due_links(clock() + 5, limit=5) == ["a"]
     assert store.acquire_lease("a", owner="A", ttl=30, now=clock()) is not None
@@ -123,16 +170,30 @@ def test_record_failure_counts_and_release(store: Store, clock: FakeClock) -> No
 
 
 def test_due_links_rules(store: Store, clock: FakeClock) -> None:
-    add_links(store, link_write("never-authorized"), link_write("cc", grant="client_credentials"),
-              link_write("ok"), link_write("broken"), link_write("late"))
+    add_links(
+        store,
+        link_write("never-authorized"),
+        link_write("cc", grant="client_credentials"),
+        link_write("ok"),
+        link_write("broken"),
+        link_write("late"),
+    )
     store.save_authorization("ok", response(at=clock()), clock_now=clock())
     store.save_authorization("late", response(at=clock() - 4000), clock_now=clock())
     store.save_authorization("broken", response(at=clock() - 4000), clock_now=clock())
     g = store.acquire_lease("broken", owner="A", ttl=30, now=clock())
     assert g is not None
-    store.record_failure("broken", owner="A", expected_version=g.token_version, status=grants.CONFIGURATION_ERROR,
-                         error_class="configuration_error", message="invalid_client", retry_at=None,
-                         lost_response=False, now=clock())
+    store.record_failure(
+        "broken",
+        owner="A",
+        expected_version=g.token_version,
+        status=grants.CONFIGURATION_ERROR,
+        error_class="configuration_error",
+        message="invalid_client",
+        retry_at=None,
+        lost_response=False,
+        now=clock(),
+    )
     assert store.due_links(clock(), limit=10) == ["cc", "late"]
     assert store.due_links(clock(), limit=1) == ["cc"]
     assert store.next_due_at() == 0.0
@@ -145,9 +206,16 @@ def test_save_authorization_clears_errors_and_fences_in_flight(store: Store, clo
     g = store.acquire_lease("a", owner="A", ttl=30, now=clock())
     assert g is not None
     store.mark_in_flight("a", owner="A", token_version=g.token_version, now=clock())
-    new = store.save_authorization("a", dataclasses.replace(response("at-9", "rt-9"), received_at=clock()),
-                                   clock_now=clock())
+    new = store.save_authorization(
+        "a", dataclasses.replace(response("at-9", "rt-9"), received_at=clock()), clock_now=clock()
+    )
     assert new.status == grants.HEALTHY and not new.lost_response and new.lease_owner is None
     with pytest.raises(LeaseLost):
-        store.commit_tokens("a", owner="A", expected_version=g.token_version,
-                            response=response(at=clock()), now=clock(), next_refresh_at=None)
+        store.commit_tokens(
+            "a",
+            owner="A",
+            expected_version=g.token_version,
+            response=response(at=clock()),
+            now=clock(),
+            next_refresh_at=None,
+        )

@@ -1,4 +1,4 @@
-"""Shared helpers of the keeper integration tests (store in tmp_path, links at the oracle, CLI runs)."""
+"""Shared helpers of the keeper integration tests (no tests here; named test_keeper_* to live beside them)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def link_for(server: OidcServer, registered: OracleClient, name: str, *, grant: str = "authorization_code") -> LinkWrite:
+def link_for(
+    server: OidcServer, registered: OracleClient, name: str, *, grant: str = "authorization_code"
+) -> LinkWrite:
     """A LinkWrite (stored-spec contract) pointing at the oracle."""
     scopes = ["openid", "offline_access", "api:read"] if grant != "client_credentials" else ["api:read"]
     spec: dict[str, Any] = {

@@ -1,0 +1,240 @@
+"""Slow reliability tests of the keeper against oidc-provider: concurrency soak and kill -9.
+
+Both print their measured counts (``KEEPER-RELIABILITY {...}``); docs/reliability.md
+records a run. Durations: LINKCTL_SOAK_SECONDS (default 120), LINKCTL_CRASH_KILLS (default 50).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from reconciler.oauth import keeper
+from reconciler.oauth.client import TokenClient
+from reconciler.store import grants
+from tests.integration.conftest import OidcServer, start_oidc_server
+from tests.integration.test_keeper_support import (
+    add_authorized_links,
+    authorize,
+    open_store,
+    run,
+    spawn,
+    state_env,
+)
+
+pytestmark = pytest.mark.slow
+
+KEEPER_ARGS = (
+    "keeper",
+    "--workers",
+    "2",
+    "--lease-ttl",
+    "4",
+    "--http-timeout",
+    "2",
+    "--poll-interval",
+    "0.1",
+)
+
+
+@pytest.fixture(scope="module")
+def short_ttl_server() -> Iterator[OidcServer]:
+    """An oracle whose access tokens live 3 s, so refreshes happen all the time."""
+    with start_oidc_server(ORACLE_ACCESS_TOKEN_TTL="3") as server:
+        yield server
+
+
+def _report(kind: str, counts: dict[str, object]) -> None:
+    record = {
+        "test": kind,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        **counts,
+    }
+    print(f"KEEPER-RELIABILITY {json.dumps(record, sort_keys=True)}")
+
+
+def _stop(processes: list[subprocess.Popen[str]]) -> list[int]:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    codes = []
+    for process in processes:
+        try:
+            codes.append(process.wait(timeout=30))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            codes.append(process.wait())
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    return codes
+
+
+def test_four_keepers_and_token_bursts_never_double_refresh(
+    short_ttl_server: OidcServer, tmp_path: Path
+) -> None:
+    server = short_ttl_server
+    server.reset()
+    env = state_env(tmp_path)
+    names = ["soak-a", "soak-b", "soak-c"]
+    with TokenClient(timeout=5) as client:
+        store = open_store(env)
+        add_authorized_links(server, store, names, client)
+        store.close()
+    server.reset()
+    duration = float(os.environ.get("LINKCTL_SOAK_SECONDS", "120"))
+    keepers = [spawn(env, *KEEPER_ARGS) for _ in range(4)]
+    rng = random.Random(4)
+    calls = failures = bursts = 0
+    failure_samples: list[str] = []
+    deadline = time.monotonic() + duration
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            while time.monotonic() < deadline:
+                # A burst of 50 concurrent `linkctl token` calls; some demand more validity
+                # than a 3 s token has, forcing refreshes through the lease.
+                jobs = [
+                    pool.submit(
+                        run, env, "token", rng.choice(names), "--min-valid", rng.choice(["0.5", "2", "5"])
+                    )
+                    for _ in range(50)
+                ]
+                for job in jobs:
+                    result = job.result()
+                    calls += 1
+                    if result.returncode != 0:
+                        failures += 1
+                        failure_samples.append(result.stderr[-300:])
+                bursts += 1
+    finally:
+        codes = _stop(keepers)
+    requests = server.requests()
+    refreshes = sum(1 for r in requests if r["grant_type"] == "refresh_token" and r["status"] == 200)
+    refused = [r for r in requests if r["grant_type"] == "refresh_token" and r["status"] != 200]
+    events = server.events()
+    store = open_store(env)
+    alive = 0
+    with TokenClient(timeout=5) as client:
+        for name in names:
+            grant = keeper.fresh_token(store, name, min_valid=3600, client=client)  # one more rotation works
+            alive += grant.access_token is not None
+    statuses = {g.link_name: g.status for g in store.list_grants()}
+    store.close()
+    _report(
+        "soak",
+        {
+            "seconds": duration,
+            "keepers": 4,
+            "bursts": bursts,
+            "token_calls": calls,
+            "token_failures": failures,
+            "refreshes": refreshes,
+            "refused_refreshes": len(refused),
+            "grant_errors": len(events),
+            "links_alive": alive,
+            "links": len(names),
+        },
+    )
+    assert failures == 0, failure_samples[:3]
+    assert refused == [] and events == [], f"a refresh token was reused: {events[:3]}"
+    assert alive == len(names) and set(statuses.values()) == {grants.HEALTHY}
+    assert all(code == 0 for code in codes), codes
+    assert refreshes >= 4 * len(names)
+
+
+def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flagged(
+    short_ttl_server: OidcServer, tmp_path: Path
+) -> None:
+    server = short_ttl_server
+    server.reset()
+    env = state_env(tmp_path)
+    names = ["crash-a", "crash-b", "crash-c", "crash-d"]
+    kills_wanted = int(os.environ.get("LINKCTL_CRASH_KILLS", "50"))
+    rng = random.Random(9)
+    client = TokenClient(timeout=5)
+    store = open_store(env)
+    add_authorized_links(server, store, names, client)
+    # Hold every token answer 250 ms after the server rotated: kills land in that window often.
+    server.fault("delay_after", times=100_000, delay_ms=250)
+    kills = kills_in_flight = reauthorized = 0
+    seen_in_flight: set[tuple[str, float | None]] = set()
+    flagged_messages: list[str] = []
+    unexplained: list[str] = []
+    try:
+        for _ in range(kills_wanted):
+            process = spawn(env, *KEEPER_ARGS)
+            time.sleep(rng.uniform(0.6, 2.5))
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+            kills += 1
+            # Refreshes this kill interrupted: marked in flight and not seen before.
+            interrupted = {(g.link_name, g.in_flight_since) for g in store.list_grants() if g.in_flight_since}
+            kills_in_flight += len(interrupted - seen_in_flight)
+            seen_in_flight |= interrupted
+            for grant in store.list_grants():
+                if grant.status == grants.NEEDS_AUTHORIZATION:
+                    # Flagged by a later attempt: must name the lost response precisely.
+                    if "probably consumed by a lost response (sent at" in (grant.last_error or ""):
+                        flagged_messages.append(grant.last_error or "")
+                    else:
+                        unexplained.append(f"{grant.link_name}: {grant.last_error}")
+                    link = store.get_link(grant.link_name)
+                    assert link is not None
+                    server.reset()
+                    response = authorize(server, client, keeper.client_config(store, link))
+                    server.fault("delay_after", times=100_000, delay_ms=250)
+                    store.save_authorization(grant.link_name, response, clock_now=response.received_at)
+                    reauthorized += 1
+                elif grant.status not in (grants.HEALTHY, grants.REFRESHING, grants.TRANSIENT_ERROR):
+                    unexplained.append(f"{grant.link_name}: {grant.status} {grant.last_error}")
+        server.reset()  # no more delays
+        time.sleep(4.5)  # every lease of a killed keeper has expired
+        final = run(env, "keeper", "--once", "--output", "json")
+        store.close()
+        store = open_store(env)
+        final_alive = final_flagged = 0
+        for grant in store.list_grants():
+            if grant.status == grants.HEALTHY:
+                fresh = keeper.fresh_token(store, grant.link_name, min_valid=3600, client=client)
+                final_alive += fresh.access_token is not None
+            elif "probably consumed by a lost response (sent at" in (grant.last_error or ""):
+                final_flagged += 1
+            else:
+                unexplained.append(f"{grant.link_name}: {grant.status} {grant.last_error}")
+    finally:
+        client.close()
+        store.close()
+    _report(
+        "kill-9",
+        {
+            "kills": kills,
+            "kills_during_refresh": kills_in_flight,
+            "flagged_lost_response": len(flagged_messages) + final_flagged,
+            "reauthorized": reauthorized,
+            "links": len(names),
+            "final_alive": final_alive,
+            "final_flagged": final_flagged,
+            "unexplained": len(unexplained),
+        },
+    )
+    assert kills >= kills_wanted
+    assert unexplained == [], unexplained[:5]
+    assert final_alive + final_flagged == len(names)
+    assert final.returncode in (0, 1), final.stderr
+    # A link is only ever flagged after a kill that landed while a refresh was in flight.
+    assert len(flagged_messages) + final_flagged <= kills_in_flight
