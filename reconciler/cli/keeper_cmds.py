@@ -86,20 +86,6 @@ def register(subparsers: Any) -> None:
     keeper.set_defaults(handler=keeper_command)
 
 
-def with_leases(store: Store) -> Store:
-    """The store with the lease API (transitional: until SQLiteStore lists SQLiteLeases as a base)."""
-    from reconciler.store.grants import GrantStore
-
-    if type(store).acquire_lease is not GrantStore.acquire_lease:
-        return store
-    from reconciler.store.sqlite import SQLiteStore
-    from reconciler.store.sqlite_leases import SQLiteLeases
-
-    if isinstance(store, SQLiteStore):
-        store.__class__ = type("SQLiteStoreWithLeases", (SQLiteLeases, type(store)), {})
-    return store
-
-
 def _token_client(timeout: float) -> TokenClient:
     from reconciler.oauth.client import TokenClient
 
@@ -125,7 +111,7 @@ def token_command(args: argparse.Namespace, ctx: Context) -> int:
 
     from reconciler.oauth import keeper
 
-    store = with_leases(ctx.store())
+    store = ctx.store()
     now = time.time()
     grant = store.get_grant(args.name, with_tokens=True)
     left = None if grant is None else keeper.access_valid_for(grant, now)
@@ -175,11 +161,11 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
         raise ConfigError(str(error), hint="raise --lease-ttl or lower --http-timeout") from None
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    store = with_leases(ctx.store())
+    store = ctx.store()
     settings = ctx.settings
 
     def store_factory() -> Store:
-        return with_leases(open_store(settings, notice=ctx.notice))
+        return open_store(settings, notice=ctx.notice)
 
     client = _token_client(policy.http_timeout)
     try:

@@ -129,10 +129,9 @@ class Grant:
 class GrantStore(abc.ABC):
     """Grant operations every backend implements.
 
-    The lease/fencing methods below raise ``NotImplementedError`` until a backend
-    mixes in its implementation (SQLite: :class:`~reconciler.store.sqlite_leases.SQLiteLeases`);
-    they are not ``abstractmethod`` so that a backend under construction still opens.
-    Every write is conditional on ``owner`` (the lease) and ``token_version`` (fencing)
+    SQLite implements the lease/fencing methods in
+    :class:`~reconciler.store.sqlite_leases.SQLiteLeases`. Every write is conditional on
+    ``owner`` (the lease) and ``token_version`` (fencing)
     and raises :class:`LeaseLost` when fenced out. Timestamps come from the caller's clock.
     """
 
@@ -145,33 +144,34 @@ class GrantStore(abc.ABC):
         """All grants without tokens."""
 
     # -- first tokens (oauth.flows) -------------------------------------------------
+    @abc.abstractmethod
     def save_authorization(self, name: str, response: TokenResponse, *, clock_now: float) -> Grant:
         """Store first tokens (authorize, device or client-credentials): version +1, status healthy."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement save_authorization")
 
     # -- scheduling and leases (oauth.keeper, linkctl token) ----------------------------
+    @abc.abstractmethod
     def due_links(self, now: float, *, limit: int) -> list[str]:
         """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement due_links")
 
+    @abc.abstractmethod
     def next_due_at(self) -> float | None:
         """The earliest time any link becomes due (None: nothing is scheduled)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement next_due_at")
 
+    @abc.abstractmethod
     def acquire_lease(self, name: str, *, owner: str, ttl: float, now: float) -> Grant | None:
         """Take the refresh lease of a link (tokens decrypted); None while someone else holds it.
 
         A grant left in flight by a holder whose lease expired (a crash after the request
         was sent) comes back with ``lost_response=True``: its refresh token may be consumed.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement acquire_lease")
 
+    @abc.abstractmethod
     def mark_in_flight(
         self, name: str, *, owner: str, token_version: int, now: float, ttl: float | None = None
     ) -> None:
         """Record durably that a token request is about to be sent (optionally renewing the lease)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement mark_in_flight")
 
+    @abc.abstractmethod
     def commit_tokens(
         self,
         name: str,
@@ -183,8 +183,8 @@ class GrantStore(abc.ABC):
         next_refresh_at: float | None,
     ) -> Grant:
         """Store refreshed tokens (fenced) and release the lease in the same transaction."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement commit_tokens")
 
+    @abc.abstractmethod
     def record_failure(
         self,
         name: str,
@@ -199,8 +199,7 @@ class GrantStore(abc.ABC):
         now: float,
     ) -> Grant:
         """Record a failed attempt (fenced), count it, and release the lease."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement record_failure")
 
+    @abc.abstractmethod
     def release_lease(self, name: str, *, owner: str) -> bool:
         """Give up a lease without writing tokens; False if ``owner`` no longer held it."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement release_lease")

@@ -18,18 +18,10 @@ from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite, Store
 from reconciler.store.sqlite import SQLiteStore
-from reconciler.store.sqlite_leases import SQLiteLeases
 from tests.conftest import ROOT
 from tests.integration.conftest import OidcServer, OracleClient
 
-if issubclass(SQLiteStore, SQLiteLeases):
-    LeasedStore: type[SQLiteStore] = SQLiteStore
-else:  # until SQLiteStore lists SQLiteLeases among its bases
-
-    class _LeasedStore(SQLiteLeases, SQLiteStore):
-        pass
-
-    LeasedStore = _LeasedStore
+LeasedStore = SQLiteStore  # leases are mixed in (SQLiteLeases)
 
 
 def state_env(tmp: Path) -> dict[str, str]:

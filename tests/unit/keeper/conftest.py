@@ -12,20 +12,12 @@ import pytest
 from reconciler.settings import Settings
 from reconciler.store.base import Store
 from reconciler.store.sqlite import SQLiteStore
-from reconciler.store.sqlite_leases import SQLiteLeases
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import FakeClock, RotatingProvider
 
-if issubclass(SQLiteStore, SQLiteLeases):
-    LeasedStore: type[SQLiteStore] = SQLiteStore
-else:  # until SQLiteStore lists SQLiteLeases among its bases
-
-    class _LeasedStore(SQLiteLeases, SQLiteStore):
-        pass
-
-    LeasedStore = _LeasedStore
+LeasedStore = SQLiteStore  # leases are mixed in (SQLiteLeases)
 
 
 @pytest.fixture
