@@ -1,0 +1,484 @@
+"""Bad declared input never changes the store, and every error says file:line:col and what to do.
+
+DESIGN.md §5 invariant 6. A good baseline is applied once per module; every case then
+runs ``linkctl apply`` on the baseline files plus (or with) one bad file and must exit 3,
+name the exact location, say something specific, print no traceback and leave the store
+(``list -o json``, ``state show`` serial, audit log) exactly as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _linkctl import INSTANCE, TRACEBACK, Linkctl, link_doc, make_linkctl
+
+GOOD_SECRET = "good-secret-value-1"
+LINK_HEAD = """\
+apiVersion: linkctl.dev/v1
+kind: OutgoingLink
+metadata:
+  name: bad
+spec:
+"""
+# Line numbers below count from 1 in the texts as written; LINK_HEAD is lines 1-5.
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One bad input: files of the case directory (None deletes a baseline file) and expectations."""
+
+    id: str
+    files: Mapping[str, str | bytes | Callable[[Path], None] | None]
+    where: str  # "FILE:LINE:COL", "FILE:LINE" or "FILE" (relative to the case directory)
+    message: str  # a distinctive part of the error message
+    also: tuple[str, ...] = ()  # more fragments of stderr ({dir} = the case directory)
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _spec(body: str) -> str:
+    return LINK_HEAD + body
+
+
+def _huge(path: Path) -> None:
+    with path.open("wb") as f:  # sparse: instant, and over the 16 MiB limit by one byte
+        f.truncate(16 * 1024 * 1024 + 1)
+
+
+BOMB = "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n  name: bomb\n  annotations:\n"
+BOMB += '    a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+for _i in range(1, 10):
+    BOMB += f"    a{_i}: &a{_i} [{','.join([f'*a{_i - 1}'] * 10)}]\n"
+
+INSTANCE_HEAD = """\
+apiVersion: linkctl.dev/v1
+kind: Instance
+metadata:
+  name: wiki
+spec:
+"""
+PLAIN_LINK = link_doc("bad")
+
+CASES = [
+    Case(
+        "yaml-syntax",
+        {"bad.yaml": _spec("  provider: google\n  scopes: [a, b\n")},
+        "bad.yaml:8:1",
+        "YAML syntax error: did not find expected ',' or ']'",
+    ),
+    Case(
+        "yaml-indentation",
+        {"bad.yaml": LINK_HEAD[:-6] + " spec:\n  provider: google\n"},
+        "bad.yaml:5:2",
+        "YAML syntax error: did not find expected key",
+    ),
+    Case(
+        "duplicate-key",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n  clientId: b\n  scopes: [x]\n")},
+        "bad.yaml:8:3",
+        "duplicate key 'clientId' (first defined at line 7)",
+    ),
+    Case(
+        "unknown-field",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n  scope: [x]\n")},
+        "bad.yaml:8:3",
+        "unknown field 'scope'",
+        ("hint: did you mean 'scopes'?",),
+    ),
+    Case(
+        "number-for-client-id",
+        {"bad.yaml": _spec("  provider: google\n  clientId: 12345\n  scopes: [x]\n")},
+        "bad.yaml:7:13",
+        "expected a string, got a number (at spec.clientId)",
+        ("hint: quote the value",),
+    ),
+    Case(
+        "unquoted-on",
+        {"bad.yaml": _spec("  provider: google\n  clientId: on\n  scopes: [x]\n")},
+        "bad.yaml:7:13",
+        "unquoted `on` is a boolean to YAML 1.1 tools",
+        ('quote it ("on")',),
+    ),
+    Case(
+        "unquoted-no",
+        {"bad.yaml": _spec("  provider: google\n  clientId: no\n  scopes: [x]\n")},
+        "bad.yaml:7:13",
+        "unquoted `no` is a boolean to YAML 1.1 tools",
+    ),
+    Case(
+        "unquoted-octal",
+        {"bad.yaml": _spec("  provider: google\n  clientId: 0755\n  scopes: [x]\n")},
+        "bad.yaml:7:13",
+        "unquoted `0755` is an octal number",
+    ),
+    Case(
+        "unquoted-date",
+        {"bad.yaml": _spec("  provider: google\n  clientId: 2026-11-29\n  scopes: [x]\n")},
+        "bad.yaml:7:13",
+        "unquoted `2026-11-29` is a date",
+    ),
+    Case("alias-bomb", {"bad.yaml": BOMB}, "bad.yaml:", "alias/anchor expansion bomb"),
+    Case("file-too-large", {"huge.yaml": _huge}, "huge.yaml", "over the 16777216 byte limit"),
+    Case(
+        "duplicate-name-across-files",
+        {"a.yaml": link_doc("twice"), "b.yaml": link_doc("twice")},
+        "b.yaml:4:9",
+        "link 'twice' is declared twice",
+        ("also at {dir}/a.yaml:4:9",),
+    ),
+    Case(
+        "http-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access]\n"
+                "  authorizationEndpoint: https://auth.example.com/authorize\n"
+                "  tokenEndpoint: http://auth.example.com/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "tokenEndpoint must use https",
+        ("hint: use https://auth.example.com/token",),
+    ),
+    Case(
+        "ftp-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access]\n"
+                "  authorizationEndpoint: ftp://auth.example.com/authorize\n"
+                "  tokenEndpoint: https://auth.example.com/token\n"
+            )
+        },
+        "bad.yaml:9:26",
+        "authorizationEndpoint must be an absolute https:// URL",
+    ),
+    Case(
+        "http-loopback-without-allow",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access]\n"
+                "  authorizationEndpoint: https://auth.example.com/authorize\n"
+                "  tokenEndpoint: http://127.0.0.1:8080/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "tokenEndpoint uses plain http on a loopback host",
+        ("allowInsecureLoopback: true",),
+    ),
+    Case(
+        "http-base-url",
+        {"instance.yaml": INSTANCE_HEAD + "  baseUrl: http://wiki.example.com\n"},
+        "instance.yaml:6:12",
+        "baseUrl must use https",
+        ("hint: use https://wiki.example.com",),
+    ),
+    Case(
+        "google-private-ip-redirect",
+        {"instance.yaml": INSTANCE_HEAD + "  baseUrl: https://10.0.0.5\n", "bad.yaml": PLAIN_LINK},
+        "bad.yaml:1:1",
+        "Google refuses redirect URLs on private or loopback addresses (10.0.0.5)",
+        ("public host name",),
+    ),
+    Case(
+        "scopes-missing",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n")},
+        "bad.yaml:6:3",
+        "scopes are missing",
+        ("spec.scopes",),
+    ),
+    Case(
+        "custom-with-google-endpoints",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access, email]\n"
+                "  authorizationEndpoint: https://accounts.google.com/o/oauth2/v2/auth\n"
+                "  tokenEndpoint: https://oauth2.googleapis.com/token\n"
+            )
+        },
+        "bad.yaml:9:26",
+        "points at Google (accounts.google.com) but provider is custom",
+        ("hint: use provider: google",),
+    ),
+    Case(
+        "custom-without-offline-access",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [openid, email]\n"
+                "  issuer: https://id.example.com\n"
+            )
+        },
+        "bad.yaml:8:11",
+        "no refresh token will be issued without the offline_access scope",
+        ("add offline_access to spec.scopes",),
+    ),
+    Case(
+        "custom-without-endpoints",
+        {"bad.yaml": _spec("  provider: custom\n  clientId: a\n  scopes: [offline_access]\n")},
+        "bad.yaml:6:3",
+        "needs authorizationEndpoint and tokenEndpoint, or issuer for discovery",
+    ),
+    Case(
+        "tenant-on-google",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n  tenant: contoso\n  scopes: [x]\n")},
+        "bad.yaml:8:11",
+        "tenant applies only to provider microsoft",
+    ),
+    Case(
+        "google-client-credentials",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  grant: client_credentials\n  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:8:10",
+        "Google does not support the client_credentials grant",
+    ),
+    Case(
+        "plaintext-secret",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret: hunter2-plain\n  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:8:17",
+        "clientSecret is in plaintext",
+        ("linkctl secrets encrypt --in-place FILE", "fromEnv"),
+    ),
+    Case(
+        "from-env-unset",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: E2E_UNSET_VAR\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "environment variable E2E_UNSET_VAR is not set",
+        ("export E2E_UNSET_VAR=",),
+    ),
+    Case(
+        "from-file-missing",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromFile: nope/missing.txt\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:15",
+        "cannot read secret file",
+        ("relative to the declaring file",),
+    ),
+    Case(
+        "unknown-kind",
+        {"bad.yaml": "apiVersion: linkctl.dev/v1\nkind: IncomingLink\nmetadata:\n  name: bad\n"},
+        "bad.yaml:2:7",
+        "unknown kind 'IncomingLink'",
+        ("use one of: OutgoingLink, Instance",),
+    ),
+    Case(
+        "unknown-api-version",
+        {"bad.yaml": "apiVersion: linkctl.dev/v2\nkind: OutgoingLink\nmetadata:\n  name: bad\n"},
+        "bad.yaml:1:13",
+        "unknown apiVersion 'linkctl.dev/v2'",
+        ("linkctl.dev/v1",),
+    ),
+    Case(
+        "uppercase-name",
+        {"bad.yaml": link_doc("Support")},
+        "bad.yaml:4:9",
+        "name 'Support' is not a DNS label",
+        ("for example 'support'",),
+    ),
+    Case(
+        "invalid-grant",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n  grant: implicit\n  scopes: [x]\n")},
+        "bad.yaml:8:10",
+        "'authorization_code', 'device_code' or 'client_credentials'",
+    ),
+    Case(
+        "two-instances",
+        {"zz-second.yaml": INSTANCE_HEAD + "  baseUrl: https://other.example.com\n"},
+        "zz-second.yaml:1:1",
+        "a second Instance document (the first is at {dir}/instance.yaml:1)",
+    ),
+    Case(
+        "no-instance",
+        {"instance.yaml": None, "bad.yaml": PLAIN_LINK},
+        "bad.yaml:1:1",
+        "no Instance document declares spec.baseUrl",
+        ("kind: Instance",),
+    ),
+    Case(
+        "renamed-from-itself",
+        {"bad.yaml": link_doc("bad", metadata_extra="renamedFrom: bad")},
+        "bad.yaml:5:16",
+        "renamedFrom equals the link's own name",
+    ),
+    Case(
+        "google-prompt-none",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  scopes: [x]\n  authorizeParams:\n    prompt: none\n"
+            )
+        },
+        "bad.yaml:10:13",
+        "Google issues no refresh token unless prompt=consent",
+    ),
+    Case(
+        "not-utf8",
+        {"bad.yaml": b"apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n  name: caf\xe9\n"},
+        "bad.yaml:4:12",
+        "file is not UTF-8 text",
+    ),
+    Case(
+        "list-of-documents",
+        {"bad.yaml": "- " + PLAIN_LINK.replace("\n", "\n  ").rstrip() + "\n"},
+        "bad.yaml:1:1",
+        "a document must be a mapping",
+        ("separate them with ---",),
+    ),
+    Case(
+        "merge-key",
+        {"bad.yaml": _spec("  <<: {provider: google}\n  clientId: a\n  scopes: [x]\n")},
+        "bad.yaml:6:3",
+        "YAML merge keys (<<) are not supported",
+    ),
+    Case(
+        "custom-tag",
+        {"bad.yaml": PLAIN_LINK + "  tokenParams:\n    audience: !vault secret/data/x\n"},
+        "bad.yaml:11:15",
+        "custom YAML tag '!vault' is not allowed",
+    ),
+    Case(
+        "spec-not-a-mapping",
+        {"bad.yaml": LINK_HEAD.rstrip() + " just-a-string\n"},
+        "bad.yaml:5:7",
+        "expected a mapping, got a string (at spec)",
+    ),
+    Case(
+        "json-duplicate-key",
+        {"bad.json": '{"apiVersion": "linkctl.dev/v1",\n "apiVersion": "linkctl.dev/v1"}\n'},
+        "bad.json:2:2",
+        "duplicate key 'apiVersion'",
+    ),
+    Case(
+        "missing-file-argument",
+        {},
+        "",  # checked by the extra argument below
+        "no such file or directory",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Linkctl, dict[str, Any], int]:
+    """A store with one applied link; the snapshot and event count every case must leave alone."""
+    tmp = tmp_path_factory.mktemp("bad-inputs")
+    home = tmp / "home"
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / ".local/state"),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "GOOD_SECRET": GOOD_SECRET,
+    }
+    cli = make_linkctl(env, tmp)
+    base = cli.cwd / "baseline"
+    base.mkdir()
+    (base / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    (base / "good.yaml").write_text(link_doc("good", secret_env="GOOD_SECRET"), encoding="utf-8")
+    cli("apply", "baseline")
+    snapshot = cli.snapshot()
+    assert snapshot["serial"] == 1 and [link["name"] for link in snapshot["links"]] == ["good"]
+    events = len(cli("state", "events", "--limit", "1000", "-o", "json").json()["events"])
+    assert events >= 1
+    return cli, snapshot, events
+
+
+def _materialize(cli: Linkctl, case: Case) -> str:
+    directory = cli.cwd / "cases" / case.id
+    directory.mkdir(parents=True)
+    files: dict[str, Any] = {
+        "instance.yaml": INSTANCE,
+        "good.yaml": link_doc("good", secret_env="GOOD_SECRET"),
+    }
+    files.update(case.files)
+    for name, content in files.items():
+        path = directory / name
+        if content is None:
+            continue
+        if callable(content):
+            content(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return f"cases/{case.id}"
+
+
+def test_there_are_at_least_30_cases() -> None:
+    assert len({case.id for case in CASES}) == len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_refused_and_store_unchanged(
+    baseline: tuple[Linkctl, dict[str, Any], int], case: Case
+) -> None:
+    cli, before, events_before = baseline
+    directory = _materialize(cli, case)
+    args = ["apply", directory]
+    if case.id == "missing-file-argument":
+        args.append(f"{directory}/does-not-exist.yaml")
+    started = time.monotonic()
+    result = cli(*args, env=case.env, expect=3, timeout=60)
+    elapsed = time.monotonic() - started
+
+    where = f"{directory}/{case.where}" if case.where else f"{directory}/does-not-exist.yaml"
+    # The location is followed directly by ": error: ".
+    if where.endswith(":"):  # the exact line:col depends on where expansion stopped
+        assert re.search(rf"(?m)^{re.escape(where)}\d+:\d+: error: ", result.stderr), str(result)
+    else:
+        assert f"{where}: error: " in result.stderr, str(result)
+    assert case.message.format(dir=directory) in result.stderr, str(result)
+    for fragment in case.also:
+        assert fragment.format(dir=directory) in result.stderr, str(result)
+    assert TRACEBACK not in result.output
+    assert "error(s) in the declared configuration" in result.stderr
+    assert result.stdout == "", "a refused apply prints no plan"
+    if case.id == "alias-bomb":
+        assert elapsed < 5, f"the alias bomb took {elapsed:.1f} s to refuse"
+
+    assert cli.snapshot() == before, "a failed validation changed the store"
+    events = cli("state", "events", "--limit", "1000", "-o", "json").json()["events"]
+    assert len(events) == events_before, "a failed validation wrote audit events"
+
+
+def test_other_tools_documents_are_skipped(linkctl: Linkctl) -> None:
+    """A Kubernetes Secret next to a link is skipped (listed with --verbose), quirks and all."""
+    (linkctl.cwd / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    (linkctl.cwd / "mixed.yaml").write_text(
+        "apiVersion: v1\n"
+        "kind: Secret\n"
+        "metadata:\n"
+        "  name: Not_A_DNS_Label\n"
+        "stringData:\n"
+        "  enabled: on\n"  # a YAML 1.1 boolean: an error in our documents, not in theirs
+        "  mode: 0755\n"
+        "---\n" + link_doc("mixed", secret_env="MIXED_SECRET"),
+        encoding="utf-8",
+    )
+    env = {"MIXED_SECRET": "s3cret-mixed"}
+    result = linkctl("validate", "--verbose", "instance.yaml", "mixed.yaml", env=env)
+    assert "skipped mixed.yaml#0: apiVersion 'v1' is not linkctl.dev" in result.stderr
+    assert "OK: 1 link(s) in 2 file(s)" in result.stdout
+    assert "error" not in result.stderr
+    quiet = linkctl("validate", "instance.yaml", "mixed.yaml", env=env)
+    assert "skipped" not in quiet.stderr
+    linkctl("apply", "instance.yaml", "mixed.yaml", env=env)
+    assert [link["name"] for link in linkctl("list", "-o", "json").json()["links"]] == ["mixed"]
