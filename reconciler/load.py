@@ -64,6 +64,20 @@ for _tag, _pattern, _first in (
 ):
     _CoreResolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 _CoreResolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAYBE_NOT_TEXT = frozenset("tTfF~nN-+.0123456789")
+_MAYBE_YAML11 = frozenset("yYnNoOtTfF~-+.0123456789")
+_generic_resolve = _CoreResolver.resolve
+
+
+def _fast_resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
+    """Plain text cannot resolve to anything else: skip the regex table for it (hot path)."""
+    if kind is ScalarNode and implicit[0] and value and value[0] not in _MAYBE_NOT_TEXT:
+        return _STR_TAG
+    return _generic_resolve(self, kind, value, implicit)
+
+
+_CoreResolver.resolve = _fast_resolve  # type: ignore[method-assign]
 
 
 class _NodeLoader(_CoreResolver, *_Bases):  # type: ignore[misc]
@@ -89,7 +103,7 @@ def _yaml11_surprise(value: str, core_tag: str) -> str | None:
     """Why an unquoted scalar means something else to YAML 1.1 tools, or None."""
     if core_tag == "tag:yaml.org,2002:int" and _LEGACY_OCTAL.match(value):
         return f"unquoted `{value}` is an octal number to YAML 1.1 tools and a decimal one to others"
-    if core_tag != "tag:yaml.org,2002:str":
+    if core_tag != "tag:yaml.org,2002:str" or value[:1] not in _MAYBE_YAML11:
         return None
     old_tag = _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if old_tag == "tag:yaml.org,2002:bool":

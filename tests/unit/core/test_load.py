@@ -49,10 +49,13 @@ def test_duplicate_keys_are_errors_with_both_lines(tmp_path: Path) -> None:
 
 
 def test_yaml11_lookalikes_are_errors(tmp_path: Path) -> None:
-    result = _load(tmp_path, "a: [on, no, 0755, 2024-01-01, 1_000, 'on', true, 12, 0x1f]\n", "x.yaml")
+    head = "apiVersion: linkctl.dev/v1\nkind: Instance\n"
+    result = _load(tmp_path, head + "a: [on, no, 0755, 2024-01-01, 1_000, 'on', true, 12, 0x1f]\n", "x.yaml")
     codes = [(d.line, d.column, d.code) for d in result.diagnostics]
-    assert codes == [(1, 5, "yaml11-ambiguous"), (1, 9, "yaml11-ambiguous"), (1, 13, "yaml11-ambiguous"),
-                     (1, 19, "yaml11-ambiguous"), (1, 31, "yaml11-ambiguous")]
+    assert codes == [(3, 5, "yaml11-ambiguous"), (3, 9, "yaml11-ambiguous"), (3, 13, "yaml11-ambiguous"),
+                     (3, 19, "yaml11-ambiguous"), (3, 31, "yaml11-ambiguous")]
+    foreign = _load(tmp_path, "apiVersion: v1\nkind: ConfigMap\ndata: {enabled: on}\n", "x.yaml")
+    assert foreign.diagnostics == [] and foreign.skipped
 
 
 def test_core_schema_scalars(tmp_path: Path) -> None:
@@ -76,7 +79,8 @@ def test_alias_bomb_refused_quickly(tmp_path: Path) -> None:
 
 
 def test_merge_keys_and_custom_tags_refused(tmp_path: Path) -> None:
-    result = _load(tmp_path, "base: &b {x: 1}\nother:\n  <<: *b\ntagged: !secret abc\n")
+    head = "apiVersion: linkctl.dev/v1\nkind: Instance\n"
+    result = _load(tmp_path, head + "base: &b {x: 1}\nother:\n  <<: *b\ntagged: !secret abc\n")
     assert sorted(d.code or "" for d in result.diagnostics) == ["yaml-merge", "yaml-tag"]
 
 
