@@ -23,7 +23,6 @@ import resource
 import secrets
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,14 +31,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
+import httpx
 
-from reconciler.oauth import keeper  # noqa: E402
-from reconciler.oauth.client import TokenClient, TokenResponse  # noqa: E402
-from reconciler.secrets import Secret  # noqa: E402
-from reconciler.settings import Settings  # noqa: E402
-from reconciler.store import open_store  # noqa: E402
-from reconciler.store.base import LinkWrite, Store  # noqa: E402
+from reconciler.oauth import keeper
+from reconciler.oauth.client import TokenClient, TokenResponse
+from reconciler.secrets import Secret
+from reconciler.settings import Settings
+from reconciler.store import open_store
+from reconciler.store.base import LinkWrite, Store
 
 
 class _Handler(BaseHTTPRequestHandler):
