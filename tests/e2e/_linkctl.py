@@ -85,16 +85,25 @@ class Linkctl:
             assert result.returncode == expect, str(result)
         return result
 
-    def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start linkctl without waiting (for kill -9 and lock tests)."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "reconciler", *args],
-            env={**self.env, **(env or {})},
-            cwd=self.cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def popen(
+        self, *args: str, env: Mapping[str, str] | None = None, output: Path | None = None
+    ) -> subprocess.Popen[str]:
+        """Start linkctl without waiting (for kill -9 tests); stdout+stderr go to ``output``.
+
+        Output goes to a file, not a pipe, so a long plan never blocks the process.
+        """
+        target = (output or self.cwd / "popen-output.txt").open("w", encoding="utf-8")
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "reconciler", *args],
+                env={**self.env, **(env or {})},
+                cwd=self.cwd,
+                stdout=target,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        finally:
+            target.close()
 
     def snapshot(self) -> dict[str, Any]:
         """What the store holds, as the CLI shows it: links (list -o json) and the serial."""

@@ -1,0 +1,161 @@
+"""Apply is atomic (DESIGN.md §5 invariant 2): kill -9 at random moments, never a mixed store.
+
+2,000 links are applied as state A; then ``apply --prune`` of state B (1,800 links changed,
+200 pruned, 200 created) is killed with SIGKILL at ≥ 20 random moments, each on a fresh copy
+of store A. After every kill the store, read through the CLI, must equal A or B exactly
+(links, their changed fields and generations, and the serial), and a new apply converges to B.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _linkctl import INSTANCE, Linkctl
+
+pytestmark = pytest.mark.slow
+
+LINKS = 2000
+CHANGED = 1800  # link-0000 .. link-1799 change; 1800 .. 1999 are pruned; 2000 .. 2199 are created
+MIN_KILLS = 20
+MAX_TRIALS = 45
+
+
+def _generate(directory: Path, version: str, numbers: range | list[int]) -> None:
+    directory.mkdir(parents=True)
+    (directory / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    docs = [
+        "apiVersion: linkctl.dev/v1\n"
+        "kind: OutgoingLink\n"
+        "metadata:\n"
+        f"  name: link-{i:04d}\n"
+        f"  labels: {{version: {version}}}\n"
+        "spec:\n"
+        "  provider: google\n"
+        f"  clientId: client-{version}-{i:04d}\n"
+        f"  clientSecret: {{fromEnv: SECRET_{version.upper()}}}\n"
+        f"  scopes: [https://mail.google.com/, scope-{version}]\n"
+        for i in numbers
+    ]
+    half = len(docs) // 2  # two files, so the apply spans files
+    (directory / "links-1.yaml").write_text("---\n".join(docs[:half]), encoding="utf-8")
+    (directory / "links-2.yaml").write_text("---\n".join(docs[half:]), encoding="utf-8")
+
+
+def _state(cli: Linkctl, db: Path) -> tuple[int, frozenset[tuple[Any, ...]]]:
+    """The store as the CLI reads it: serial and (name, client_id, scopes, generation, status)."""
+    env = {"LINKCTL_STATE": f"sqlite:///{db}"}
+    links = cli("list", "-o", "json", env=env).json()["links"]
+    state = cli("state", "show", "-o", "json", env=env).json()
+    assert state["links"] == len(links)
+    rows = frozenset(
+        (
+            link["name"],
+            link["client_id"],
+            tuple(link["scopes"]),
+            link["generation"],
+            link["status"],
+            link["source"],
+        )
+        for link in links
+    )
+    assert len(rows) == len(links)
+    return state["serial"], rows
+
+
+def _fresh_copy(base: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(target) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(base, target)
+
+
+def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl) -> None:
+    rng = random.Random(int(os.environ.get("LINKCTL_CRASH_SEED", time.time_ns())))
+    cli = linkctl
+    cli.env.update({"SECRET_A": "secret-a", "SECRET_B": "secret-b"})
+    _generate(cli.cwd / "a", "a", range(LINKS))
+    _generate(cli.cwd / "b", "b", [*range(CHANGED), *range(LINKS, LINKS + 200)])
+
+    base = cli.cwd / "base.db"
+    cli("apply", "a", env={"LINKCTL_STATE": f"sqlite:///{base}"})
+    assert not Path(str(base) + "-wal").exists(), "the baseline must be checkpointed before copying"
+    state_a = _state(cli, base)
+    assert state_a[0] == 1 and len(state_a[1]) == LINKS
+
+    # One uncrashed apply of B: its result is state B, and its WAL timeline gives the window.
+    db = cli.cwd / "trial.db"
+    wal = Path(str(db) + "-wal")
+    _fresh_copy(base, db)
+    trial_env = {"LINKCTL_STATE": f"sqlite:///{db}"}
+    start = time.monotonic()
+    proc = cli.popen("apply", "--prune", "b", env=trial_env)
+    first_write = None
+    while proc.poll() is None:
+        if first_write is None and wal.exists() and wal.stat().st_size > 0:
+            first_write = time.monotonic() - start
+        time.sleep(0.002)
+    duration = time.monotonic() - start
+    out = (cli.cwd / "popen-output.txt").read_text(encoding="utf-8")
+    assert proc.returncode == 0, out
+    assert "Plan: 200 to create, 1800 to update (0 drifted), 0 to rename, 200 to delete" in out
+    state_b = _state(cli, db)
+    assert state_b[0] == 2 and len(state_b[1]) == LINKS
+    assert state_a[1] != state_b[1]
+    assert not {row[0] for row in state_a[1]} & {f"link-{i}" for i in range(LINKS, LINKS + 200)}
+    window_start = first_write if first_write is not None else 0.0
+    print(f"\nuncrashed apply of B: {duration:.2f} s; store writes start at {window_start:.2f} s")
+
+    outcomes: Counter[str] = Counter()
+    kills = 0
+    for trial in range(MAX_TRIALS):
+        if kills >= MIN_KILLS and trial >= MIN_KILLS + 4:
+            break
+        _fresh_copy(base, db)
+        # A third of the moments anywhere in the run, the rest inside the write window.
+        if trial % 3 == 0:
+            delay = rng.uniform(0.0, duration * 1.05)
+        else:
+            delay = rng.uniform(max(window_start - 0.05, 0.0), duration * 1.05)
+        proc = cli.popen("apply", "--prune", "b", env=trial_env)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no cleanup, no rollback handler, no lock release
+            kills += 1
+            killed = True
+        else:
+            killed = False
+        proc.wait()
+
+        state = _state(cli, db)
+        if state == state_a:
+            outcome = "A (killed before commit)" if killed else "A (?? exited without applying)"
+        elif state == state_b:
+            outcome = "B (killed after commit)" if killed else "B (finished before the kill)"
+        else:
+            serial, rows = state
+            mixed_a = len(rows & state_a[1])
+            mixed_b = len(rows & state_b[1])
+            pytest.fail(
+                f"trial {trial} (kill after {delay:.3f} s): the store is neither A nor B: serial {serial},"
+                f" {mixed_a} rows as in A, {mixed_b} rows as in B, {len(rows)} rows"
+            )
+        assert killed or state == state_b, "an apply that was not killed must have finished"
+        outcomes[outcome] += 1
+
+        # The next apply converges to B (and clears the lock the killed process left behind).
+        again = cli("apply", "--prune", "--lock-timeout", "5", "b", env=trial_env)
+        if state == state_b:
+            assert again.stdout.startswith("No changes."), again
+        assert _state(cli, db) == state_b
+        assert cli("state", "show", "-o", "json", env=trial_env).json()["lock"] is None
+
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
+    print(f"kill -9 outcomes over {sum(outcomes.values())} trials ({kills} kills): {summary}")
+    assert kills >= MIN_KILLS, f"only {kills} kills landed while apply was running: {summary}"
+    assert not any("??" in what for what in outcomes)
