@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "reconciler.cli.core_cmds",
     "reconciler.cli.secrets_cmds",
     "reconciler.cli.oauth_cmds",
+    "reconciler.cli.keeper_cmds",
 )
 
 EPILOG = """\
