@@ -87,7 +87,11 @@ def apply_plan(
             applied.append(change)
         if applied:
             tx.add_event(
-                Event(action="apply", link=None, actor=actor,
-                      detail={k: v for k, v in plan.summary().items() if v})
+                Event(
+                    action="apply",
+                    link=None,
+                    actor=actor,
+                    detail={k: v for k, v in plan.summary().items() if v},
+                )
             )
     return ApplyResult(serial=plan.serial + 1, applied=tuple(applied))

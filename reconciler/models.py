@@ -54,12 +54,17 @@ SecretSource = Annotated[
 class Metadata(_Strict):
     """Identity of a document."""
 
-    name: Annotated[StrictStr, Field(pattern=DNS_LABEL, max_length=63, description="DNS label; the link's identity")]
+    name: Annotated[
+        StrictStr, Field(pattern=DNS_LABEL, max_length=63, description="DNS label; the link's identity")
+    ]
     labels: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     annotations: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     renamedFrom: Annotated[
         StrictStr | None,
-        Field(pattern=DNS_LABEL, description="Previous name: move the stored link (and its grant) instead of delete + create"),
+        Field(
+            pattern=DNS_LABEL,
+            description="Previous name: move the stored link (and its grant) instead of delete + create",
+        ),
     ] = None
 
 
@@ -94,7 +99,7 @@ class OutgoingLinkSpec(_Strict):
     cloud: Cloud | None = Field(None, description="microsoft only (default: global)")
     authorizeParams: dict[StrictStr, StrictStr] = Field(default_factory=dict)
     tokenParams: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    refresh: RefreshPolicy = Field(default_factory=lambda: RefreshPolicy())
+    refresh: RefreshPolicy = Field(default_factory=RefreshPolicy)
     revokeOnDelete: StrictBool = True
     deletionPolicy: DeletionPolicy = "delete"
 
@@ -103,7 +108,10 @@ class OutgoingLink(_Strict):
     """An outgoing OAuth 2.0 link (linkctl.dev/v1)."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, title="OutgoingLink",
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="OutgoingLink",
         json_schema_extra={"$id": f"{SCHEMA_BASE}/outgoing-link.schema.json"},
     )
     apiVersion: Literal["linkctl.dev/v1"]
@@ -130,14 +138,17 @@ class InstanceSpec(_Strict):
     allowPlaintextSecrets: StrictBool = Field(
         False, description="Allow plaintext clientSecret values in declared files (not recommended)"
     )
-    defaults: InstanceDefaults = Field(default_factory=lambda: InstanceDefaults())
+    defaults: InstanceDefaults = Field(default_factory=InstanceDefaults)
 
 
 class Instance(_Strict):
     """The instance document (linkctl.dev/v1)."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, title="Instance",
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="Instance",
         json_schema_extra={"$id": f"{SCHEMA_BASE}/instance.schema.json"},
     )
     apiVersion: Literal["linkctl.dev/v1"]

@@ -224,7 +224,9 @@ def compute_plan(
         if current is None and link.renamed_from and link.renamed_from in by_name:
             old = by_name[link.renamed_from]
             claimed.add(old.name)
-            fields = diff_specs(old.spec, link.spec, old.secret_fingerprints, fps, sensitive=link.sensitive_fields)
+            fields = diff_specs(
+                old.spec, link.spec, old.secret_fingerprints, fps, sensitive=link.sensitive_fields
+            )
             changes.append(Change(RENAME, link.name, link.provider, fields, source, old.name, added, digest))
             continue
         if current is None:

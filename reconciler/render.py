@@ -33,8 +33,10 @@ def _value(value: Any) -> str:
 def render_field(field: plans.FieldChange, action: str) -> str:
     """One field line of a change."""
     if field.sensitive:
-        return f"{field.path}: (sensitive value changed)" if action != plans.CREATE else (
-            f"{field.path}: (sensitive value)"
+        return (
+            f"{field.path}: (sensitive value changed)"
+            if action != plans.CREATE
+            else (f"{field.path}: (sensitive value)")
         )
     if action == plans.CREATE:
         return f"{field.path}: {_value(field.new)}"
@@ -75,5 +77,8 @@ def render_text(plan: plans.Plan, *, verbose: bool = False) -> str:
         header = f"No changes. {summary['unchanged']} link(s) up to date (state serial {plan.serial})."
     tail: list[str] = []
     if summary["orphan"]:
-        tail.append(f"{summary['orphan']} stored link(s) are no longer declared; run apply with --prune to delete them.")
+        tail.append(
+            f"{summary['orphan']} stored link(s) are no longer declared;"
+            " run apply with --prune to delete them."
+        )
     return "\n".join([header, *lines, *tail]) + "\n"

@@ -26,12 +26,20 @@ if TYPE_CHECKING:
 
 
 def _paths_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    parser.add_argument("paths", nargs="+" if required else "*", metavar="PATH",
-                        help="files or directories (*.yaml, *.yml, *.json; recursive)")
-    parser.add_argument("--ignore-mac", action="store_true",
-                        help="decrypt SOPS files even when their MAC does not match (like sops)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also list skipped documents and unchanged links")
+    parser.add_argument(
+        "paths",
+        nargs="+" if required else "*",
+        metavar="PATH",
+        help="files or directories (*.yaml, *.yml, *.json; recursive)",
+    )
+    parser.add_argument(
+        "--ignore-mac",
+        action="store_true",
+        help="decrypt SOPS files even when their MAC does not match (like sops)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also list skipped documents and unchanged links"
+    )
 
 
 def _output_arg(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +47,12 @@ def _output_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _lock_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lock-timeout", type=float, metavar="SECONDS",
-                        help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +78,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prune", action="store_true", help="delete links no longer declared")
     p.set_defaults(handler=cmd_apply)
 
-    p = subparsers.add_parser("reconcile", help="plan + apply for cron: no prompts, quiet when nothing changed")
+    p = subparsers.add_parser(
+        "reconcile", help="plan + apply for cron: no prompts, quiet when nothing changed"
+    )
     _paths_args(p)
     _output_arg(p)
     _lock_arg(p)
@@ -86,8 +100,14 @@ def register(subparsers: Any) -> None:
         "redirect-url", help="print a link's redirect URL (works before clientId/clientSecret exist)"
     )
     p.add_argument("name")
-    p.add_argument("-f", "--from", dest="from_paths", nargs="+", metavar="PATH",
-                   help="compute it from declared files instead of the store")
+    p.add_argument(
+        "-f",
+        "--from",
+        dest="from_paths",
+        nargs="+",
+        metavar="PATH",
+        help="compute it from declared files instead of the store",
+    )
     p.set_defaults(handler=cmd_redirect_url)
 
     p = subparsers.add_parser("state", help="inspect the store and its lock")
@@ -175,15 +195,17 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     if args.output == "json":
         from reconciler.diagnostics import sort_key
 
-        ctx.json({
-            "valid": not errors,
-            "error_count": errors,
-            "warning_count": warnings,
-            "files": result.files,
-            "links": sorted(link.name for link in result.links),
-            "skipped": result.skipped,
-            "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=sort_key)],
-        })
+        ctx.json(
+            {
+                "valid": not errors,
+                "error_count": errors,
+                "warning_count": warnings,
+                "files": result.files,
+                "links": sorted(link.name for link in result.links),
+                "skipped": result.skipped,
+                "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=sort_key)],
+            }
+        )
     else:
         if args.verbose:
             for skipped in result.skipped:
@@ -213,7 +235,10 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl apply PATHS | --plan FILE``."""
     if bool(args.paths) == bool(args.plan_file):
-        raise LinkctlError("give either PATHS or --plan FILE", hint="linkctl apply links/  or  linkctl apply --plan plan.json")
+        raise LinkctlError(
+            "give either PATHS or --plan FILE",
+            hint="linkctl apply links/  or  linkctl apply --plan plan.json",
+        )
     return _apply(args, ctx, quiet=False)
 
 
@@ -225,7 +250,7 @@ def cmd_reconcile(args: argparse.Namespace, ctx: Context) -> int:
 
 def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
     from reconciler.apply import apply_plan
-    from reconciler.plan import DELETE, Plan
+    from reconciler.plan import DELETE
     from reconciler.render import render_text
     from reconciler.store.base import locked
 
@@ -242,7 +267,8 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
         if saved is not None:
             if saved.serial != plan.serial:
                 raise StalePlan(
-                    f"the plan was computed against state serial {saved.serial} but the store is at {plan.serial}",
+                    f"the plan was computed against state serial {saved.serial}"
+                    f" but the store is at {plan.serial}",
                     hint="run `linkctl plan --out FILE` again",
                 )
             if not saved.same_changes(plan):
@@ -281,7 +307,9 @@ def _collect_revocations(ctx: Context, names: Sequence[str]) -> list[tuple[Any, 
         if token is None:
             continue
         if not link.spec.get("revocationEndpoint"):
-            ctx.notice(f"note: {name}: the provider has no revocation endpoint; its tokens expire on their own")
+            ctx.notice(
+                f"note: {name}: the provider has no revocation endpoint; its tokens expire on their own"
+            )
             continue
         config = ClientConfig.from_spec(name, link.spec, store.read_secret(name, "clientSecret"))
         found.append((config, (token, "refresh_token" if grant.refresh_token else "access_token")))
@@ -317,8 +345,9 @@ def _read_plan(path: Path) -> Plan:
     except OSError as exc:
         raise LinkctlError(f"cannot read plan file {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise LinkctlError(f"{path} is not a linkctl plan file ({exc})",
-                           hint="create one with `linkctl plan --out FILE`") from None
+        raise LinkctlError(
+            f"{path} is not a linkctl plan file ({exc})", hint="create one with `linkctl plan --out FILE`"
+        ) from None
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -334,7 +363,9 @@ def _write_atomically(path: Path, text: str) -> None:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    )
 
 
 def _link_view(link: Any, grant: Any) -> dict[str, Any]:
@@ -351,15 +382,17 @@ def _link_view(link: Any, grant: Any) -> dict[str, Any]:
         "updated_at": _iso(link.updated_at),
     }
     if grant is not None:
-        view.update({
-            "last_refresh_at": _iso(grant.last_refresh_at),
-            "access_token_expires_at": _iso(grant.access_expires_at),
-            "next_refresh_at": _iso(grant.next_refresh_at),
-            "retry_at": _iso(grant.retry_at),
-            "has_refresh_token": grant.has_refresh_token,
-            "last_error": grant.last_error,
-            "error_class": grant.error_class,
-        })
+        view.update(
+            {
+                "last_refresh_at": _iso(grant.last_refresh_at),
+                "access_token_expires_at": _iso(grant.access_expires_at),
+                "next_refresh_at": _iso(grant.next_refresh_at),
+                "retry_at": _iso(grant.retry_at),
+                "has_refresh_token": grant.has_refresh_token,
+                "last_error": grant.last_error,
+                "error_class": grant.error_class,
+            }
+        )
     return view
 
 
@@ -375,7 +408,9 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out("No links stored. Declare some and run `linkctl apply PATH`.")
         return EXIT_OK
     headers = ("NAME", "PROVIDER", "STATUS", "SOURCE", "REDIRECT URL")
-    rows = [(v["name"], v["provider"], v["status"], v["source"] or "-", v["redirect_url"] or "-") for v in views]
+    rows = [
+        (v["name"], v["provider"], v["status"], v["source"] or "-", v["redirect_url"] or "-") for v in views
+    ]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
         ctx.out("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -389,8 +424,10 @@ def _stored(ctx: Context, name: str) -> Any:
         import difflib
 
         close = difflib.get_close_matches(name, known, n=1)
-        raise LinkctlError(f"no stored link named {name!r}",
-                           hint=f"did you mean {close[0]!r}?" if close else "see `linkctl list`")
+        raise LinkctlError(
+            f"no stored link named {name!r}",
+            hint=f"did you mean {close[0]!r}?" if close else "see `linkctl list`",
+        )
     return link
 
 
@@ -404,9 +441,23 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.output == "json":
         ctx.json(view)
         return EXIT_OK
-    for key in ("name", "provider", "status", "source", "redirect_url", "grant", "client_id", "scopes",
-                "generation", "updated_at", "last_refresh_at", "access_token_expires_at", "next_refresh_at",
-                "retry_at", "last_error"):
+    for key in (
+        "name",
+        "provider",
+        "status",
+        "source",
+        "redirect_url",
+        "grant",
+        "client_id",
+        "scopes",
+        "generation",
+        "updated_at",
+        "last_refresh_at",
+        "access_token_expires_at",
+        "next_refresh_at",
+        "retry_at",
+        "last_error",
+    ):
         if key in view and view[key] not in (None, [], ""):
             value = view[key]
             ctx.out(f"{key.replace('_', ' ')}: {', '.join(value) if isinstance(value, list) else value}")
@@ -445,18 +496,27 @@ def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
         "state_url": store.url,
         "serial": store.state_serial(),
         "links": len(store.list_links()),
-        "lock": None if lock is None else {
-            "id": lock.id, "operation": lock.operation, "host": lock.host, "pid": lock.pid,
-            "user": lock.user, "since": _iso(lock.since),
+        "lock": None
+        if lock is None
+        else {
+            "id": lock.id,
+            "operation": lock.operation,
+            "host": lock.host,
+            "pid": lock.pid,
+            "user": lock.user,
+            "since": _iso(lock.since),
         },
     }
     if args.output == "json":
         ctx.json(info)
     else:
         ctx.out(f"state: {info['state_url']}\nserial: {info['serial']}\nlinks: {info['links']}")
-        ctx.out("lock: none" if lock is None else
-                f"lock: {lock.id} held by {lock.user} on {lock.host} (pid {lock.pid}) for {lock.operation}"
-                f" since {_iso(lock.since)}")
+        ctx.out(
+            "lock: none"
+            if lock is None
+            else f"lock: {lock.id} held by {lock.user} on {lock.host} (pid {lock.pid}) for {lock.operation}"
+            f" since {_iso(lock.since)}"
+        )
     return EXIT_OK
 
 
@@ -471,10 +531,21 @@ def cmd_state_events(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl state events``."""
     events = ctx.store().list_events(link=args.link, limit=args.limit)
     if args.output == "json":
-        ctx.json({"events": [
-            {"id": e.id, "at": _iso(e.at), "action": e.action, "link": e.link, "actor": e.actor,
-             "detail": dict(e.detail)} for e in events
-        ]})
+        ctx.json(
+            {
+                "events": [
+                    {
+                        "id": e.id,
+                        "at": _iso(e.at),
+                        "action": e.action,
+                        "link": e.link,
+                        "actor": e.actor,
+                        "detail": dict(e.detail),
+                    }
+                    for e in events
+                ]
+            }
+        )
         return EXIT_OK
     for e in events:
         ctx.out(f"{_iso(e.at)}  {e.action:<22} {e.link or '-':<24} {e.actor}  {json.dumps(dict(e.detail))}")

@@ -100,7 +100,7 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
         return 130
     except BrokenPipeError:
         return EXIT_ERROR
-    except Exception as error:  # noqa: BLE001 - the one place that catches everything
+    except Exception as error:
         if getattr(args, "debug", False):
             traceback.print_exc(file=ctx.stderr)
         ctx.stderr.write(
