@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import require_tool
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
