@@ -74,7 +74,7 @@ def _fast_resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
     """Plain text cannot resolve to anything else: skip the regex table for it (hot path)."""
     if kind is ScalarNode and implicit[0] and value and value[0] not in _MAYBE_NOT_TEXT:
         return _STR_TAG
-    return _generic_resolve(self, kind, value, implicit)
+    return _generic_resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]
 
 
 _CoreResolver.resolve = _fast_resolve  # type: ignore[method-assign]

@@ -217,10 +217,16 @@ def compute_plan(
     changes: list[Change] = []
     for link in sorted(desired, key=lambda d: d.name):
         fps = fingerprints(link, fingerprint_key)
-        digest = spec_hash(link.spec, fps)
         source = f"{link.source_file}:{link.source_line}"
         added = {k: v for k, v in (link.spec.get("presetAdded") or {}).items() if v}
         current = by_name.get(link.name)
+        if current is not None and current.spec == link.spec and current.secret_fingerprints == fps:
+            # The store already holds the declared state: nothing to write, whatever its history
+            # (hashing only where something differs keeps a no-op plan of 10,000 links fast).
+            claimed.add(current.name)
+            changes.append(Change(UNCHANGED, link.name, link.provider, (), source, None, added, None))
+            continue
+        digest = spec_hash(link.spec, fps)
         if current is None and link.renamed_from and link.renamed_from in by_name:
             old = by_name[link.renamed_from]
             claimed.add(old.name)
@@ -235,9 +241,6 @@ def compute_plan(
             continue
         claimed.add(current.name)
         drifted = current.spec_hash != spec_hash(current.spec, current.secret_fingerprints)
-        if current.spec_hash == digest and not drifted:
-            changes.append(Change(UNCHANGED, link.name, link.provider, (), source, None, added, digest))
-            continue
         fields = diff_specs(
             current.spec, link.spec, current.secret_fingerprints, fps, sensitive=link.sensitive_fields
         )

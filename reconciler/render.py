@@ -6,6 +6,7 @@ Sensitive fields render as ``(sensitive value changed)`` and never carry values.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler import plan as plans
@@ -43,6 +44,13 @@ def render_field(field: plans.FieldChange, action: str) -> str:
     return f"{field.path}: {_value(field.old)} → {_value(field.new)}"
 
 
+def describe_preset_added(added: Mapping[str, Any]) -> str:
+    """``scopes offline_access; prompt=consent``: what a preset added to a link, or ""."""
+    parts = [f"scopes {', '.join(added['scopes'])}"] if added.get("scopes") else []
+    parts += [f"{k}={v}" for k, v in (added.get("authorizeParams") or {}).items()]
+    return "; ".join(parts)
+
+
 def render_text(plan: plans.Plan, *, verbose: bool = False) -> str:
     """The human form of a plan."""
     lines: list[str] = []
@@ -60,14 +68,12 @@ def render_text(plan: plans.Plan, *, verbose: bool = False) -> str:
         if change.action in _NOTES:
             lines.append(f"      {_NOTES[change.action]}")
         for field in change.fields:
-            if change.action == plans.CREATE and field.new is None and not field.sensitive:
+            if change.action == plans.CREATE and field.new in (None, {}, []) and not field.sensitive:
                 continue
             lines.append("      " + render_field(field, change.action))
-        added = change.preset_added
+        added = describe_preset_added(change.preset_added)
         if added and change.action in (plans.CREATE, plans.UPDATE, plans.RENAME, plans.DRIFT):
-            parts = [f"scopes {', '.join(added['scopes'])}"] if added.get("scopes") else []
-            parts += [f"{k}={v}" for k, v in (added.get("authorizeParams") or {}).items()]
-            lines.append(f"      (the {change.provider} preset adds: {'; '.join(parts)})")
+            lines.append(f"      (the {change.provider} preset adds: {added})")
     header = (
         f"Plan: {summary['create']} to create, {summary['update'] + summary['drift']} to update"
         f" ({summary['drift']} drifted), {summary['rename']} to rename, {summary['delete']} to delete,"

@@ -277,7 +277,7 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
                     hint="run `linkctl plan --out FILE` again and review it",
                 )
         if not plan.has_changes:
-            if not quiet or plan.count("orphan"):
+            if not quiet or args.verbose:  # cron wants silence unless something changed
                 _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
             return EXIT_OK
         revocations = _collect_revocations(ctx, [c.link for c in plan.changes if c.action == DELETE])
@@ -435,7 +435,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl show NAME``."""
     link = _stored(ctx, args.name)
     view = _link_view(link, ctx.store().get_grant(link.name))
-    spec = {k: v for k, v in link.spec.items() if k != "clientSecret"}
+    spec = {k: v for k, v in link.spec.items() if k not in ("clientSecret", "presetAdded")}
     spec["clientSecret"] = "(stored, encrypted)" if link.secret_fingerprints.get("clientSecret") else None
     view["spec"] = spec
     if args.output == "json":
@@ -463,8 +463,16 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
             ctx.out(f"{key.replace('_', ' ')}: {', '.join(value) if isinstance(value, list) else value}")
     ctx.out("spec:")
     for key in sorted(spec):
-        if spec[key] not in (None, {}, []):
-            ctx.out(f"  {key}: {json.dumps(spec[key], ensure_ascii=False)}")
+        value = spec[key]
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if v is not None}
+        if value not in (None, {}, []):
+            ctx.out(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    from reconciler.render import describe_preset_added
+
+    added = describe_preset_added(link.spec.get("presetAdded") or {})
+    if added:
+        ctx.out(f"  (added by the {link.provider} preset: {added})")
     return EXIT_OK
 
 
