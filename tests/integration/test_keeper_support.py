@@ -45,7 +45,7 @@ def open_store(env: dict[str, str]) -> Store:
 def linkctl(*args: str) -> list[str]:
     """argv running ``linkctl`` (or the keeper commands alone until they are registered)."""
     if "reconciler.cli.keeper_cmds" in COMMAND_MODULES:
-        return [sys.executable, "-m", "reconciler.cli", *args]
+        return [sys.executable, "-m", "reconciler", *args]
     return [sys.executable, "-m", "reconciler.cli.keeper_cmds", *args]
 
 
