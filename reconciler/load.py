@@ -70,9 +70,17 @@ _MAYBE_YAML11 = frozenset("yYnNoOtTfF~-+.0123456789")
 _generic_resolve = _CoreResolver.resolve
 
 
+_NOT_TEXT = re.compile(
+    r"(?:true|True|TRUE|false|False|FALSE|~|null|Null|NULL|[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+"
+    r"|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))"
+)
+
+
 def _fast_resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
     """Plain text cannot resolve to anything else: skip the regex table for it (hot path)."""
-    if kind is ScalarNode and implicit[0] and value and value[0] not in _MAYBE_NOT_TEXT:
+    if kind is ScalarNode and implicit[0] and value and (
+        value[0] not in _MAYBE_NOT_TEXT or not _NOT_TEXT.fullmatch(value)
+    ):
         return _STR_TAG
     return _generic_resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]
 
@@ -117,6 +125,32 @@ def _yaml11_surprise(value: str, core_tag: str) -> str | None:
     return None
 
 
+class _SourceText:
+    """A file's text, composed again only when a diagnostic needs positions.
+
+    Keeping every composed node tree (two marks per node) would triple the memory
+    of a 10,000-link load; valid files never need them.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._nodes: list[Node] | None = None
+
+    def node(self, index: int) -> Node | None:
+        """The composed node of document ``index``."""
+        if self._nodes is None:
+            loader = _NodeLoader(self.text)
+            try:
+                self._nodes = []
+                while loader.check_node():
+                    node = loader.get_node()
+                    if node is not None:
+                        self._nodes.append(node)
+            finally:
+                loader.dispose()
+        return self._nodes[index] if index < len(self._nodes) else None
+
+
 @dataclasses.dataclass
 class Document:
     """One YAML/JSON document of a linkctl kind, with where it came from."""
@@ -127,6 +161,7 @@ class Document:
     node: Node | None  # the composed tree, to locate paths lazily
     line: int
     encrypted_paths: frozenset[JsonPath] = frozenset()
+    source: _SourceText | None = dataclasses.field(default=None, repr=False)
 
     @property
     def kind(self) -> str | None:
@@ -142,6 +177,8 @@ class Document:
 
     def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
         """(line, column), 1-based, of the deepest existing node on ``path``."""
+        if self.node is None and self.source is not None:
+            self.node = self.source.node(self.index)
         node = self.node
         if node is None:
             return self.line, 1
@@ -384,6 +421,7 @@ def _load_file(
         return
 
     constructor = _Constructor(display, budget=50_000 + len(text))
+    source: _SourceText | None = _SourceText(text)
     parsed: list[tuple[Any, Node | None, int]] = []
     per_document: dict[int, list[Diagnostic]] = {}  # constructor diagnostics by document index
     try:
@@ -394,7 +432,7 @@ def _load_file(
                 if node is None:
                     continue
                 before = len(constructor.diagnostics)
-                parsed.append((constructor.build(node), node, node.start_mark.line + 1))
+                parsed.append((constructor.build(node), None, node.start_mark.line + 1))
                 per_document[len(parsed) - 1] = constructor.diagnostics[before:]
                 if constructor.exhausted:
                     break
@@ -406,6 +444,7 @@ def _load_file(
         if path.suffix == ".json" and not parsed:
             try:
                 parsed = [(doc, None, 1) for doc in _json_documents(text)]
+                source = None  # YAML cannot compose it: positions stay at the document
             except ValueError as json_exc:
                 fail(f"invalid JSON: {json_exc}", code="syntax")
                 return
@@ -425,7 +464,8 @@ def _load_file(
         return
 
     documents = [
-        Document(display, index, data, node, line) for index, (data, node, line) in enumerate(parsed)
+        Document(display, index, data, node, line, source=source)
+        for index, (data, node, line) in enumerate(parsed)
     ]
     # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
     # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.

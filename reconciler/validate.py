@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -85,6 +86,12 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+@functools.cache
+def _base_host(base_url: str) -> str | None:
+    return urlsplit(base_url).hostname
+
+
+@functools.cache
 def _is_private_ip(host: str | None) -> bool:
     try:
         address = ipaddress.ip_address((host or "").strip("[]"))
@@ -372,7 +379,7 @@ class _Validator:
                 )
             else:
                 redirect = redirect_url(self.instance.spec.baseUrl, name)
-                host = urlsplit(redirect).hostname
+                host = _base_host(self.instance.spec.baseUrl)
                 if spec.provider == "google" and _is_private_ip(host):
                     self.error(
                         doc,
@@ -545,7 +552,7 @@ class _Validator:
             for p in doc.encrypted_paths
             if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_FIELDS
         )
-        line, _ = doc.locate(())
+        line = doc.line
         return DesiredLink(
             name=link.metadata.name,
             provider=spec.provider,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import gc
 import getpass
 import json
 import os
@@ -129,6 +131,27 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_schema)
 
 
+def _batch(handler: Any) -> Any:
+    """Pause the cyclic GC for a batch command.
+
+    Loading 10,000 links allocates millions of short-lived, acyclic objects; the
+    collector's repeated full scans cost more than the work itself (4.4 s vs 1.3 s),
+    and the process exits right after.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace, ctx: Context) -> int:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return int(handler(args, ctx))
+        finally:
+            if enabled:
+                gc.enable()
+
+    return wrapper
+
+
 # -- shared steps ------------------------------------------------------------------------
 def _validated(args: argparse.Namespace, ctx: Context, paths: Sequence[str]) -> ValidationResult:
     """Load and validate; print warnings; raise InvalidConfiguration on errors."""
@@ -182,6 +205,7 @@ def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None
 
 
 # -- commands ----------------------------------------------------------------------------
+@_batch
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl validate PATHS``."""
     from reconciler.diagnostics import has_errors, render_text
@@ -220,6 +244,7 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_INVALID if has_errors(result.diagnostics) else EXIT_OK
 
 
+@_batch
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl plan PATHS``."""
     result = _validated(args, ctx, args.paths)
@@ -232,6 +257,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_CHANGES if (args.detailed_exitcode and plan.has_changes) else EXIT_OK
 
 
+@_batch
 def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl apply PATHS | --plan FILE``."""
     if bool(args.paths) == bool(args.plan_file):
@@ -242,6 +268,7 @@ def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     return _apply(args, ctx, quiet=False)
 
 
+@_batch
 def cmd_reconcile(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl reconcile PATHS``: plan + apply, quiet when nothing changed."""
     args.plan_file = None

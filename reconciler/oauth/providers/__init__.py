@@ -116,9 +116,30 @@ def _fill(template: str | None, values: Mapping[str, str]) -> str | None:
     return template.format(**values) if template else None
 
 
+_RESOLVE_KEYS = (
+    "provider", "cloud", "tenant", "clientAuth", "authorizationEndpoint", "tokenEndpoint",
+    "revocationEndpoint", "deviceAuthorizationEndpoint", "issuer",
+)
+
+
 def resolve(spec: Mapping[str, Any]) -> ResolvedEndpoints:
     """Apply a link's preset to its declared spec (camelCase keys as in the YAML)."""
-    preset = get_preset(spec.get("provider", "custom"))
+    # Thousands of links share a handful of shapes: resolve each shape once.
+    return _resolve(
+        tuple(spec.get(key) for key in _RESOLVE_KEYS),
+        tuple(spec.get("scopes") or ()),
+        tuple(sorted((spec.get("authorizeParams") or {}).items())),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(
+    fields: tuple[Any, ...], scopes: tuple[str, ...], params: tuple[tuple[str, str], ...]
+) -> ResolvedEndpoints:
+    spec = dict(zip(_RESOLVE_KEYS, fields, strict=True))
+    spec["scopes"] = scopes
+    spec["authorizeParams"] = dict(params)
+    preset = get_preset(spec.get("provider") or "custom")
     values = {
         "host": preset.clouds.get(spec.get("cloud") or "global", ""),
         "tenant": spec.get("tenant") or preset.default_tenant or "",
