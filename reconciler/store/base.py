@@ -152,6 +152,15 @@ class Store(GrantStore):
     def current_lock(self) -> LockInfo | None:
         """The lock holder, if any."""
 
+    # -- provider discovery cache (OIDC / RFC 8414 metadata; public data) ---------
+    @abc.abstractmethod
+    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
+        """Cached discovery metadata of an issuer and when it was fetched."""
+
+    @abc.abstractmethod
+    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
+        """Cache an issuer's discovery metadata."""
+
     # -- audit ---------------------------------------------------------------------
     @abc.abstractmethod
     def add_event(self, event: Event) -> None:

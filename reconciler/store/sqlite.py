@@ -601,6 +601,24 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         return None if row is None else _lock_from_row(row)
 
     # -- audit ---------------------------------------------------------------------
+    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
+        """Cached discovery metadata of an issuer and when it was fetched."""
+        self._check_open()
+        row = self._conn.execute(
+            "SELECT metadata_json, fetched_at FROM provider_metadata WHERE issuer = ?", (issuer,)
+        ).fetchone()
+        return None if row is None else (json.loads(row[0]), float(row[1]))
+
+    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
+        """Cache an issuer's discovery metadata (replacing an older copy)."""
+        with self._immediate():
+            self._conn.execute(
+                "INSERT INTO provider_metadata (issuer, metadata_json, fetched_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (issuer) DO UPDATE SET metadata_json = excluded.metadata_json,"
+                " fetched_at = excluded.fetched_at",
+                (issuer, json.dumps(dict(metadata), sort_keys=True), fetched_at),
+            )
+
     def add_event(self, event: base.Event) -> None:
         """Append an audit event in its own transaction."""
         with self._immediate():

@@ -658,3 +658,10 @@ def test_opening_does_not_wait_for_a_running_write(open_: OpenStore) -> None:
         assert time.monotonic() - started < 1
         assert reader.state_serial() == 0  # and it sees the last committed state
     assert reader.state_serial() == 1
+
+
+def test_provider_metadata_cache_round_trip(store: Store) -> None:
+    assert store.get_provider_metadata("https://id.example.com") is None
+    store.put_provider_metadata("https://id.example.com", {"issuer": "https://id.example.com", "a": 1}, fetched_at=5.0)
+    store.put_provider_metadata("https://id.example.com", {"issuer": "https://id.example.com", "a": 2}, fetched_at=9.0)
+    assert store.get_provider_metadata("https://id.example.com") == ({"issuer": "https://id.example.com", "a": 2}, 9.0)
