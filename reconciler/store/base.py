@@ -21,6 +21,7 @@ from typing import Any
 from reconciler.secrets import Secret
 from reconciler.store.grants import GrantStore
 
+
 @dataclasses.dataclass(frozen=True)
 class StoredLink:
     """A link as the last apply (or an out-of-band edit) left it; no secret values."""

@@ -661,7 +661,8 @@ def test_opening_does_not_wait_for_a_running_write(open_: OpenStore) -> None:
 
 
 def test_provider_metadata_cache_round_trip(store: Store) -> None:
-    assert store.get_provider_metadata("https://id.example.com") is None
-    store.put_provider_metadata("https://id.example.com", {"issuer": "https://id.example.com", "a": 1}, fetched_at=5.0)
-    store.put_provider_metadata("https://id.example.com", {"issuer": "https://id.example.com", "a": 2}, fetched_at=9.0)
-    assert store.get_provider_metadata("https://id.example.com") == ({"issuer": "https://id.example.com", "a": 2}, 9.0)
+    issuer = "https://id.example.com"
+    assert store.get_provider_metadata(issuer) is None
+    store.put_provider_metadata(issuer, {"issuer": issuer, "a": 1}, fetched_at=5.0)
+    store.put_provider_metadata(issuer, {"issuer": issuer, "a": 2}, fetched_at=9.0)
+    assert store.get_provider_metadata(issuer) == ({"issuer": issuer, "a": 2}, 9.0)
