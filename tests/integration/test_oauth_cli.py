@@ -81,16 +81,6 @@ def start_cli(settings: Settings, *args: str) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def saving() -> None:
-    """Skip until the SQLite store implements ``save_authorization`` (keeper integration)."""
-    from reconciler.store.grants import GrantStore
-    from reconciler.store.sqlite import SQLiteStore
-
-    if SQLiteStore.save_authorization is GrantStore.save_authorization:
-        pytest.skip("SQLiteStore does not implement save_authorization yet (keeper/store integration)")
-
-
-@pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
@@ -113,7 +103,6 @@ def assert_clean(output: str, *values: Secret | None) -> None:
             assert value.reveal() not in output, "a secret value reached the CLI output"
 
 
-@pytest.mark.usefixtures("saving")
 def test_authorize_with_loopback_listener(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
@@ -136,7 +125,6 @@ def test_authorize_with_loopback_listener(
     assert_clean(url + out + err, *tokens, registered.client_secret)
 
 
-@pytest.mark.usefixtures("saving")
 def test_authorize_by_pasting_the_redirect(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
@@ -168,7 +156,6 @@ def test_authorize_without_refresh_token_fails_with_causes(
     assert "no refresh token" in err and "prompt: consent" in err
 
 
-@pytest.mark.usefixtures("saving")
 def test_authorize_device_flow(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
@@ -189,7 +176,6 @@ def test_authorize_device_flow(
     assert_clean(line + out + err, *stored_tokens(settings, "tv"), registered.client_secret)
 
 
-@pytest.mark.usefixtures("saving")
 def test_authorize_client_credentials_obtains_tokens_directly(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
