@@ -133,6 +133,13 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_DEVICE_INTERVAL = 5.0  # RFC 8628 §3.2
 SLOW_DOWN_STEP = 5.0  # RFC 8628 §3.5
 DESCRIPTION_LIMIT = 200
+# Idle pooled connections are dropped after this many seconds (``keepalive=True`` only):
+# well below common server idle timeouts (Node 5 s, nginx 75 s), so a connection is
+# rarely reused at the very moment the server closes it.
+KEEPALIVE_EXPIRY = 2.0
+# httpcore trace events (``extensions={"trace": ...}``) that tell how far a request got.
+_SENT_EVENT = "http11.send_request_body.complete"
+_CONNECT_PREFIX = "connection.connect_tcp."
 
 # OAuth error codes -> what the caller should do (when the preset says nothing more precise).
 _GRANT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
@@ -179,6 +186,28 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _recorder(events: list[str]) -> Callable[[str, Mapping[str, Any]], None]:
+    """An httpcore ``trace`` callback that records event names (never their payloads)."""
+
+    def trace(name: str, info: Mapping[str, Any]) -> None:
+        events.append(name)
+
+    return trace
+
+
+def _request_sent(events: Sequence[str]) -> bool | None:
+    """Whether the request body was completely written (None: the transport reported nothing).
+
+    Only HTTP/1.1 events are understood; anything else (no events: a custom or mock
+    transport; HTTP/2) is unknown, and callers then assume the request was sent.
+    """
+    if not any(e.startswith("http11.") or e.startswith(_CONNECT_PREFIX) for e in events):
+        return None
+    if any(e.startswith("http2.") for e in events):
+        return None
+    return _SENT_EVENT in events
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -209,21 +238,37 @@ class TokenClient:
         timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
         verify: bool | str = True,
+        keepalive: bool = False,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY,
+        max_connections: int = 32,
     ) -> None:
         self._clock = clock
         self._timeout = timeout
         self._metadata: dict[str, ProviderMetadata] = {}
-        # No keep-alive: a pooled connection that the server closed while idle fails as
-        # "disconnected without a response", which would be misread as a lost refresh
-        # response. Token requests are rare, so a fresh connection each time is cheap.
-        self._http = httpx.Client(
-            transport=transport,
-            timeout=httpx.Timeout(timeout),
-            verify=verify,
-            follow_redirects=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-            headers={"Accept": "application/json", "User-Agent": "linkctl"},
-        )
+        self._keepalive = keepalive
+        common: dict[str, Any] = {
+            "transport": transport,
+            "timeout": httpx.Timeout(timeout),
+            "verify": verify,
+            "follow_redirects": False,
+            "headers": {"Accept": "application/json", "User-Agent": "linkctl"},
+        }
+        # By default no keep-alive: a pooled connection that the server closed while idle
+        # fails as "disconnected without a response", which would be misread as a lost
+        # refresh response. Token requests are rare, so a fresh connection each time is cheap.
+        # ``keepalive=True`` (the keeper, thousands of refreshes) pools connections and
+        # tells the two cases apart with httpcore's trace events; see :meth:`_post`.
+        self._fresh = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), **common)
+        self._http = self._fresh
+        if keepalive:
+            self._http = httpx.Client(
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_connections,
+                    keepalive_expiry=keepalive_expiry,
+                ),
+                **common,
+            )
 
     # -- grants --------------------------------------------------------------------
     def refresh(self, config: ClientConfig, refresh_token: Secret) -> TokenResponse:
@@ -406,6 +451,8 @@ class TokenClient:
     def close(self) -> None:
         """Close connections."""
         self._http.close()
+        if self._fresh is not self._http:
+            self._fresh.close()
 
     def __enter__(self) -> TokenClient:
         return self
@@ -466,10 +513,39 @@ class TokenClient:
             body["client_secret"] = secret
         elif config.client_id:
             body["client_id"] = config.client_id
+        if not self._keepalive:
+            try:
+                return self._http.post(url, data=body, headers=headers)
+            except httpx.TransportError as error:
+                raise self._transport_error(
+                    f"{what} for link {config.link!r}", url, error, sent=True
+                ) from None
+        # Keep-alive: httpcore reports each step of the request. A failure before the
+        # request body was completely written cannot have been acted on (the provider
+        # needs the whole form); on a reused pooled connection that is the idle-close race,
+        # so the request is sent once more on a fresh connection (never after a timeout).
+        # A failure after the body was written stays ResponseLost, even on a reused
+        # connection: we cannot know whether the provider processed it, and a refresh is
+        # not idempotent.
+        events: list[str] = []
         try:
-            return self._http.post(url, data=body, headers=headers)
+            return self._http.post(url, data=body, headers=headers, extensions={"trace": _recorder(events)})
         except httpx.TransportError as error:
-            raise self._transport_error(f"{what} for link {config.link!r}", url, error, sent=True) from None
+            delivered = _request_sent(events)
+            fresh_connection = any(e.startswith(_CONNECT_PREFIX) for e in events)
+            # A timeout is not the idle-close race, and retrying it could double the time
+            # the request holds its lease: it is classified as before, never retried.
+            if delivered is not False or fresh_connection or isinstance(error, httpx.TimeoutException):
+                raise self._transport_error(
+                    f"{what} for link {config.link!r}", url, error, sent=delivered is not False
+                ) from None
+        retry: list[str] = []
+        try:
+            return self._fresh.post(url, data=body, headers=headers, extensions={"trace": _recorder(retry)})
+        except httpx.TransportError as error:
+            raise self._transport_error(
+                f"{what} for link {config.link!r}", url, error, sent=_request_sent(retry) is not False
+            ) from None
 
     def _transport_error(
         self, what: str, url: str, error: httpx.TransportError, *, sent: bool

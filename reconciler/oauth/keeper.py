@@ -83,8 +83,11 @@ class KeeperPolicy:
     backoff_cap: float = 900.0  # ... capped at 15 minutes (Retry-After may ask for longer)
     poll_interval: float = 5.0  # longest sleep of the daemon between looks at the store
     batch: int = 200  # links taken from the store per round
+    chunk: int = 50  # links per worker batch: one transaction each to lease, mark and commit them
 
     def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ValueError("the chunk size must be at least 1")
         if self.lease_ttl <= self.http_timeout:
             raise ValueError(
                 f"lease TTL ({self.lease_ttl:g} s) must be longer than the HTTP timeout"
@@ -264,6 +267,90 @@ def _inactivity_days(provider: str) -> float | None:
     return float(days) if days else None
 
 
+def _is_cc(link: StoredLink) -> bool:
+    return link.spec.get("grant") == "client_credentials"
+
+
+def _prepare(store: Store, link: StoredLink, grant: Grant, *, cc: bool) -> ClientConfig | LinkctlError:
+    """The request configuration of a leased grant, or why no request can be sent."""
+    try:
+        config = client_config(store, link)
+    except LinkctlError as error:
+        return error
+    if not cc and grant.refresh_token is None:
+        if grant.access_token is None:
+            return GrantError("the link has not been authorized yet")
+        return GrantError(
+            "the access token expired and the provider issued no refresh token",
+            hint="authorize again; see `linkctl doctor` for why no refresh token was issued",
+        )
+    return config
+
+
+def _send(
+    client: TokenClientLike, config: ClientConfig, grant: Grant, *, cc: bool
+) -> TokenResponse | tuple[LinkctlError, bool]:
+    """Send the token request: the response, or ``(classified error, response lost?)``."""
+    try:
+        if cc:
+            return client.client_credentials(config)
+        assert grant.refresh_token is not None
+        return client.refresh(config, grant.refresh_token)
+    except ResponseLost as error:
+        return error, True
+    except LinkctlError as error:
+        return error, False
+    except Exception as error:  # a bug must not leave the link in flight forever
+        log.exception("%s: unexpected error during refresh", grant.link_name)
+        return TransientProviderError(f"internal error: {type(error).__name__}"), False
+
+
+def _failure_record(
+    error: LinkctlError,
+    grant: Grant,
+    *,
+    cc: bool,
+    sent_at: float | None,
+    now: float,
+    lost: bool,
+    policy: KeeperPolicy,
+    rng: random.Random,
+) -> grants.FailureRecord:
+    """What a failed attempt stores: classified status, backoff, and the status message."""
+    status, error_class = classify(error, client_credentials=cc)
+    retry_at = None
+    if status == grants.TRANSIENT_ERROR:
+        retry_after = error.retry_after if isinstance(error, ProviderError) else None
+        retry_at = now + backoff_delay(
+            grant.attempts,
+            retry_after=retry_after,
+            rng=rng,
+            base=policy.backoff_base,
+            cap=policy.backoff_cap,
+        )
+    message = failure_message(error, grant, name=grant.link_name, now=sent_at if sent_at is not None else now)
+    return grants.FailureRecord(
+        grant.link_name, grant.token_version, status, error_class, message, retry_at, lost
+    )
+
+
+def _token_commit(
+    grant: Grant, link: StoredLink, response: TokenResponse, *, cc: bool, now: float, rng: random.Random
+) -> grants.TokenCommit:
+    """The fenced write of a successful response (received at ``now`` by the keeper's clock)."""
+    # The keeper's clock is the one every stored time is measured against.
+    response = dataclasses.replace(response, received_at=now)
+    next_at = grants.next_refresh_time(
+        now,
+        response.expires_in,
+        has_refresh_token=response.refresh_token is not None or grant.refresh_token is not None,
+        client_credentials=cc,
+        inactivity_days=_inactivity_days(link.provider),
+        rng=rng,
+    )
+    return grants.TokenCommit(grant.link_name, grant.token_version, response, next_at)
+
+
 def refresh_leased(
     store: Store,
     client: TokenClientLike,
@@ -284,95 +371,233 @@ def refresh_leased(
     link = store.get_link(name)
     if link is None:  # deleted meanwhile; the grant row went with it
         return Outcome(name, SKIPPED, message="link deleted"), None, None
-    cc = link.spec.get("grant") == "client_credentials"
+    cc = _is_cc(link)
     version = grant.token_version
+    sent_at: float | None = None
 
     def fail(error: LinkctlError, *, lost: bool = False) -> tuple[Outcome, Grant | None, LinkctlError]:
         now = clock()
-        status, error_class = classify(error, client_credentials=cc)
-        retry_at = None
-        if status == grants.TRANSIENT_ERROR:
-            retry_after = error.retry_after if isinstance(error, ProviderError) else None
-            retry_at = now + backoff_delay(
-                grant.attempts,
-                retry_after=retry_after,
-                rng=rng,
-                base=policy.backoff_base,
-                cap=policy.backoff_cap,
-            )
-        message = failure_message(error, grant, name=name, now=sent_at if sent_at is not None else now)
+        record = _failure_record(
+            error, grant, cc=cc, sent_at=sent_at, now=now, lost=lost, policy=policy, rng=rng
+        )
         try:
             stored = store.record_failure(
                 name,
                 owner=owner,
                 expected_version=version,
-                status=status,
-                error_class=error_class,
-                message=message,
-                retry_at=retry_at,
+                status=record.status,
+                error_class=record.error_class,
+                message=record.message,
+                retry_at=record.retry_at,
                 lost_response=lost,
                 now=now,
             )
         except LeaseLost as fenced:
             log.warning("%s: %s", name, fenced.message)
             return Outcome(name, SKIPPED, message=fenced.message), None, error
-        log.warning("%s: %s: %s", name, status, message)
-        return Outcome(name, FAILED, status=status, message=message), stored, error
+        log.warning("%s: %s: %s", name, record.status, record.message)
+        return Outcome(name, FAILED, status=record.status, message=record.message), stored, error
 
-    sent_at: float | None = None
-    try:
-        config = client_config(store, link)
-    except LinkctlError as error:
-        return fail(error)
-    if not cc and grant.refresh_token is None:
-        if grant.access_token is None:
-            return fail(GrantError("the link has not been authorized yet"))
-        return fail(
-            GrantError(
-                "the access token expired and the provider issued no refresh token",
-                hint="authorize again; see `linkctl doctor` for why no refresh token was issued",
-            )
-        )
+    config = _prepare(store, link, grant, cc=cc)
+    if isinstance(config, LinkctlError):
+        return fail(config)
     sent_at = clock()
     try:
         store.mark_in_flight(name, owner=owner, token_version=version, now=sent_at, ttl=policy.lease_ttl)
     except LeaseLost as fenced:
         return Outcome(name, SKIPPED, message=fenced.message), None, None
-    try:
-        if cc:
-            response = client.client_credentials(config)
-        else:
-            assert grant.refresh_token is not None
-            response = client.refresh(config, grant.refresh_token)
-    except ResponseLost as error:
-        return fail(error, lost=True)
-    except LinkctlError as error:
-        return fail(error)
-    except Exception as error:  # a bug must not leave the link in flight forever
-        log.exception("%s: unexpected error during refresh", name)
-        return fail(TransientProviderError(f"internal error: {type(error).__name__}"))
+    result = _send(client, config, grant, cc=cc)
+    if isinstance(result, tuple):
+        error, lost = result
+        return fail(error, lost=lost)
     now = clock()
-    # The keeper's clock is the one every stored time is measured against.
-    response = dataclasses.replace(response, received_at=now)
-    next_at = grants.next_refresh_time(
-        now,
-        response.expires_in,
-        has_refresh_token=response.refresh_token is not None or grant.refresh_token is not None,
-        client_credentials=cc,
-        inactivity_days=_inactivity_days(link.provider),
-        rng=rng,
-    )
+    commit = _token_commit(grant, link, result, cc=cc, now=now, rng=rng)
     try:
         stored = store.commit_tokens(
-            name, owner=owner, expected_version=version, response=response, now=now, next_refresh_at=next_at
+            name,
+            owner=owner,
+            expected_version=version,
+            response=commit.response,
+            now=now,
+            next_refresh_at=commit.next_refresh_at,
         )
     except LeaseLost as fenced:
         # Someone else wrote newer tokens: ours must not overwrite them (fencing).
         log.error("%s: %s", name, fenced.message)
         return Outcome(name, SKIPPED, message=fenced.message), None, fenced
-    result = OBTAINED if cc and grant.access_token is None else REFRESHED
-    log.info("%s: %s (token version %d)", name, result, stored.token_version)
-    return Outcome(name, result, status=stored.status), stored, None
+    result_kind = OBTAINED if cc and grant.access_token is None else REFRESHED
+    log.info("%s: %s (token version %d)", name, result_kind, stored.token_version)
+    return Outcome(name, result_kind, status=stored.status), stored, None
+
+
+def send_deadline(policy: KeeperPolicy, lease_expires_at: float) -> float:
+    """The last moment a request may be sent under a lease ending at ``lease_expires_at``.
+
+    Sending later could leave the answer without time to commit before the lease
+    expires: the request itself may take ``http_timeout``, and half of the remaining
+    margin (``lease_ttl - http_timeout``) is kept for the commit.
+    """
+    return lease_expires_at - policy.http_timeout - (policy.lease_ttl - policy.http_timeout) / 2
+
+
+@dataclasses.dataclass
+class _Job:
+    grant: Grant
+    link: StoredLink
+    cc: bool
+    config: ClientConfig | None = None
+    sent_at: float | None = None
+
+
+def refresh_batch(
+    store: Store,
+    client: TokenClientLike,
+    names: Iterable[str],
+    *,
+    owner: str,
+    policy: KeeperPolicy,
+    clock: Clock,
+    rng: random.Random,
+) -> list[Outcome]:
+    """:func:`refresh_link` for many links with three store transactions instead of three per link.
+
+    1. ``acquire_leases`` (one transaction), then re-check which links are still due;
+    2. ``mark_in_flight_many`` (one durable transaction) for those that will be sent;
+    3. send the requests one after another (a kept-alive connection makes this cheap);
+    4. ``commit_tokens_many`` / ``record_failures_many`` (one durable transaction each).
+
+    Invariant 4 per link: no token is handed out and no lease released before step 4
+    has committed (responses wait in memory; outcomes are only produced after the
+    commit). Invariant 3: every lease was renewed at step 2 to ``lease_ttl``, and a request
+    is sent only before :func:`send_deadline`, so its answer (at most ``http_timeout``
+    later) still leaves half the lease margin for the commit. Links whose deadline
+    passed are not sent: each is recorded as a transient failure without the
+    lost-response flag (nothing was sent) and is due again at once.
+    Returns one outcome per distinct name, in input order.
+    """
+    order = list(dict.fromkeys(names))
+    outcomes: dict[str, Outcome] = {}
+    leased = store.acquire_leases(order, owner=owner, ttl=policy.lease_ttl, now=clock())
+    jobs: list[_Job] = []
+    failures: list[tuple[grants.FailureRecord, _Job, LinkctlError | None]] = []
+    for grant in leased:
+        link = store.get_link(grant.link_name)
+        if link is None:  # pragma: no cover - deleted between two statements; the grant went with it
+            outcomes[grant.link_name] = Outcome(grant.link_name, SKIPPED, message="link deleted")
+            continue
+        job = _Job(grant, link, _is_cc(link))
+        if not is_due(grant, client_credentials=job.cc, now=clock()):
+            store.release_lease(grant.link_name, owner=owner)
+            outcomes[grant.link_name] = Outcome(grant.link_name, SKIPPED, message="no longer due")
+            continue
+        config = _prepare(store, link, grant, cc=job.cc)
+        if isinstance(config, LinkctlError):
+            record = _failure_record(
+                config, grant, cc=job.cc, sent_at=None, now=clock(), lost=False, policy=policy, rng=rng
+            )
+            failures.append((record, job, config))
+            continue
+        job.config = config
+        jobs.append(job)
+    sent_at = clock()
+    marks = store.mark_in_flight_many(
+        [(j.grant.link_name, j.grant.token_version) for j in jobs],
+        owner=owner,
+        now=sent_at,
+        ttl=policy.lease_ttl,
+    )
+    marked = []
+    for job, fenced in zip(jobs, marks, strict=True):
+        if fenced is None:
+            marked.append(job)
+        else:
+            outcomes[job.grant.link_name] = Outcome(job.grant.link_name, SKIPPED, message=fenced.message)
+    deadline = send_deadline(policy, sent_at + policy.lease_ttl)
+    commits: list[tuple[grants.TokenCommit, _Job]] = []
+    for index, job in enumerate(marked):
+        if clock() > deadline:
+            # Out of lease time: the rest is not sent, so their refresh tokens are certainly
+            # not consumed. Answers already received still have the commit margin.
+            now = clock()
+            for rest in marked[index:]:
+                note = grants.FailureRecord(
+                    rest.grant.link_name,
+                    rest.grant.token_version,
+                    grants.TRANSIENT_ERROR,
+                    "transient",
+                    "not sent: the keeper ran out of lease time before sending the request"
+                    " (overloaded, or a slow provider); will retry",
+                    now,
+                    False,
+                )
+                failures.append((note, rest, None))
+            break
+        assert job.config is not None
+        job.sent_at = clock()
+        result = _send(client, job.config, job.grant, cc=job.cc)
+        now = clock()
+        if isinstance(result, tuple):
+            error, lost = result
+            record = _failure_record(
+                error, job.grant, cc=job.cc, sent_at=job.sent_at, now=now, lost=lost, policy=policy, rng=rng
+            )
+            failures.append((record, job, error))
+        else:
+            commits.append((_token_commit(job.grant, job.link, result, cc=job.cc, now=now, rng=rng), job))
+    _finish_batch(store, commits, failures, outcomes, owner=owner, clock=clock)
+    return [
+        outcomes.get(name) or Outcome(name, SKIPPED, message="lease held by another process")
+        for name in order
+    ]
+
+
+def _finish_batch(
+    store: Store,
+    commits: list[tuple[grants.TokenCommit, _Job]],
+    failures: list[tuple[grants.FailureRecord, _Job, LinkctlError | None]],
+    outcomes: dict[str, Outcome],
+    *,
+    owner: str,
+    clock: Clock,
+) -> None:
+    """Commit a batch's answers and failures durably; only then produce their outcomes."""
+    if commits:
+        now = clock()
+        try:
+            fenced_commits = store.commit_tokens_many([c for c, _ in commits], owner=owner, now=now)
+        except LinkctlError as error:  # e.g. the store stayed busy: nothing committed; leases expire
+            log.warning("%d links: commit failed: %s", len(commits), error.message)
+            for commit, _ in commits:
+                outcomes[commit.name] = Outcome(commit.name, SKIPPED, message=error.message)
+        else:
+            for (commit, job), fenced in zip(commits, fenced_commits, strict=True):
+                if fenced is not None:
+                    log.error("%s: %s", commit.name, fenced.message)
+                    outcomes[commit.name] = Outcome(commit.name, SKIPPED, message=fenced.message)
+                    continue
+                kind = OBTAINED if job.cc and job.grant.access_token is None else REFRESHED
+                log.info("%s: %s (token version %d)", commit.name, kind, commit.expected_version + 1)
+                outcomes[commit.name] = Outcome(commit.name, kind, status=grants.HEALTHY)
+    if failures:
+        now = clock()
+        try:
+            fenced_failures = store.record_failures_many([f for f, _, _ in failures], owner=owner, now=now)
+        except LinkctlError as error:
+            log.warning("%d links: recording failures failed: %s", len(failures), error.message)
+            for record, _, _ in failures:
+                outcomes[record.name] = Outcome(record.name, SKIPPED, message=error.message)
+        else:
+            for (record, _, cause), fenced in zip(failures, fenced_failures, strict=True):
+                if fenced is not None:
+                    log.warning("%s: %s", record.name, fenced.message)
+                    outcomes[record.name] = Outcome(record.name, SKIPPED, message=fenced.message)
+                elif cause is None:  # not sent (lease time ran out): not a provider failure
+                    outcomes[record.name] = Outcome(record.name, SKIPPED, message=record.message)
+                else:
+                    log.warning("%s: %s: %s", record.name, record.status, record.message)
+                    outcomes[record.name] = Outcome(
+                        record.name, FAILED, status=record.status, message=record.message
+                    )
 
 
 def refresh_link(
@@ -428,14 +653,15 @@ class Keeper:
         self.rng = rng or random.Random()
         self._lock = threading.Lock()
 
-    def _process(self, store: Store, name: str, owner: str) -> Outcome:
+    def _process(self, store: Store, names: list[str], owner: str) -> list[Outcome]:
+        """Refresh a chunk of links (:func:`refresh_batch`); one outcome per distinct name."""
         try:
-            return refresh_link(
-                store, self.client, name, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
+            return refresh_batch(
+                store, self.client, names, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
             )
-        except LinkctlError as error:  # e.g. the store was busy: the lease (if any) simply expires
-            log.warning("%s: %s", name, error.message)
-            return Outcome(name, SKIPPED, message=error.message)
+        except LinkctlError as error:  # e.g. the store was busy: the leases (if any) simply expire
+            log.warning("%d links: %s", len(names), error.message)
+            return [Outcome(name, SKIPPED, message=error.message) for name in dict.fromkeys(names)]
 
     def _finish(self, report: KeeperReport) -> KeeperReport:
         """Add the links that wait for a human (not attempted by the keeper)."""
@@ -498,11 +724,15 @@ class Keeper:
 
 
 class _Pool:
-    """Worker threads, each with its own store and lease owner id; names in, outcomes out."""
+    """Worker threads, each with its own store and lease owner id; names in, outcomes out.
+
+    Names are handed to workers in chunks of at most ``policy.chunk`` (spread over the
+    workers), each refreshed by :func:`refresh_batch` with a few store transactions.
+    """
 
     def __init__(self, keeper: Keeper) -> None:
         self._keeper = keeper
-        self._inbox: queue.Queue[str | None] = queue.Queue()
+        self._inbox: queue.Queue[list[str] | None] = queue.Queue()
         self._outbox: queue.Queue[Outcome] = queue.Queue()
         self._busy: set[str] = set()
         self._lock = threading.Lock()
@@ -529,29 +759,42 @@ class _Pool:
         owner = new_owner("keeper")
         try:
             while True:
-                name = self._inbox.get()
-                if name is None:
+                names = self._inbox.get()
+                if names is None:
                     return
                 try:
-                    outcome = self._keeper._process(store, name, owner)
+                    outcomes = self._keeper._process(store, names, owner)
                 finally:
                     with self._lock:
-                        self._busy.discard(name)
-                self._outbox.put(outcome)
+                        self._busy.difference_update(names)
+                for outcome in outcomes:
+                    self._outbox.put(outcome)
         finally:
             store.close()
 
+    def _chunks(self, names: list[str]) -> list[list[str]]:
+        workers = 1 if self._inline else self._keeper.workers
+        size = max(1, min(self._keeper.policy.chunk, -(-len(names) // workers)))
+        return [names[i : i + size] for i in range(0, len(names), size)]
+
     def submit(self, names: Iterable[str]) -> None:
         """Queue names (or process them inline with one worker and no factory)."""
-        for name in names:
+        fresh: list[str] = []
+        with self._lock:
+            for name in dict.fromkeys(names):
+                if name not in self._busy:
+                    self._busy.add(name)
+                    fresh.append(name)
+        for chunk in self._chunks(fresh):
             if self._inline:
-                self._outbox.put(self._keeper._process(self._keeper.store, name, new_owner("keeper")))
+                try:
+                    for outcome in self._keeper._process(self._keeper.store, chunk, new_owner("keeper")):
+                        self._outbox.put(outcome)
+                finally:
+                    with self._lock:
+                        self._busy.difference_update(chunk)
                 continue
-            with self._lock:
-                if name in self._busy:
-                    continue
-                self._busy.add(name)
-            self._inbox.put(name)
+            self._inbox.put(chunk)
 
     def map(self, names: list[str]) -> list[Outcome]:
         """Process names and wait for all their outcomes."""
@@ -584,12 +827,12 @@ class _Pool:
         """Drop queued names that no worker started (stop taking new work)."""
         while True:
             try:
-                name = self._inbox.get_nowait()
+                names = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if name is not None:
+            if names is not None:
                 with self._lock:
-                    self._busy.discard(name)
+                    self._busy.difference_update(names)
 
 
 # -- linkctl token --------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ConflictError
+from reconciler.errors import ConflictError, StateError
 from reconciler.secrets import Secret
 
 if TYPE_CHECKING:
@@ -126,6 +126,29 @@ class Grant:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenCommit:
+    """One link's refreshed tokens, for :meth:`GrantStore.commit_tokens_many`."""
+
+    name: str
+    expected_version: int
+    response: TokenResponse
+    next_refresh_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureRecord:
+    """One link's failed attempt, for :meth:`GrantStore.record_failures_many`."""
+
+    name: str
+    expected_version: int
+    status: str
+    error_class: str
+    message: str
+    retry_at: float | None
+    lost_response: bool
+
+
 class GrantStore(abc.ABC):
     """Grant operations every backend implements.
 
@@ -203,3 +226,79 @@ class GrantStore(abc.ABC):
     @abc.abstractmethod
     def release_lease(self, name: str, *, owner: str) -> bool:
         """Give up a lease without writing tokens; False if ``owner`` no longer held it."""
+
+    # -- batches (the keeper) ----------------------------------------------------------
+    # The defaults below loop over the single-link methods (one transaction per link).
+    # SQLite overrides them with one transaction per call; the per-link semantics
+    # (fencing, lost-response adoption, durability before release) are the same.
+    def acquire_leases(self, names: Sequence[str], *, owner: str, ttl: float, now: float) -> list[Grant]:
+        """Take the leases of several links (tokens decrypted); held or unknown links are left out."""
+        out = []
+        for name in dict.fromkeys(names):
+            try:
+                grant = self.acquire_lease(name, owner=owner, ttl=ttl, now=now)
+            except StateError:  # deleted meanwhile
+                grant = None
+            if grant is not None:
+                out.append(grant)
+        return out
+
+    def mark_in_flight_many(
+        self, items: Sequence[tuple[str, int]], *, owner: str, now: float, ttl: float | None = None
+    ) -> list[LeaseLost | None]:
+        """:meth:`mark_in_flight` for ``(name, token_version)`` pairs; per item None or the fencing error."""
+        out: list[LeaseLost | None] = []
+        for name, version in items:
+            try:
+                self.mark_in_flight(name, owner=owner, token_version=version, now=now, ttl=ttl)
+                out.append(None)
+            except LeaseLost as fenced:
+                out.append(fenced)
+        return out
+
+    def commit_tokens_many(
+        self, commits: Sequence[TokenCommit], *, owner: str, now: float
+    ) -> list[LeaseLost | None]:
+        """:meth:`commit_tokens` for several links; per item None (committed) or the fencing error.
+
+        Everything returned as committed is durable when this returns; a fenced-out link
+        writes nothing and does not stop the others.
+        """
+        out: list[LeaseLost | None] = []
+        for c in commits:
+            try:
+                self.commit_tokens(
+                    c.name,
+                    owner=owner,
+                    expected_version=c.expected_version,
+                    response=c.response,
+                    now=now,
+                    next_refresh_at=c.next_refresh_at,
+                )
+                out.append(None)
+            except LeaseLost as fenced:
+                out.append(fenced)
+        return out
+
+    def record_failures_many(
+        self, failures: Sequence[FailureRecord], *, owner: str, now: float
+    ) -> list[LeaseLost | None]:
+        """:meth:`record_failure` for several links; per item None (recorded) or the fencing error."""
+        out: list[LeaseLost | None] = []
+        for f in failures:
+            try:
+                self.record_failure(
+                    f.name,
+                    owner=owner,
+                    expected_version=f.expected_version,
+                    status=f.status,
+                    error_class=f.error_class,
+                    message=f.message,
+                    retry_at=f.retry_at,
+                    lost_response=f.lost_response,
+                    now=now,
+                )
+                out.append(None)
+            except LeaseLost as fenced:
+                out.append(fenced)
+        return out

@@ -17,6 +17,13 @@ How the invariants of DESIGN.md §5 hold here:
   so nothing (release, hand-out) can happen before the token is on disk;
 * a request that was sent but never answered (:meth:`mark_in_flight` without a commit,
   then a crash) is turned into ``lost_response`` when the next holder takes the lease.
+
+The ``*_many`` methods (the keeper's batches) run the same per-row statements for many
+links inside ONE ``BEGIN IMMEDIATE`` … ``COMMIT``: one fsync for the batch instead of one
+per link. Each row stays fenced on its own (``token_version`` + ``lease_owner``); a
+fenced-out row is reported for that link and does not roll back the others. A batch
+commit returns only after the whole transaction is durable, so a caller that releases
+nothing and hands nothing out before it returns keeps invariant 4 for every link.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StateError
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
     from reconciler.store import sealing
 
 _LINK_UID = "(SELECT uid FROM links WHERE name = ?)"
+_IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
 _PARKED = ", ".join(f"'{s}'" for s in (grants.PENDING_CREDENTIALS, grants.CONFIGURATION_ERROR))
 # A lease is free when nobody holds it or its holder let it expire.
 _LEASE_FREE = "(g.lease_owner IS NULL OR g.lease_expires_at <= :now)"
@@ -61,6 +69,49 @@ _ADOPT_IN_FLIGHT = (
     " details_json = CASE WHEN in_flight_since IS NOT NULL"
     " THEN json_set(details_json, '$.lost_response_sent_at', in_flight_since) ELSE details_json END,"
     " in_flight_since = NULL"
+)
+
+
+# The per-row statements, shared by the single-link methods and their batch forms.
+_ACQUIRE = (
+    "UPDATE grants SET lease_owner = :owner, lease_expires_at = :expires,"
+    # A request left in flight by an expired holder (crash): its answer is lost.
+    " lost_response = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
+    " THEN 1 ELSE lost_response END,"
+    " details_json = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
+    " THEN json_set(details_json, '$.lost_response_sent_at', in_flight_since)"
+    " ELSE details_json END,"
+    " in_flight_since = CASE WHEN lease_owner IS :owner THEN in_flight_since END"
+    f" WHERE link_uid = {_LINK_UID.replace('?', ':name')}"
+    " AND (lease_owner IS NULL OR lease_expires_at <= :now OR lease_owner = :owner)"
+)
+_MARK = (
+    "UPDATE grants SET in_flight_since = ?, status = ?,"
+    " lease_expires_at = COALESCE(?, lease_expires_at)"
+    f" WHERE link_uid = {_LINK_UID} AND token_version = ? AND lease_owner = ?"
+    " AND lease_expires_at > ?"
+)
+# Fenced token write; also releases the lease, in the same transaction (invariant 4).
+_COMMIT = (
+    "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"
+    " token_type = ?, scope = COALESCE(?, scope), access_expires_at = ?,"
+    " token_version = token_version + 1, status = ?, obtained_at = COALESCE(obtained_at, ?),"
+    " last_refresh_at = ?, next_refresh_at = ?, retry_at = NULL, attempts = 0,"
+    " last_error = NULL, error_class = NULL, lease_owner = NULL, lease_expires_at = NULL,"
+    " in_flight_since = NULL, lost_response = 0,"
+    " details_json = json_remove(details_json, '$.lost_response_sent_at')"
+    " WHERE link_uid = ? AND token_version = ? AND (lease_owner = ? OR lease_owner IS NULL)"
+)
+_FAIL = (
+    "UPDATE grants SET status = :status, error_class = :error_class, last_error = :message,"
+    " retry_at = :retry_at, attempts = attempts + 1,"
+    " details_json = CASE WHEN :lost"
+    " THEN json_set(details_json, '$.lost_response_sent_at', COALESCE(in_flight_since, :now))"
+    " ELSE details_json END,"
+    " lost_response = MAX(lost_response, :lost),"
+    " in_flight_since = NULL, lease_owner = NULL, lease_expires_at = NULL"
+    f" WHERE link_uid = {_LINK_UID.replace('?', ':name')} AND token_version = :version"
+    " AND (lease_owner = :owner OR lease_owner IS NULL)"
 )
 
 
@@ -142,19 +193,7 @@ class SQLiteLeases:
     def acquire_lease(self, name: str, *, owner: str, ttl: float, now: float) -> grants.Grant | None:
         """Take the refresh lease of a link (tokens decrypted); None while someone else holds it."""
         with self._immediate() as conn:
-            cursor = conn.execute(
-                "UPDATE grants SET lease_owner = :owner, lease_expires_at = :expires,"
-                # A request left in flight by an expired holder (crash): its answer is lost.
-                " lost_response = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
-                " THEN 1 ELSE lost_response END,"
-                " details_json = CASE WHEN in_flight_since IS NOT NULL AND lease_owner IS NOT :owner"
-                " THEN json_set(details_json, '$.lost_response_sent_at', in_flight_since)"
-                " ELSE details_json END,"
-                " in_flight_since = CASE WHEN lease_owner IS :owner THEN in_flight_since END"
-                f" WHERE link_uid = {_LINK_UID.replace('?', ':name')}"
-                " AND (lease_owner IS NULL OR lease_expires_at <= :now OR lease_owner = :owner)",
-                {"owner": owner, "expires": now + ttl, "now": now, "name": name},
-            )
+            cursor = conn.execute(_ACQUIRE, {"owner": owner, "expires": now + ttl, "now": now, "name": name})
             if cursor.rowcount != 1:
                 self._uid_and_spec(conn, name)  # raises for an unknown link
                 return None
@@ -166,10 +205,7 @@ class SQLiteLeases:
         """Record durably that a token request is about to be sent (optionally renewing the lease)."""
         with self._immediate() as conn:
             cursor = conn.execute(
-                "UPDATE grants SET in_flight_since = ?, status = ?,"
-                " lease_expires_at = COALESCE(?, lease_expires_at)"
-                f" WHERE link_uid = {_LINK_UID} AND token_version = ? AND lease_owner = ?"
-                " AND lease_expires_at > ?",
+                _MARK,
                 (now, grants.REFRESHING, None if ttl is None else now + ttl, name, token_version, owner, now),
             )
             if cursor.rowcount != 1:
@@ -194,14 +230,7 @@ class SQLiteLeases:
         with self._immediate() as conn:
             uid, _ = self._uid_and_spec(conn, name)
             cursor = conn.execute(
-                "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"
-                " token_type = ?, scope = COALESCE(?, scope), access_expires_at = ?,"
-                " token_version = token_version + 1, status = ?, obtained_at = COALESCE(obtained_at, ?),"
-                " last_refresh_at = ?, next_refresh_at = ?, retry_at = NULL, attempts = 0,"
-                " last_error = NULL, error_class = NULL, lease_owner = NULL, lease_expires_at = NULL,"
-                " in_flight_since = NULL, lost_response = 0,"
-                " details_json = json_remove(details_json, '$.lost_response_sent_at')"
-                " WHERE link_uid = ? AND token_version = ? AND (lease_owner = ? OR lease_owner IS NULL)",
+                _COMMIT,
                 (
                     *self._token_columns(uid, response),
                     grants.HEALTHY,
@@ -238,28 +267,10 @@ class SQLiteLeases:
         if status not in grants.GRANT_STATUSES:
             raise ValueError(f"unknown grant status {status!r}")
         with self._immediate() as conn:
-            cursor = conn.execute(
-                "UPDATE grants SET status = :status, error_class = :error_class, last_error = :message,"
-                " retry_at = :retry_at, attempts = attempts + 1,"
-                " details_json = CASE WHEN :lost"
-                " THEN json_set(details_json, '$.lost_response_sent_at', COALESCE(in_flight_since, :now))"
-                " ELSE details_json END,"
-                " lost_response = MAX(lost_response, :lost),"
-                " in_flight_since = NULL, lease_owner = NULL, lease_expires_at = NULL"
-                f" WHERE link_uid = {_LINK_UID.replace('?', ':name')} AND token_version = :version"
-                " AND (lease_owner = :owner OR lease_owner IS NULL)",
-                {
-                    "status": status,
-                    "error_class": error_class,
-                    "message": message,
-                    "retry_at": retry_at,
-                    "lost": 1 if lost_response else 0,
-                    "now": now,
-                    "name": name,
-                    "version": expected_version,
-                    "owner": owner,
-                },
+            record = grants.FailureRecord(
+                name, expected_version, status, error_class, message, retry_at, lost_response
             )
+            cursor = conn.execute(_FAIL, self._failure_params(record, owner=owner, now=now))
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, expected_version, "record a failed refresh")
             return self._read(conn, name)
@@ -277,7 +288,128 @@ class SQLiteLeases:
             )
             return cursor.rowcount == 1
 
+    # -- batches (one transaction each) ---------------------------------------------
+    def acquire_leases(
+        self, names: Sequence[str], *, owner: str, ttl: float, now: float
+    ) -> list[grants.Grant]:
+        """Take the leases of several links in one transaction (tokens decrypted).
+
+        Same rule per row as :meth:`acquire_lease`; links held elsewhere or deleted are left out.
+        """
+        unique = list(dict.fromkeys(names))
+        with self._immediate() as conn:
+            taken = [
+                name
+                for name in unique
+                if conn.execute(
+                    _ACQUIRE, {"owner": owner, "expires": now + ttl, "now": now, "name": name}
+                ).rowcount
+                == 1
+            ]
+            return self._read_many(taken, with_tokens=True)
+
+    def mark_in_flight_many(
+        self, items: Sequence[tuple[str, int]], *, owner: str, now: float, ttl: float | None = None
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`mark_in_flight` for ``(name, token_version)`` pairs in one durable transaction."""
+        out: list[grants.LeaseLost | None] = []
+        expires = None if ttl is None else now + ttl
+        with self._immediate() as conn:
+            for name, version in items:
+                cursor = conn.execute(_MARK, (now, grants.REFRESHING, expires, name, version, owner, now))
+                out.append(
+                    None
+                    if cursor.rowcount == 1
+                    else self._lease_lost(conn, name, owner, version, "mark the refresh in flight")
+                )
+        return out
+
+    def commit_tokens_many(
+        self, commits: Sequence[grants.TokenCommit], *, owner: str, now: float
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`commit_tokens` for several links in one durable transaction (each row fenced)."""
+        out: list[grants.LeaseLost | None] = []
+        with self._immediate() as conn:
+            uids = self._uids(conn, [c.name for c in commits])
+            for c in commits:
+                uid = uids.get(c.name)
+                if uid is None:
+                    out.append(
+                        self._lease_lost(conn, c.name, owner, c.expected_version, "store refreshed tokens")
+                    )
+                    continue
+                cursor = conn.execute(
+                    _COMMIT,
+                    (
+                        *self._token_columns(uid, c.response),
+                        grants.HEALTHY,
+                        now,
+                        now,
+                        c.next_refresh_at,
+                        uid,
+                        c.expected_version,
+                        owner,
+                    ),
+                )
+                out.append(
+                    None
+                    if cursor.rowcount == 1
+                    else self._lease_lost(conn, c.name, owner, c.expected_version, "store refreshed tokens")
+                )
+        return out
+
+    def record_failures_many(
+        self, failures: Sequence[grants.FailureRecord], *, owner: str, now: float
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`record_failure` for several links in one durable transaction (each row fenced)."""
+        for f in failures:
+            if f.status not in grants.GRANT_STATUSES:
+                raise ValueError(f"unknown grant status {f.status!r}")
+        out: list[grants.LeaseLost | None] = []
+        with self._immediate() as conn:
+            for f in failures:
+                cursor = conn.execute(_FAIL, self._failure_params(f, owner=owner, now=now))
+                out.append(
+                    None
+                    if cursor.rowcount == 1
+                    else self._lease_lost(conn, f.name, owner, f.expected_version, "record a failed refresh")
+                )
+        return out
+
     # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _failure_params(f: grants.FailureRecord, *, owner: str, now: float) -> dict[str, Any]:
+        return {
+            "status": f.status,
+            "error_class": f.error_class,
+            "message": f.message,
+            "retry_at": f.retry_at,
+            "lost": 1 if f.lost_response else 0,
+            "now": now,
+            "name": f.name,
+            "version": f.expected_version,
+            "owner": owner,
+        }
+
+    def _uids(self, conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            out.update(conn.execute(f"SELECT name, uid FROM links WHERE name IN ({marks})", chunk).fetchall())
+        return out
+
+    def _read_many(self, names: Sequence[str], *, with_tokens: bool) -> list[grants.Grant]:
+        out: list[grants.Grant] = []
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = tuple(names[start : start + _IN_CHUNK])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._iter_grant_rows(f"l.name IN ({marks})", chunk)
+            out.extend(self._grant_from_row(row, with_tokens=with_tokens) for row in rows)
+        order = {name: i for i, name in enumerate(names)}
+        out.sort(key=lambda g: order[g.link_name])
+        return out
+
     def _uid_and_spec(self, conn: sqlite3.Connection, name: str) -> tuple[str, str]:
         row = conn.execute("SELECT uid, spec_json FROM links WHERE name = ?", (name,)).fetchone()
         if row is None:
