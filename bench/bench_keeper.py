@@ -6,9 +6,15 @@ refresh and peak memory of the keeper process, and compares with a hand-written
 sequential httpx refresh loop (no store, no leases) in the same run.
 
 The token endpoint is a tiny threaded HTTP server on 127.0.0.1 in a child process (so
-its CPU is not counted as the keeper's). Run::
+its CPU is not counted as the keeper's); it logs every refresh token it issues. The
+keeper runs in a fresh child process of its own, so its CPU time and max RSS are its
+alone. Afterwards the store is read back: every link must be healthy at token version 2,
+with no lease, nothing in flight, no lost-response flag, and its stored refresh token
+must be exactly one the server issued (each issued token stored once: no lost grant,
+no double refresh). ``--trace-memory`` adds a second, untimed run under tracemalloc
+(it slows Python down several times, so it never runs in the timed pass). Run::
 
-    python bench/bench_keeper.py [--links 10000] [--workers 4]
+    python bench/bench_keeper.py [--links 10000] [--workers 2] [--chunk 50]
 """
 
 from __future__ import annotations
@@ -43,15 +49,19 @@ from reconciler.store.base import LinkWrite, Store
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    issued_log: int = -1  # an O_APPEND fd: one issued refresh token per line
     disable_nagle_algorithm = True  # one-packet answers: no 40 ms delayed-ACK stalls on keep-alive
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
+        refresh = secrets.token_urlsafe(24)
+        if self.issued_log >= 0:
+            os.write(self.issued_log, f"{refresh}\n".encode())
         body = json.dumps(
             {
                 "access_token": secrets.token_urlsafe(24),
-                "refresh_token": secrets.token_urlsafe(24),
+                "refresh_token": refresh,
                 "token_type": "Bearer",
                 "expires_in": 3600,
             }
@@ -66,7 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(port_out: Any) -> None:
+def _serve(port_out: Any, issued_path: str | None = None) -> None:
+    if issued_path:
+        _Handler.issued_log = os.open(issued_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     port_out.put(server.server_address[1])
@@ -121,39 +133,103 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bench_keeper(n: int, workers: int, endpoint: str) -> dict[str, float]:
-    """Refresh n due links with the Keeper (real store, leases, fencing, durable commits)."""
+def _verify(store: Store, n: int, issued: list[str]) -> dict[str, int]:
+    """Read every grant back: refreshed once, durable, released, holding the token the server issued."""
+    problems = 0
+    stored: list[str] = []
+    for grant in store.list_grants():
+        full = store.get_grant(grant.link_name, with_tokens=True)
+        ok = (
+            full is not None
+            and full.status == "healthy"
+            and full.token_version == 2
+            and full.lease_owner is None
+            and full.in_flight_since is None
+            and not full.lost_response
+            and full.refresh_token is not None
+        )
+        if not ok or full is None or full.refresh_token is None:
+            problems += 1
+            continue
+        stored.append(full.refresh_token.reveal())
+    issued_set = set(issued)
+    return {
+        "grants": len(store.list_grants()),
+        "bad_grants": problems,
+        "issued": len(issued),
+        "stored_distinct": len(set(stored)),
+        "stored_not_issued": sum(1 for t in stored if t not in issued_set),
+        "issued_not_stored": len(issued_set - set(stored)),
+        "ok": int(
+            problems == 0
+            and len(stored) == n
+            and len(issued) == n
+            and set(stored) == issued_set
+            and len(issued_set) == n
+        ),
+    }
+
+
+def _keeper_child(
+    n: int, workers: int, chunk: int, endpoint: str, issued_path: str, trace: bool, out: Any
+) -> None:
+    """In a fresh process: populate, refresh everything due, measure, verify; results to ``out``."""
     with tempfile.TemporaryDirectory(prefix="linkctl-bench-") as tmp:
         settings = _settings(Path(tmp))
         store = open_store(settings, notice=lambda _: None)
         _populate(store, n, endpoint, time.time())
         assert len(store.due_links(time.time(), limit=n + 1)) == n
-        client = TokenClient(timeout=10)
+        Path(issued_path).write_text("")
+        client = TokenClient(timeout=10, keepalive=True, max_connections=max(workers, 1))
         runner = keeper.Keeper(
             store,
             client,
             store_factory=lambda: open_store(settings, notice=lambda _: None),
             workers=workers,
-            policy=keeper.KeeperPolicy(batch=1000),
+            policy=keeper.KeeperPolicy(batch=1000, chunk=chunk),
         )
-        tracemalloc.start()
+        if trace:
+            tracemalloc.start()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         cpu0, t0 = _cpu(), time.perf_counter()
         report = runner.run_once()
         elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        refreshed = len(report.refreshed)
-        healthy = sum(1 for g in store.list_grants() if g.status == "healthy" and g.token_version == 2)
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        if trace:
+            tracemalloc.stop()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         client.close()
+        refreshed = len(report.refreshed)
+        issued = Path(issued_path).read_text().split()
+        check = _verify(store, n, issued)
         store.close()
-    return {
-        "refreshed": refreshed,
-        "durable": healthy,
-        "seconds": elapsed,
-        "per_second": refreshed / elapsed,
-        "cpu_ms_per_refresh": 1000 * cpu / max(refreshed, 1),
-        "peak_traced_mib": peak / 2**20,
-    }
+    out.put(
+        {
+            "refreshed": refreshed,
+            "failed": len(report.failed),
+            "durable": check["grants"] - check["bad_grants"],
+            "verify": check,
+            "seconds": elapsed,
+            "per_second": refreshed / elapsed,
+            "cpu_ms_per_refresh": 1000 * cpu / max(refreshed, 1),
+            "max_rss_mib": maxrss,
+            "rss_before_run_mib": rss0,
+            "peak_traced_mib": peak / 2**20,
+        }
+    )
+
+
+def bench_keeper(
+    n: int, workers: int, endpoint: str, issued_path: str, *, chunk: int = 50, trace: bool = False
+) -> dict[str, Any]:
+    """Refresh n due links with the Keeper (real store, leases, fencing, durable commits)."""
+    ctx = multiprocessing.get_context("spawn")
+    out: Any = ctx.Queue()
+    child = ctx.Process(target=_keeper_child, args=(n, workers, chunk, endpoint, issued_path, trace, out))
+    child.start()
+    result: dict[str, Any] = out.get(timeout=1800)
+    child.join()
+    return result
 
 
 def bench_baseline(n: int, endpoint: str) -> dict[str, float]:
@@ -180,38 +256,62 @@ def main() -> int:
     """Run both benchmarks and print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--links", type=int, default=10_000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="keeper worker threads (default 2)")
+    parser.add_argument("--chunk", type=int, default=50, help="links per store batch (default 50)")
     parser.add_argument(
         "--baseline", type=int, default=None, help="requests in the baseline (default: --links)"
     )
+    parser.add_argument(
+        "--trace-memory", action="store_true", help="also measure traced Python memory (untimed run)"
+    )
     args = parser.parse_args()
     ports: Any = multiprocessing.Queue()
-    server = multiprocessing.Process(target=_serve, args=(ports,), daemon=True)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{ports.get(timeout=10)}/token"
-        base = bench_baseline(args.baseline or args.links, endpoint)
-        kept = bench_keeper(args.links, args.workers, endpoint)
-    finally:
-        server.terminate()
-        server.join()
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory(prefix="linkctl-bench-issued-") as tmp:
+        issued_path = str(Path(tmp) / "issued.txt")
+        server = multiprocessing.Process(target=_serve, args=(ports, issued_path), daemon=True)
+        server.start()
+        try:
+            endpoint = f"http://127.0.0.1:{ports.get(timeout=10)}/token"
+            base = bench_baseline(args.baseline or args.links, endpoint)
+            kept = bench_keeper(args.links, args.workers, endpoint, issued_path, chunk=args.chunk)
+            traced = None
+            if args.trace_memory:
+                traced = bench_keeper(
+                    args.links, args.workers, endpoint, issued_path, chunk=args.chunk, trace=True
+                )
+        finally:
+            server.terminate()
+            server.join()
+    check = kept["verify"]
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cpus, python {sys.version.split()[0]}")
     print(
         f"baseline (sequential httpx, keep-alive, no store): {base['per_second']:.0f} req/s,"
         f" {base['cpu_ms_per_refresh']:.2f} ms CPU/req"
     )
     print(
-        f"keeper ({args.workers} workers, {kept['refreshed']:.0f} links, {kept['durable']:.0f} durable):"
+        f"keeper ({args.workers} workers, chunk {args.chunk}, {kept['refreshed']:.0f} links):"
         f" {kept['per_second']:.0f} refreshes/s, {kept['cpu_ms_per_refresh']:.2f} ms CPU/refresh,"
-        f" peak traced {kept['peak_traced_mib']:.1f} MiB, max RSS {maxrss:.0f} MiB"
+        f" max RSS {kept['max_rss_mib']:.0f} MiB"
+        + (f", peak traced {traced['peak_traced_mib']:.1f} MiB (separate run)" if traced else "")
+    )
+    verdict = "all done, no lost grant" if check["ok"] else "VERIFICATION FAILED"
+    print(
+        f"store check: {check['grants'] - check['bad_grants']}/{args.links} grants healthy at version 2,"
+        f" released, not in flight; {check['issued']} refresh tokens issued by the server,"
+        f" {check['stored_distinct']} distinct stored, {check['issued_not_stored']} issued but not stored,"
+        f" {check['stored_not_issued']} stored but never issued: {verdict}"
     )
     print(
         f"ratio keeper/baseline: throughput {kept['per_second'] / base['per_second']:.2f}x,"
         f" CPU per refresh {kept['cpu_ms_per_refresh'] / base['cpu_ms_per_refresh']:.2f}x"
     )
-    print("BENCH-JSON " + json.dumps({"baseline": base, "keeper": kept, "workers": args.workers}))
-    return 0 if kept["durable"] == kept["refreshed"] == args.links else 1
+    print(
+        "BENCH-JSON "
+        + json.dumps(
+            {"baseline": base, "keeper": kept, "traced": traced, "workers": args.workers, "chunk": args.chunk}
+        )
+    )
+    return 0 if check["ok"] and kept["refreshed"] == args.links else 1
 
 
 if __name__ == "__main__":

@@ -324,3 +324,147 @@ def test_issuer_only_config_is_completed_by_discovery() -> None:
     client.client_credentials(cfg)
     client.client_credentials(cfg)
     assert calls == ["/.well-known/openid-configuration", "/oauth/token", "/oauth/token"]  # cached
+
+
+# -- keep-alive (TokenClient(keepalive=True), used by the keeper) ---------------------------
+CONNECT = ("connection.connect_tcp.started", "connection.connect_tcp.complete")
+HEADERS_FAILED = ("http11.send_request_headers.started", "http11.send_request_headers.failed")
+BODY_SENT = (
+    "http11.send_request_headers.started",
+    "http11.send_request_headers.complete",
+    "http11.send_request_body.started",
+    "http11.send_request_body.complete",
+    "http11.receive_response_headers.started",
+    "http11.receive_response_headers.failed",
+)
+
+
+class TracedTransport(httpx.BaseTransport):
+    """Emits httpcore-style trace events, then fails (scripted) or answers 200."""
+
+    def __init__(self, script: list[tuple[tuple[str, ...], Exception | None]]) -> None:
+        self.script = script
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        events, error = self.script.pop(0) if self.script else ((), None)
+        trace = request.extensions.get("trace")
+        for name in events:
+            if trace is not None:
+                trace(name, {})
+        if error is not None:
+            raise error
+        return ok(refresh_token="rt-new")
+
+
+def keepalive_client(transport: httpx.BaseTransport) -> TokenClient:
+    return TokenClient(transport=transport, clock=lambda: 1000.0, keepalive=True)
+
+
+def test_keepalive_stale_reused_connection_before_sending_is_retried_once_on_a_fresh_one() -> None:
+    transport = TracedTransport([(HEADERS_FAILED, httpx.RemoteProtocolError("Server disconnected"))])
+    response = keepalive_client(transport).refresh(config(), Secret(REFRESH))
+    assert transport.calls == 2 and response.refresh_token is not None
+
+
+def test_keepalive_failure_after_the_request_was_sent_stays_response_lost_and_is_not_retried() -> None:
+    transport = TracedTransport([(BODY_SENT, httpx.RemoteProtocolError("Server disconnected"))])
+    with pytest.raises(ResponseLost):
+        keepalive_client(transport).refresh(config(), Secret(REFRESH))
+    assert transport.calls == 1
+
+
+def test_keepalive_fresh_connection_failing_before_sending_is_transient_not_retried() -> None:
+    transport = TracedTransport([(CONNECT + HEADERS_FAILED, httpx.ReadError("reset"))])
+    with pytest.raises(TransientProviderError) as caught:
+        keepalive_client(transport).refresh(config(), Secret(REFRESH))
+    assert not isinstance(caught.value, ResponseLost) and transport.calls == 1
+
+
+def test_keepalive_timeout_is_never_retried() -> None:
+    transport = TracedTransport([(HEADERS_FAILED, httpx.WriteTimeout("slow"))])
+    with pytest.raises(TransientProviderError):
+        keepalive_client(transport).refresh(config(), Secret(REFRESH))
+    assert transport.calls == 1
+
+
+def test_keepalive_retry_that_also_fails_after_sending_is_response_lost() -> None:
+    transport = TracedTransport(
+        [
+            (HEADERS_FAILED, httpx.RemoteProtocolError("Server disconnected")),
+            (CONNECT + BODY_SENT, httpx.ReadTimeout("timeout")),
+        ]
+    )
+    with pytest.raises(ResponseLost):
+        keepalive_client(transport).refresh(config(), Secret(REFRESH))
+    assert transport.calls == 2
+
+
+def test_keepalive_without_trace_events_is_classified_as_before() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    client = TokenClient(transport=httpx.MockTransport(handler), keepalive=True)
+    with pytest.raises(ResponseLost):
+        client.refresh(config(), Secret(REFRESH))
+
+
+def test_keepalive_real_socket_server_reset_idle_connection_is_retried() -> None:
+    """A server that resets a kept-alive connection between requests: the refresh still succeeds."""
+    import socket
+    import struct
+    import threading
+
+    from httpcore._sync.http11 import HTTP11Connection
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    answered: list[int] = []
+
+    def serve() -> None:
+        for index in range(2):
+            conn, _ = listener.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+                ).split(b":")[1]
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            payload = json.dumps({"access_token": f"at-{index}", "refresh_token": f"rt-{index}"}).encode()
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(payload)).encode()
+                + b"\r\n\r\n"
+                + payload
+            )
+            answered.append(index)
+            if index == 0:  # then reset the idle kept-alive connection (RST, not FIN)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = TokenClient(timeout=5, keepalive=True)
+    url = f"http://127.0.0.1:{port}/token"
+    original = HTTP11Connection.has_expired
+    HTTP11Connection.has_expired = lambda self: False  # type: ignore[method-assign]  # lose the pre-check race
+    try:
+        first = client.refresh(config(token_endpoint=url), Secret(REFRESH))
+        import time
+
+        time.sleep(0.2)  # the RST has arrived: the pooled connection is dead
+        second = client.refresh(config(token_endpoint=url), Secret("rt-0"))
+    finally:
+        HTTP11Connection.has_expired = original  # type: ignore[method-assign]
+        client.close()
+        listener.close()
+    assert first.access_token.reveal() == "at-0" and second.access_token.reveal() == "at-1"
+    assert answered == [0, 1]
