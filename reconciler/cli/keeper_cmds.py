@@ -86,10 +86,12 @@ def register(subparsers: Any) -> None:
     keeper.set_defaults(handler=keeper_command)
 
 
-def _token_client(timeout: float) -> TokenClient:
+def _token_client(timeout: float, *, keepalive: bool = False, connections: int = 32) -> TokenClient:
     from reconciler.oauth.client import TokenClient
 
-    return TokenClient(timeout=timeout)
+    # Only the keeper keeps connections alive (many refreshes in a row); `linkctl token`
+    # sends one request and exits.
+    return TokenClient(timeout=timeout, keepalive=keepalive, max_connections=max(connections, 1))
 
 
 def _token_json(grant: Grant, now: float) -> dict[str, Any]:
@@ -167,7 +169,7 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     def store_factory() -> Store:
         return open_store(settings, notice=ctx.notice)
 
-    client = _token_client(policy.http_timeout)
+    client = _token_client(policy.http_timeout, keepalive=True, connections=args.workers)
     try:
         runner = keeper.Keeper(
             store, client, store_factory=store_factory, workers=args.workers, policy=policy
