@@ -123,7 +123,9 @@ def _decrypt(args: argparse.Namespace, ctx: Context) -> int:
 
     text = _read(args.file)
     fmt = sops.detect_format(args.file, text)
-    docs = sops.decrypt_text(text, filename=args.file, fmt=fmt, env=ctx.env, ignore_mac=args.ignore_mac)
+    docs = sops.decrypt_text(
+        text, filename=args.file, fmt=fmt, env=ctx.env, ignore_mac=args.ignore_mac, comments=True
+    )
     out = sops.dump_documents(docs, fmt=fmt, yaml_indent=_indent(ctx, fmt))
     if args.in_place:
         write_atomic(args.file, out)

@@ -30,6 +30,7 @@ __all__ = [
     "dump_documents",
     "encrypt_text",
     "is_encrypted",
+    "is_encrypted_comment",
 ]
 
 LINK_API_PREFIX = "linkctl.dev/"
@@ -63,7 +64,7 @@ def detect_format(filename: str, text: str | None = None) -> str:
     return "yaml"
 
 
-def _parse(text: str, *, filename: str, fmt: str) -> list[Any]:
+def _parse(text: str, *, filename: str, fmt: str, comments: bool = False) -> list[Any]:
     from reconciler.sops import yamlv3
 
     if fmt not in ("yaml", "json"):
@@ -73,7 +74,7 @@ def _parse(text: str, *, filename: str, fmt: str) -> list[Any]:
             f"{filename}: file cannot be completely empty, it must contain at least one document"
         )
     try:
-        docs = [yamlv3.load_json(text)] if fmt == "json" else yamlv3.load_all(text)
+        docs = [yamlv3.load_json(text)] if fmt == "json" else yamlv3.load_all(text, comments=comments)
     except yamlv3.YAMLError as exc:
         raise CryptoError(f"{filename}: {exc}") from None
     if not docs:
@@ -102,17 +103,35 @@ def dump_documents(
 
 
 def decrypt_text(
-    text: str, *, filename: str, fmt: str, env: Mapping[str, str], ignore_mac: bool = False
+    text: str,
+    *,
+    filename: str,
+    fmt: str,
+    env: Mapping[str, str],
+    ignore_mac: bool = False,
+    comments: bool = False,
 ) -> list[Any]:
     """Decrypt a whole SOPS file (fmt "yaml" or "json"); return its documents as plain
     Python trees (dict/list/str/int/float/bool/None; `sops` key removed), in document order,
-    with the same mapping keys and list lengths as the encrypted file. Raises CryptoError."""
-    from reconciler.sops import keys, tree
+    with the same mapping keys and list lengths as the encrypted file, except for list items
+    that are encrypted comments (see :func:`is_encrypted_comment`), which are left out.
+    Raises CryptoError.
 
-    docs = _parse(text, filename=filename, fmt=fmt)
-    return tree.decrypt_documents(
+    ``comments=True`` (for writing the plaintext back out with :func:`dump_documents`) keeps
+    the YAML comments, decrypted, as ``yamlv3.Comment`` items where sops keeps them."""
+    from reconciler.sops import keys, tree, yamlv3
+
+    docs = _parse(text, filename=filename, fmt=fmt, comments=comments)
+    plain = tree.decrypt_documents(
         docs, filename=filename, ring_factory=lambda: keys.load_keyring(env), ignore_mac=ignore_mac
     )
+    return plain if comments else [yamlv3.strip_comments(doc) for doc in plain]
+
+
+def is_encrypted_comment(value: object) -> bool:
+    """True for an ``ENC[…,type:comment]`` string: sops 3.11 writes an encrypted comment of a
+    list as a list item of that form. It is not data; :func:`decrypt_text` leaves it out."""
+    return isinstance(value, str) and value.startswith("ENC[AES256_GCM,") and value.endswith(",type:comment]")
 
 
 def _is_link_file(docs: list[Any]) -> bool:
@@ -141,7 +160,7 @@ def encrypt_text(
     """
     from reconciler.sops import config, tree
 
-    docs = _parse(text, filename=filename, fmt=fmt)
+    docs = _parse(text, filename=filename, fmt=fmt, comments=True)
     if any("sops" in doc for doc in docs):
         raise CryptoError(f"{filename}: file already encrypted (it has a top-level 'sops' key)")
     cfg = config.load_config(config.find_config(env=env, cwd=os.getcwd(), override=config_path))

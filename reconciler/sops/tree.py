@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from reconciler.errors import CryptoError
 from reconciler.sops import age, keys, shamir, yamlv3
 from reconciler.sops.config import EncryptionRule
+from reconciler.sops.yamlv3 import Comment
 
 SOPS_VERSION = "3.11.0"
 IV_SIZE = 32
@@ -178,8 +179,9 @@ def parse_enc(text: str) -> EncValue | None:
     return EncValue(data, iv, tag, fields[3][len("type:") :])
 
 
-def encrypt_scalar(value: Any, key: bytes, aad: str) -> str:
-    """``ENC[AES256_GCM,…]`` for a typed leaf (an empty string stays empty, as in sops)."""
+def encrypt_scalar(value: Any, key: bytes, aad: str, *, kind: str | None = None) -> str:
+    """``ENC[AES256_GCM,…]`` for a typed leaf (an empty string stays empty, as in sops);
+    ``kind`` overrides the type name (``comment``)."""
     if isinstance(value, str) and value == "":
         return ""
     raw = to_bytes(value)
@@ -188,7 +190,7 @@ def encrypt_scalar(value: Any, key: bytes, aad: str) -> str:
     b64 = base64.b64encode
     return (
         f"ENC[AES256_GCM,data:{b64(sealed[:-16]).decode()},iv:{b64(iv).decode()},"
-        f"tag:{b64(sealed[-16:]).decode()},type:{_type_name(value)}]"
+        f"tag:{b64(sealed[-16:]).decode()},type:{kind or _type_name(value)}]"
     )
 
 
@@ -244,12 +246,47 @@ class _Walker:
 
     def walk(self, node: Any, path: tuple[str, ...]) -> Any:
         if isinstance(node, dict):
-            return {k: self.walk(v, (*path, k)) for k, v in node.items()}
+            return {
+                self.comment(k, path) if isinstance(k, Comment) else k: (
+                    None if isinstance(k, Comment) else self.walk(v, (*path, k))
+                )
+                for k, v in node.items()
+            }
         if isinstance(node, list):
-            return [self.walk(item, path) for item in node]
+            return [
+                self.comment(item, path, in_list=True) if isinstance(item, Comment) else self.walk(item, path)
+                for item in node
+            ]
         if node is None:
             return None
         return self.leaf(node, path)
+
+    def comment(self, comment: Comment, path: tuple[str, ...], *, in_list: bool = False) -> Comment | str:
+        """A comment is encrypted by the rules of its enclosing path (AAD: that path plus ":",
+        ":" at the top); it is never in the MAC. One that does not decrypt is kept as it is,
+        as sops does (files written before sops encrypted comments).
+
+        sops 3.11 writes an encrypted comment of a list as a list *value*
+        (``- ENC[…,type:comment]``, or ``- ""`` for an empty comment); so do we.
+        """
+        text = comment.text
+        aad = ":".join(path) + ":"
+        if self.encrypting:
+            if not self.selector(path):
+                return Comment(text)
+            sealed = encrypt_scalar(text, self.key, aad, kind="comment")
+            return sealed if in_list else Comment(sealed)
+        sel = self.selector
+        if not (text.startswith("ENC[") if sel.by_appearance else sel(path)):
+            return Comment(text)
+        enc = parse_enc(text)
+        if enc is None:
+            return Comment(text)
+        try:
+            raw = self.aead.decrypt(enc.iv, enc.data + enc.tag, aad.encode("utf-8"))
+        except (InvalidTag, ValueError):
+            return Comment(text)
+        return Comment(raw.decode("utf-8", "replace"))
 
     def _where(self, path: tuple[str, ...]) -> str:
         return f"{self.filename}: {'.'.join(path) or '<root>'}"
@@ -282,6 +319,8 @@ class _Walker:
         if value == "":
             return ""
         plain = self.open(value, ":".join(path) + ":", self._where(path))
+        if isinstance(plain, Comment):  # a list's encrypted comment (see comment()): not in the MAC
+            return plain
         self.mac.update(to_bytes(plain))
         return _friendly(plain)
 
@@ -300,7 +339,7 @@ class _Walker:
         if enc.kind == "bytes":
             return raw
         if enc.kind == "comment":
-            return raw.decode("utf-8", "replace")
+            return Comment(raw.decode("utf-8", "replace"))
         try:
             return _from_bytes(enc.kind, raw)
         except (ValueError, KeyError, UnicodeDecodeError):
@@ -553,7 +592,7 @@ def encrypt_documents(
     selector = Selector(rule)
     if selector.by_appearance:
         raise CryptoError(
-            f"{filename}: {selector.name} is not supported when writing (linkctl does not keep comments); "
+            f"{filename}: {selector.name} is not supported when writing by linkctl; "
             "use sops, or encrypted_regex/encrypted_suffix"
         )
     walker = _Walker(filename, key, selector, encrypting=True)

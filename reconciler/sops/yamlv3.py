@@ -4,13 +4,20 @@ Owns scalar resolution (YAML 1.2 core as yaml.v3 does it: ``yes``/``on`` are str
 ``0755`` is octal, plain timestamps become :class:`datetime.datetime`), order-keeping
 mappings with duplicate and non-string keys refused, and a small block-style emitter
 whose output both sops and this module read back identically. Used by
-:mod:`reconciler.sops.tree` and :mod:`reconciler.sops.config`. Comments are not kept.
+:mod:`reconciler.sops.tree` and :mod:`reconciler.sops.config`.
+
+Comments (``load_all(..., comments=True)``) become :class:`Comment` items placed where sops 3.11
+(yaml.v3 plus its YAML store) puts them: a key ``Comment`` with a ``None`` value in mappings, a
+``Comment`` element in lists. The placement rules are in :func:`_place_comments`; they were
+taken from the sops 3.11 binary's output (see docs/sops.md, "Comments").
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -50,6 +57,30 @@ UINT64_MAX = 2**64 - 1
 _YAML11_BOOLISH = frozenset(
     ["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"]
 )
+
+
+class Comment:
+    """One YAML comment line as a tree item: ``text`` is what follows ``#`` (leading space kept).
+
+    Compared by identity, so any number of comments can be keys of one mapping.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Comment({self.text!r})"
+
+
+def strip_comments(value: Any) -> Any:
+    """The same tree without :class:`Comment` items (a new tree; leaves are shared)."""
+    if isinstance(value, dict):
+        return {k: strip_comments(v) for k, v in value.items() if not isinstance(k, Comment)}
+    if isinstance(value, list):
+        return [strip_comments(v) for v in value if not isinstance(v, Comment)]
+    return value
 
 
 class YAMLError(ValueError):
@@ -211,7 +242,7 @@ def _scalar(node: ScalarNode) -> Any:
     return value
 
 
-def _construct(node: Node, active: set[int]) -> Any:
+def _construct(node: Node, active: set[int], where: _Placement | None = None) -> Any:
     if isinstance(node, ScalarNode):
         return _scalar(node)
     key = id(node)
@@ -220,10 +251,23 @@ def _construct(node: Node, active: set[int]) -> Any:
     active.add(key)
     try:
         if isinstance(node, SequenceNode):
-            return [_construct(item, active) for item in node.value]
+            items: list[Any] = where.comments("first", node) if where else []
+            for item in node.value:
+                if where:
+                    items += where.comments("before", item)
+                items.append(_construct(item, active, where))
+                if where:
+                    items += where.comments("after", item)
+            if where:
+                items += where.comments("foot", node)
+            return items
         if isinstance(node, MappingNode):
-            out: dict[str, Any] = {}
+            out: dict[Any, Any] = {}
+            if where:
+                out.update(dict.fromkeys(where.comments("first", node)))
             for key_node, value_node in node.value:
+                if where:
+                    out.update(dict.fromkeys(where.comments("before", key_node)))
                 k = _construct(key_node, active)
                 if not isinstance(k, str):
                     raise YAMLError(
@@ -232,26 +276,248 @@ def _construct(node: Node, active: set[int]) -> Any:
                     )
                 if k in out:
                     raise YAMLError(f"line {key_node.start_mark.line + 1}: duplicate key {k!r}")
-                out[k] = _construct(value_node, active)
+                out[k] = _construct(value_node, active, where)
+                if where:
+                    out.update(dict.fromkeys(where.comments("after", key_node)))
+            if where:
+                out.update(dict.fromkeys(where.comments("foot", node)))
             return out
     finally:
         active.discard(key)
     raise YAMLError("unexpected YAML node")  # pragma: no cover
 
 
-def load_all(text: str) -> list[Any]:
-    """Parse every document of a YAML stream into plain Python trees."""
+def load_all(text: str, *, comments: bool = False) -> list[Any]:
+    """Parse every document of a YAML stream into plain Python trees.
+
+    With ``comments=True`` the trees also hold :class:`Comment` items where sops keeps them.
+    """
     loader = _Loader(text)
-    docs: list[Any] = []
+    nodes: list[Node | None] = []
     try:
         while loader.check_node():
-            node = loader.get_node()
-            docs.append(None if node is None else _construct(node, set()))
+            nodes.append(loader.get_node())
+        pool = _scan_comments(text) if comments else []
     except yaml.YAMLError as exc:
         raise YAMLError(_yaml_error_text(exc)) from None
     finally:
         loader.dispose()
+    docs: list[Any] = []
+    last = max((i for i, n in enumerate(nodes) if n is not None), default=-1)
+    for index, node in enumerate(nodes):
+        if node is None:
+            docs.append(None)
+            continue
+        where = None
+        if comments:
+            # A block document's end mark is the next document's start (after its comments).
+            cut = len(pool) if index == last else sum(1 for c in pool if c.index < node.end_mark.index)
+            where = _place_comments(node, pool[:cut])
+            del pool[:cut]
+        docs.append(_construct(node, set(), where))
     return docs
+
+
+# -- comments ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _CommentLine:
+    index: int  # of the "#"
+    col: int
+    line: int
+    text: str
+    inline: bool  # something other than blanks precedes it on its line
+    header_of: int | None = None  # end index of the block scalar whose header line holds it
+    after_indicator: bool = False  # follows a "-", "?" or "---": it cannot end a collection
+
+
+def _scan_comments(text: str) -> list[_CommentLine]:
+    """Every comment of the stream, in order: the gaps between tokens hold only blanks and
+    comments; a block scalar's token also covers the comment on its header line."""
+    scanner = _Loader(text)
+    spans: list[tuple[int, int, bool]] = []
+    headers: list[tuple[int, int]] = []  # (index of '#', end of the block scalar)
+    try:
+        while scanner.check_token():
+            token = scanner.get_token()
+            assert token is not None
+            start, end = token.start_mark.index, token.end_mark.index
+            if end > start:
+                indicator = isinstance(token, yaml.BlockEntryToken | yaml.KeyToken | yaml.DocumentStartToken)
+                spans.append((start, end, indicator))
+            if isinstance(token, yaml.ScalarToken) and token.style in ("|", ">"):
+                hash_at = text.find("#", start, _eol(text, start))
+                if hash_at >= 0:
+                    headers.append((hash_at, end))
+    finally:
+        scanner.dispose()
+    starts = [0] + [m.end() for m in re.finditer(r"\r\n|\n|\r", text)]
+    found: list[_CommentLine] = []
+
+    def add(hash_at: int, header_of: int | None, indicator: bool = False) -> int:
+        eol = _eol(text, hash_at)
+        line = bisect.bisect_right(starts, hash_at) - 1
+        inline = bool(text[starts[line] : hash_at].strip(" \t\ufeff"))
+        found.append(
+            _CommentLine(
+                hash_at, hash_at - starts[line], line, text[hash_at + 1 : eol], inline, header_of, indicator
+            )
+        )
+        return eol
+
+    position, indicator = 0, False
+    for start, end, is_indicator in [*sorted(spans), (len(text), len(text), False)]:
+        while position < start:
+            hash_at = text.find("#", position, start)
+            if hash_at < 0:
+                break
+            position = add(hash_at, None, indicator)
+        position, indicator = max(position, end), is_indicator
+    for hash_at, end in headers:
+        add(hash_at, end)
+    found.sort(key=lambda c: c.index)
+    return found
+
+
+def _eol(text: str, start: int) -> int:
+    ends = [i for i in (text.find("\n", start), text.find("\r", start)) if i >= 0]
+    return min(ends) if ends else len(text)
+
+
+class _Placement:
+    """Comments assigned to nodes: ``before``/``after`` an item (key node or list element),
+    ``first`` inside a collection, ``foot`` at a collection's end."""
+
+    def __init__(self) -> None:
+        self._spots: dict[tuple[str, int], list[tuple[int, str]]] = {}
+
+    def add(self, spot: str, node: Node, comment: _CommentLine) -> None:
+        self._spots.setdefault((spot, id(node)), []).append((comment.index, comment.text))
+
+    def comments(self, spot: str, node: Node) -> list[Comment]:
+        return [Comment(text) for _, text in sorted(self._spots.get((spot, id(node)), ()))]
+
+
+@dataclasses.dataclass
+class _Where:
+    """A node and the item (key node or list element) it belongs to; None for the root."""
+
+    node: Node
+    item: Node | None
+
+
+_DROP = ("drop", None)
+
+
+def _place_comments(root: Node, lines: list[_CommentLine]) -> _Placement:
+    """Assign one document's comments the way sops 3.11 does (found by running it).
+
+    * A comment on its own line goes before the next key or list element, except when it
+      follows the end of a block collection and is indented deeper than that collection's
+      parent: then it ends that (deepest such) collection. Once a comment goes to a shallower
+      level, the comments after it (up to the next item) cannot go deeper again.
+      Comments between a list element's dash and its mapping or list go first inside it.
+    * A comment after content on the same line goes with the last node ending on that line:
+      before the key or element for a scalar (or a key whose value starts on the next line,
+      or a block scalar's header) and for a flow collection that is a list element; first
+      inside a flow collection that is a mapping value (even an empty list); nowhere for an
+      empty flow map. With no node ending on its line (``- # c``, ``--- # c``) it counts as
+      on its own line.
+
+    Comments a list element's mapping or list starts with are written before its dash
+    (:func:`dump_yaml`), as sops does, and are read back as comments of the outer list.
+    """
+    placed = _Placement()
+    context: list[_Where] = []
+    _contexts(root, None, context, set())
+    ends_on_line: dict[int, list[_Where]] = {}
+    by_end: dict[int, _Where] = {}
+    for where in context:
+        if isinstance(where.node, MappingNode | SequenceNode) and not where.node.flow_style:
+            continue  # a block collection "ends" where the next token starts
+        by_end.setdefault(where.node.end_mark.index, where)
+        ends_on_line.setdefault(where.node.end_mark.line, []).append(where)
+    own: list[_CommentLine] = []
+    for c in lines:
+        target = _inline_target(c, ends_on_line, by_end) if c.inline else None
+        if target is None:
+            own.append(c)
+        elif target is not _DROP and target[1] is not None:
+            placed.add(target[0], target[1], c)
+    _Cursor(own, placed).visit(root, -1, 1 << 62, set())
+    return placed
+
+
+def _contexts(node: Node, item: Node | None, out: list[_Where], seen: set[int]) -> None:
+    out.append(_Where(node, item))
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            out.append(_Where(key_node, key_node))
+            _contexts(value_node, key_node, out, seen)
+    elif isinstance(node, SequenceNode):
+        for element in node.value:
+            _contexts(element, element, out, seen)
+
+
+def _inline_target(
+    c: _CommentLine, ends_on_line: dict[int, list[_Where]], by_end: dict[int, _Where]
+) -> tuple[str, Node | None] | None:
+    if c.header_of is not None:
+        where: _Where | None = by_end.get(c.header_of)
+    else:
+        candidates = [w for w in ends_on_line.get(c.line, ()) if w.node.end_mark.index <= c.index]
+        where = max(candidates, key=lambda w: w.node.end_mark.index, default=None)
+    if where is None or where.item is None:
+        return None
+    node = where.node
+    if isinstance(node, MappingNode | SequenceNode) and where.item is not node:
+        # a flow collection that is a mapping value (sops drops it in a mapping without keys)
+        return ("first", node) if node.value or isinstance(node, SequenceNode) else _DROP
+    return ("before", where.item)
+
+
+class _Cursor:
+    """Walks a document in order, handing out the comments that stand on their own line."""
+
+    def __init__(self, own: list[_CommentLine], placed: _Placement) -> None:
+        self.own = own
+        self.pos = 0
+        self.placed = placed
+
+    def visit(self, node: Node, parent_col: int, limit: int, seen: set[int]) -> None:
+        if id(node) in seen or not isinstance(node, MappingNode | SequenceNode):
+            return
+        seen.add(id(node))
+        pairs = node.value if isinstance(node, MappingNode) else [(v, v) for v in node.value]
+        col = node.start_mark.column
+        for i, (item, value) in enumerate(pairs):
+            while self.pos < len(self.own) and self.own[self.pos].index < item.start_mark.index:
+                c = self.own[self.pos]
+                if c.after_indicator and item is value and isinstance(value, MappingNode | SequenceNode):
+                    self.placed.add("first", value, c)  # "- # c" / "-\n  # c" before a collection
+                else:
+                    self.placed.add("before", item, c)
+                self.pos += 1
+            following = pairs[i + 1][0].start_mark.index if i + 1 < len(pairs) else limit
+            self.visit(value, col, following, seen)
+        own = self.own
+        if node.flow_style and not node.value and isinstance(node, MappingNode):
+            while self.pos < len(own) and own[self.pos].index < node.end_mark.index:
+                self.pos += 1  # sops loses comments inside "{ }" when it reads them
+            return
+        while self.pos < len(own) and (
+            own[self.pos].index < node.end_mark.index
+            if node.flow_style
+            else own[self.pos].index < limit
+            and own[self.pos].col > parent_col
+            and not own[self.pos].after_indicator
+        ):
+            self.placed.add("foot", node, own[self.pos])
+            self.pos += 1
 
 
 def _yaml_error_text(exc: yaml.YAMLError) -> str:
@@ -367,41 +633,58 @@ def _key_text(key: str) -> str:
     return key if _plain_ok(key) and len(key) < 1000 else _double_quoted(key)
 
 
+def _has_items(value: dict[Any, Any] | list[Any]) -> bool:
+    return any(not isinstance(k, Comment) for k in value)
+
+
 def _emit(value: Any, col: int, step: int, out: list[str], first_prefix: str | None) -> None:
-    """Emit a non-empty mapping or sequence; the first line starts with ``first_prefix`` if given."""
+    """Emit a mapping or sequence with items; the first item's line starts with ``first_prefix``
+    if given (a list element's dash). Comments it starts with go before that dash."""
     pad = " " * col
-    items: Iterator[tuple[str | None, Any]] = (
+    items: Iterator[tuple[Any, Any]] = (
         iter(value.items()) if isinstance(value, dict) else ((None, v) for v in value)
     )
+    # yaml.v3: inside a list element the indentation just skips "- "; everything else goes
+    # to the next multiple of the indentation step.
+    child_col = col + 2 if isinstance(value, list) else step * ((col + step) // step)
     first = True
     for key, child in items:
+        comment = key if isinstance(key, Comment) else child if isinstance(child, Comment) else None
+        if comment is not None:
+            if first and first_prefix is not None:
+                dash_col = len(first_prefix) - len(first_prefix.lstrip(" "))
+                out.append(" " * dash_col + "#" + comment.text)
+            else:
+                out.append(pad + "#" + comment.text)
+            continue
         lead = first_prefix if (first and first_prefix is not None) else pad
         first = False
         head = lead + (_key_text(key) + ":" if key is not None else "-")
-        child_col = col + step if key is not None else col + 2
-        if isinstance(child, dict | list) and child:
+        if isinstance(child, dict | list) and _has_items(child):
             if key is None:
-                _emit(child, col + 2, step, out, head + " ")
+                _emit(child, child_col, step, out, head + " ")
             else:
                 out.append(head)
-                _emit(child, col + step, step, out, None)
+                _emit(child, child_col, step, out, None)
         elif isinstance(child, dict):
-            out.append(head + " {}")
+            out.append(head + " {}")  # sops drops the comments of a mapping without keys
         elif isinstance(child, list):
             out.append(head + " []")
+            out.extend(pad + "#" + c.text for c in child)
         else:
             out.append(head + " " + _scalar_text(child, child_col))
 
 
-def dump_yaml(documents: list[dict[str, Any]], *, indent: int = 4) -> str:
-    """Block-style YAML for one or more mapping documents (``---`` between documents)."""
+def dump_yaml(documents: list[dict[Any, Any]], *, indent: int = 4) -> str:
+    """Block-style YAML for one or more mapping documents (``---`` between documents);
+    :class:`Comment` items are written as ``#text`` lines where sops writes them."""
     parts: list[str] = []
     for doc in documents:
-        if not doc:
-            parts.append("{}\n")
-            continue
         lines: list[str] = []
-        _emit(doc, 0, indent, lines, None)
+        if _has_items(doc):
+            _emit(doc, 0, indent, lines, None)
+        else:
+            lines = ["#" + c.text for c in doc] + ["{}"]
         parts.append("\n".join(lines) + "\n")
     return "---\n".join(parts)
 
