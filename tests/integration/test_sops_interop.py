@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from reconciler import sops
 from reconciler.sops import yamlv3
 from tests.conftest import ROOT, require_tool
+from tests.unit.sops.test_sops_comments import LINK, LINK_OUT, POSITIONS
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +262,103 @@ def test_json_roundtrip_exact_text(keys: dict[str, Any], sops_bin: str, tmp_path
     enc = sops.encrypt_text(text, filename="j.json", fmt="json", env={}, recipients=[keys["r1"]])
     path = _write(tmp_path, "j.enc", "json", enc)
     assert _run_sops(sops_bin, ["decrypt", str(path)], keys["k1"], tmp_path) == text
+
+
+# -- comments -------------------------------------------------------------------------------------
+
+COMMENT_RULES: dict[str, tuple[list[str], sops.EncryptionRule | None]] = {
+    # sops's default rule: every comment outside an `_unencrypted` key is encrypted.
+    "unencrypted-suffix": (
+        ["--unencrypted-suffix", "_unencrypted"],
+        sops.EncryptionRule(unencrypted_suffix="_unencrypted"),
+    ),
+    # The link-file default: comments stay readable.
+    "encrypted-regex": (
+        ["--encrypted-regex", "^(clientSecret)$"],
+        sops.EncryptionRule(encrypted_regex="^(clientSecret)$"),
+    ),
+}
+
+
+def _shape(enc: str) -> str:
+    """The encrypted body with every ENC[...] reduced to its type (for comparing layouts)."""
+    body = enc.split("\nsops:\n")[0]
+    return re.sub(r"ENC\[AES256_GCM,data:[^,]*,iv:[^,]*,tag:[^,]*,type:(\w+)\]", r"ENC(\1)", body)
+
+
+@pytest.mark.parametrize("rule", sorted(COMMENT_RULES))
+def test_comments_link_file_both_ways(rule: str, keys: dict[str, Any], sops_bin: str, tmp_path: Path) -> None:
+    flags, ours_rule = COMMENT_RULES[rule]
+    plain = _write(tmp_path, "link", "yaml", LINK)
+    # sops, given the plaintext: the reference for both directions.
+    sops_enc = _run_sops(sops_bin, ["encrypt", "--age", keys["r1"], *flags, str(plain)], keys["k1"], tmp_path)
+    sops_enc_path = _write(tmp_path, "link.sops.enc", "yaml", sops_enc)
+    reference = _run_sops(sops_bin, ["decrypt", str(sops_enc_path)], keys["k1"], tmp_path)
+    assert reference == LINK_OUT
+    # Ours -> sops decrypt (MAC checked by sops) gives the same text, comments included.
+    if rule == "encrypted-regex":
+        ours_rule = None  # the default for link files
+    ours_enc = sops.encrypt_text(
+        LINK, filename="link.yaml", fmt="yaml", env={}, recipients=[keys["r1"]], rule=ours_rule
+    )
+    assert ("yaml-language-server" in ours_enc) == (rule == "encrypted-regex")
+    assert _shape(ours_enc) == _shape(sops_enc)
+    ours_path = _write(tmp_path, "link.ours.enc", "yaml", ours_enc)
+    assert _run_sops(sops_bin, ["decrypt", str(ours_path)], keys["k1"], tmp_path) == reference
+    # sops -> our `secrets decrypt`, byte for byte.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SOPS_AGE_KEY_FILE": str(keys["k1"])}
+    for path in (sops_enc_path, ours_path):
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "secrets", "decrypt", str(path)],
+            env=env, capture_output=True, text=True, check=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.stdout == reference
+    # The loader's API still returns the data only.
+    assert sops.decrypt_text(
+        sops_enc, filename="l", fmt="yaml", env={"SOPS_AGE_KEY_FILE": str(keys["k1"])}
+    ) == yamlv3.load_all(LINK)
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONS))
+@pytest.mark.parametrize("rule", sorted(COMMENT_RULES))
+def test_comment_positions_both_ways(
+    name: str, rule: str, keys: dict[str, Any], sops_bin: str, tmp_path: Path
+) -> None:
+    text, expected = POSITIONS[name]
+    flags, ours_rule = COMMENT_RULES[rule]
+    plain = _write(tmp_path, "p", "yaml", text)
+    sops_enc = _run_sops(sops_bin, ["encrypt", "--age", keys["r1"], *flags, str(plain)], keys["k1"], tmp_path)
+    sops_enc_path = _write(tmp_path, "p.sops.enc", "yaml", sops_enc)
+    reference = _run_sops(sops_bin, ["decrypt", str(sops_enc_path)], keys["k1"], tmp_path)
+    assert reference == expected
+    env = {"SOPS_AGE_KEY_FILE": str(keys["k1"])}
+    ours_enc = sops.encrypt_text(
+        text, filename="p.yaml", fmt="yaml", env={}, recipients=[keys["r1"]], rule=ours_rule
+    )
+    if name != "empty collections":  # sops writes `b: {# c}` but loses that comment when reading
+        assert _shape(ours_enc) == _shape(sops_enc)
+    ours_path = _write(tmp_path, "p.ours.enc", "yaml", ours_enc)
+    assert _run_sops(sops_bin, ["decrypt", str(ours_path)], keys["k1"], tmp_path) == reference
+    for enc in (sops_enc, ours_enc):
+        docs = sops.decrypt_text(enc, filename="p", fmt="yaml", env=env, comments=True)
+        assert sops.dump_documents(docs, fmt="yaml") == reference
+
+
+_LINKCTL = [sys.executable, "-m", "reconciler"]
+
+
+def test_cli_encrypt_in_place_keeps_modeline(keys: dict[str, Any], sops_bin: str, tmp_path: Path) -> None:
+    path = _write(tmp_path, "link", "yaml", LINK)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SOPS_AGE_KEY_FILE": str(keys["k1"])}
+    subprocess.run(
+        [*_LINKCTL, "secrets", "encrypt", "--age", keys["r1"], "--in-place", str(path)],
+        env=env, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=https://linkctl.dev/schema/link.json\n")
+    assert _run_sops(sops_bin, ["decrypt", str(path)], keys["k1"], tmp_path) == LINK_OUT
+    subprocess.run(
+        [sys.executable, "-m", "reconciler", "secrets", "decrypt", "--in-place", str(path)],
+        env=env, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert path.read_text() == LINK_OUT
