@@ -82,7 +82,7 @@ def test_rotated_refresh_token_is_durable_before_any_lease_is_released(
     store.mark_in_flight_many(
         [(g.link_name, g.token_version) for g in leased], owner="K", now=clock(), ttl=30
     )
-    seen: list[tuple[str | None, str | None]] = []
+    seen: list[tuple[str | None, str]] = []
     original = store._token_columns  # type: ignore[attr-defined]
 
     def spy(uid: str, resp: object) -> object:
