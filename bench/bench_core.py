@@ -57,8 +57,11 @@ def write_links(root: Path, n: int, *, changed: set[int] | None = None, per_file
         parts = []
         for i in range(start, min(n, start + per_file)):
             provider, scope = ("google", "https://mail.google.com/") if i % 2 else ("microsoft", "User.Read")
-            parts.append(LINK.format(i=i, team=i % 7, provider=provider, scope=scope,
-                                     suffix="-v2" if i in changed else ""))
+            parts.append(
+                LINK.format(
+                    i=i, team=i % 7, provider=provider, scope=scope, suffix="-v2" if i in changed else ""
+                )
+            )
         (root / f"links-{start // per_file:04d}.yaml").write_text("".join(parts))
 
 
@@ -77,9 +80,13 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[f
 
 def bench_linkctl(n: int, work: Path) -> dict[str, tuple[float, float]]:
     """The five measured steps for N links."""
-    env = {**os.environ, "BENCH_SECRET": "bench-secret-value", "HOME": str(work / "home"),
-           "LINKCTL_STATE": f"sqlite:///{work / 'state.db'}",
-           "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode()}
+    env = {
+        **os.environ,
+        "BENCH_SECRET": "bench-secret-value",
+        "HOME": str(work / "home"),
+        "LINKCTL_STATE": f"sqlite:///{work / 'state.db'}",
+        "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
     links = work / "links"
     linkctl = [sys.executable, "-m", "reconciler"]
     write_links(links, n)
@@ -119,16 +126,21 @@ def bench_terraform(n: int, work: Path) -> dict[str, tuple[float, float]] | None
         body = []
         for i in range(n):
             provider, scope = ("google", "https://mail.google.com/") if i % 2 else ("microsoft", "User.Read")
-            body.append(TF_RESOURCE.format(i=i, provider=provider, scope=scope,
-                                           suffix="-v2" if i in changed else ""))
+            body.append(
+                TF_RESOURCE.format(i=i, provider=provider, scope=scope, suffix="-v2" if i in changed else "")
+            )
         (tf / "main.tf").write_text("".join(body))
 
     write(set())
     run([terraform, "init", "-input=false", "-no-color"], env, cwd=tf)
     results = {
         "plan (all new)": run([terraform, "plan", "-input=false", "-no-color", "-lock=false"], env, cwd=tf),
-        "apply (all new)": run([terraform, "apply", "-auto-approve", "-input=false", "-no-color"], env, cwd=tf),
-        "no-op plan": run([terraform, "plan", "-input=false", "-no-color", "-detailed-exitcode"], env, cwd=tf),
+        "apply (all new)": run(
+            [terraform, "apply", "-auto-approve", "-input=false", "-no-color"], env, cwd=tf
+        ),
+        "no-op plan": run(
+            [terraform, "plan", "-input=false", "-no-color", "-detailed-exitcode"], env, cwd=tf
+        ),
     }
     write(set(range(0, n, 100)))
     results["plan (1% changed)"] = run([terraform, "plan", "-input=false", "-no-color"], env, cwd=tf)
@@ -136,12 +148,16 @@ def bench_terraform(n: int, work: Path) -> dict[str, tuple[float, float]] | None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, action="append", help="link counts (default 1000 and 10000)")
     parser.add_argument("--no-terraform", action="store_true", help="skip the Terraform comparison")
     args = parser.parse_args()
     counts = args.n or [1000, 10000]
-    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"{'N':>6}  {'step':<20} {'linkctl s':>10} {'peak MiB':>9} {'terraform s':>12} {'ratio':>8}")
     for n in counts:

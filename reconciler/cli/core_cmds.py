@@ -307,60 +307,40 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
             if not quiet or args.verbose:  # cron wants silence unless something changed
                 _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
             return EXIT_OK
-        revocations = _collect_revocations(ctx, [c.link for c in plan.changes if c.action == DELETE])
+        revoked = _revoke_before_delete(ctx, [c.link for c in plan.changes if c.action == DELETE])
         applied = apply_plan(store, plan, result.links, actor=_actor(ctx))
     if args.output == "json":
         ctx.json({**plan.to_json(), "applied": True, "new_serial": applied.serial})
     else:
         ctx.stdout.write(render_text(plan, verbose=args.verbose))
         ctx.out(f"Applied: state serial is now {applied.serial}.")
-    return _revoke(ctx, revocations)
+    return revoked
 
 
-def _collect_revocations(ctx: Context, names: Sequence[str]) -> list[tuple[Any, Any]]:
-    """Tokens of links about to be deleted, read before the delete commits."""
+def _revoke_before_delete(ctx: Context, names: Sequence[str]) -> int:
+    """Revoke the tokens of links about to be deleted (RFC 7009); report failures, never hide them."""
     if not names:
-        return []
-    from reconciler.oauth.client import ClientConfig
-
-    store = ctx.store()
-    found: list[tuple[Any, Any]] = []
-    for name in names:
-        link = store.get_link(name)
-        grant = store.get_grant(name, with_tokens=True)
-        if link is None or grant is None or not link.spec.get("revokeOnDelete", True):
-            continue
-        token = grant.refresh_token or grant.access_token
-        if token is None:
-            continue
-        if not link.spec.get("revocationEndpoint"):
-            ctx.notice(
-                f"note: {name}: the provider has no revocation endpoint; its tokens expire on their own"
-            )
-            continue
-        config = ClientConfig.from_spec(name, link.spec, store.read_secret(name, "clientSecret"))
-        found.append((config, (token, "refresh_token" if grant.refresh_token else "access_token")))
-    return found
-
-
-def _revoke(ctx: Context, revocations: list[tuple[Any, Any]]) -> int:
-    """Revoke deleted links' tokens (RFC 7009); report failures, never hide them."""
-    if not revocations:
         return EXIT_OK
     from reconciler.oauth.client import TokenClient
+    from reconciler.oauth.keeper import revoke_grant
 
+    store = ctx.store()
     failed = 0
-    client = TokenClient()
-    try:
-        for config, (token, hint) in revocations:
-            try:
-                client.revoke(config, token, token_type_hint=hint)
-                ctx.notice(f"revoked the {hint.replace('_', ' ')} of deleted link {config.link}")
-            except LinkctlError as exc:
+    with TokenClient(metadata_cache=ctx.metadata_cache()) as client:
+        for name in names:
+            link = store.get_link(name)
+            if link is None or not link.spec.get("revokeOnDelete", True):
+                continue
+            result = revoke_grant(store, name, client)
+            if result.revoked:
+                kinds = ", ".join(result.revoked_tokens)
+                ctx.notice(f"revoked the tokens of {name} ({kinds}) before deleting it")
+            elif result.failed:
                 failed += 1
-                ctx.notice(f"warning: could not revoke the tokens of deleted link {config.link}: {exc}")
-    finally:
-        client.close()
+                ctx.notice(f"warning: could not revoke the tokens of {name} before deleting it:"
+                           f" {result.error}")
+            elif result.reason and result.reason != "no tokens":
+                ctx.notice(f"note: {name}: {result.reason}; its tokens expire on their own")
     return 1 if failed else EXIT_OK
 
 

@@ -86,12 +86,19 @@ def register(subparsers: Any) -> None:
     keeper.set_defaults(handler=keeper_command)
 
 
-def _token_client(timeout: float, *, keepalive: bool = False, connections: int = 32) -> TokenClient:
+def _token_client(
+    ctx: Context, timeout: float, *, keepalive: bool = False, connections: int = 32
+) -> TokenClient:
     from reconciler.oauth.client import TokenClient
 
     # Only the keeper keeps connections alive (many refreshes in a row); `linkctl token`
     # sends one request and exits.
-    return TokenClient(timeout=timeout, keepalive=keepalive, max_connections=max(connections, 1))
+    return TokenClient(
+        timeout=timeout,
+        keepalive=keepalive,
+        max_connections=max(connections, 1),
+        metadata_cache=ctx.metadata_cache(),
+    )
 
 
 def _token_json(grant: Grant, now: float) -> dict[str, Any]:
@@ -122,7 +129,7 @@ def token_command(args: argparse.Namespace, ctx: Context) -> int:
         clients: list[TokenClient] = []
 
         def factory() -> TokenClient:
-            clients.append(_token_client(policy.http_timeout))
+            clients.append(_token_client(ctx, policy.http_timeout))
             return clients[-1]
 
         try:
@@ -169,7 +176,7 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     def store_factory() -> Store:
         return open_store(settings, notice=ctx.notice)
 
-    client = _token_client(policy.http_timeout, keepalive=True, connections=args.workers)
+    client = _token_client(ctx, policy.http_timeout, keepalive=True, connections=args.workers)
     try:
         runner = keeper.Keeper(
             store, client, store_factory=store_factory, workers=args.workers, policy=policy

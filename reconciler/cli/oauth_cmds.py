@@ -101,7 +101,7 @@ def authorize_command(args: argparse.Namespace, ctx: Context) -> int:
     from reconciler.oauth.client import TokenClient
 
     config = _load_config(ctx, args.name)
-    with TokenClient() as client:
+    with TokenClient(metadata_cache=ctx.metadata_cache()) as client:
         if config.grant == "client_credentials":
             ctx.notice(
                 f"link {config.link!r} uses the client credentials grant: no consent is needed "
@@ -181,7 +181,7 @@ def doctor_command(args: argparse.Namespace, ctx: Context) -> int:
     else:
         names = [link.name for link in store.list_links()]
     findings: list[Finding] = []
-    with TokenClient(timeout=args.timeout) as client:
+    with TokenClient(timeout=args.timeout, metadata_cache=ctx.metadata_cache()) as client:
         for name in names:
             findings.extend(diagnose_link(ctx, client, name))
     if args.output == "json":

@@ -19,6 +19,7 @@ from reconciler.errors import EXIT_ERROR, InvalidConfiguration, LinkctlError
 
 if TYPE_CHECKING:
     from reconciler.settings import Settings
+    from reconciler.store import MetadataCacheOpener
     from reconciler.store.base import Store
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
@@ -52,6 +53,12 @@ class Context:
 
             self._store = open_store(self.settings, notice=self.notice)
         return self._store
+
+    def metadata_cache(self) -> MetadataCacheOpener:
+        """The store's discovery cache, for ``TokenClient(metadata_cache=...)``."""
+        from reconciler.store import MetadataCacheOpener
+
+        return MetadataCacheOpener(self.settings)
 
     def close(self) -> None:
         """Close what this invocation opened."""

@@ -17,7 +17,7 @@ import datetime
 import email.utils
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from urllib.parse import quote_plus, urlsplit
 
 import httpx
@@ -42,6 +42,19 @@ __all__ = [
     "TokenResponse",
     "parse_retry_after",
 ]
+
+
+METADATA_MAX_AGE = 24 * 3600.0  # discovery documents change rarely; refetch daily
+
+
+class MetadataCache(Protocol):
+    """Where discovery documents are cached across processes (the store implements it)."""
+
+    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
+        """A cached metadata document and when it was fetched."""
+
+    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
+        """Cache a metadata document."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,10 +254,14 @@ class TokenClient:
         keepalive: bool = False,
         keepalive_expiry: float = KEEPALIVE_EXPIRY,
         max_connections: int = 32,
+        metadata_cache: MetadataCache | None = None,
+        metadata_max_age: float = METADATA_MAX_AGE,
     ) -> None:
         self._clock = clock
         self._timeout = timeout
         self._metadata: dict[str, ProviderMetadata] = {}
+        self._metadata_cache = metadata_cache
+        self._metadata_max_age = metadata_max_age
         self._keepalive = keepalive
         common: dict[str, Any] = {
             "transport": transport,
@@ -393,6 +410,12 @@ class TokenClient:
         """Fetch metadata by OIDC Discovery, then RFC 8414; the issuer must match exactly."""
         if issuer in self._metadata:
             return self._metadata[issuer]
+        cached = self._metadata_cache.get_provider_metadata(issuer) if self._metadata_cache else None
+        if cached is not None and self._clock() - cached[1] < self._metadata_max_age:
+            stored, _ = cached
+            metadata = discovery.parse_metadata(issuer, stored, source_url=stored.get("source_url"))
+            self._metadata[issuer] = metadata
+            return metadata
         tried: list[str] = []
         for url in discovery.discovery_urls(issuer):
             tried.append(url)
@@ -423,6 +446,10 @@ class TokenClient:
                 )
             metadata = discovery.parse_metadata(issuer, document, source_url=url)
             self._metadata[issuer] = metadata
+            if self._metadata_cache is not None:
+                self._metadata_cache.put_provider_metadata(
+                    issuer, {**document, "source_url": url}, fetched_at=self._clock()
+                )
             return metadata
         raise ProviderConfigError(
             f"no metadata document for issuer {issuer} (tried {', '.join(tried)})",

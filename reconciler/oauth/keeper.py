@@ -72,6 +72,9 @@ class TokenClientLike(Protocol):
     def revoke(self, config: ClientConfig, token: Secret, *, token_type_hint: str = "refresh_token") -> None:
         """Token revocation (RFC 7009)."""
 
+    def with_endpoints(self, config: ClientConfig) -> ClientConfig:
+        """``config`` with endpoints discovered from its issuer when it lacks some."""
+
 
 @dataclasses.dataclass(frozen=True)
 class KeeperPolicy:
@@ -991,6 +994,11 @@ def revoke_grant(
         config = client_config(store, link)
     except LinkctlError as error:
         return RevocationResult(name, attempted=False, revoked=False, error=error.message, reason="no config")
+    if not config.revocation_endpoint and config.issuer:
+        try:  # a custom link that declares only its issuer: the endpoint comes from discovery
+            config = client.with_endpoints(config)
+        except LinkctlError as error:
+            return RevocationResult(name, attempted=True, revoked=False, error=f"discovery: {error.message}")
     if not config.revocation_endpoint:
         return RevocationResult(
             name, attempted=False, revoked=False, reason="the provider has no revocation endpoint (RFC 7009)"

@@ -11,8 +11,8 @@ later, ``postgresql://…``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StateError
 
@@ -44,4 +44,25 @@ def open_store(settings: Settings, *, notice: Callable[[str], None] | None = Non
     )
 
 
-__all__ = ["open_store"]
+class MetadataCacheOpener:
+    """The store's discovery cache, opening its own connection per call.
+
+    Safe from any thread (the keeper's workers share one HTTP client); discovery
+    happens once per issuer and process, so the cost of opening does not matter.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
+        """A cached metadata document and when it was fetched."""
+        with open_store(self._settings) as store:
+            return store.get_provider_metadata(issuer)
+
+    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
+        """Cache a metadata document."""
+        with open_store(self._settings) as store:
+            store.put_provider_metadata(issuer, metadata, fetched_at=fetched_at)
+
+
+__all__ = ["MetadataCacheOpener", "open_store"]

@@ -33,7 +33,11 @@ def test_positions_point_at_values(tmp_path: Path) -> None:
 
 
 def test_multi_document_and_foreign_documents_are_skipped(tmp_path: Path) -> None:
-    text = LINK + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n" + LINK.replace("name: a", "name: b")
+    text = (
+        LINK
+        + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\n"
+        + LINK.replace("name: a", "name: b")
+    )
     result = _load(tmp_path, text)
     assert [d.name for d in result.documents] == ["a", "b"]
     assert result.documents[1].line == 13
@@ -52,8 +56,13 @@ def test_yaml11_lookalikes_are_errors(tmp_path: Path) -> None:
     head = "apiVersion: linkctl.dev/v1\nkind: Instance\n"
     result = _load(tmp_path, head + "a: [on, no, 0755, 2024-01-01, 1_000, 'on', true, 12, 0x1f]\n", "x.yaml")
     codes = [(d.line, d.column, d.code) for d in result.diagnostics]
-    assert codes == [(3, 5, "yaml11-ambiguous"), (3, 9, "yaml11-ambiguous"), (3, 13, "yaml11-ambiguous"),
-                     (3, 19, "yaml11-ambiguous"), (3, 31, "yaml11-ambiguous")]
+    assert codes == [
+        (3, 5, "yaml11-ambiguous"),
+        (3, 9, "yaml11-ambiguous"),
+        (3, 13, "yaml11-ambiguous"),
+        (3, 19, "yaml11-ambiguous"),
+        (3, 31, "yaml11-ambiguous"),
+    ]
     foreign = _load(tmp_path, "apiVersion: v1\nkind: ConfigMap\ndata: {enabled: on}\n", "x.yaml")
     assert foreign.diagnostics == [] and foreign.skipped
 
@@ -91,7 +100,9 @@ def test_syntax_error_has_position(tmp_path: Path) -> None:
 
 
 def test_unknown_kind_and_version(tmp_path: Path) -> None:
-    result = _load(tmp_path, "apiVersion: linkctl.dev/v1\nkind: Link\n---\napiVersion: linkctl.dev/v9\nkind: Instance\n")
+    result = _load(
+        tmp_path, "apiVersion: linkctl.dev/v1\nkind: Link\n---\napiVersion: linkctl.dev/v9\nkind: Instance\n"
+    )
     assert [(d.code, d.line) for d in result.diagnostics] == [("unknown-kind", 2), ("api-version", 4)]
 
 

@@ -14,11 +14,27 @@ from reconciler.validate import DesiredLink
 KEY = b"k" * 32
 
 
-def desired(name: str, *, secret: str = "s3cr3t-canary", renamed_from: str | None = None, **spec: Any) -> DesiredLink:
-    base = {"provider": "google", "clientId": "id", "clientSecret": {"$secret": "clientSecret"}, "scopes": ["a"]}
+def desired(
+    name: str, *, secret: str = "s3cr3t-canary", renamed_from: str | None = None, **spec: Any
+) -> DesiredLink:
+    base = {
+        "provider": "google",
+        "clientId": "id",
+        "clientSecret": {"$secret": "clientSecret"},
+        "scopes": ["a"],
+    }
     base.update(spec)
-    return DesiredLink(name, "google", base, {"clientSecret": Secret(secret)}, "f.yaml", 3, "delete",
-                       renamed_from, frozenset())
+    return DesiredLink(
+        name,
+        "google",
+        base,
+        {"clientSecret": Secret(secret)},
+        "f.yaml",
+        3,
+        "delete",
+        renamed_from,
+        frozenset(),
+    )
 
 
 def stored(link: DesiredLink, *, policy: str = "delete", tamper: dict[str, Any] | None = None) -> StoredLink:
@@ -26,8 +42,21 @@ def stored(link: DesiredLink, *, policy: str = "delete", tamper: dict[str, Any] 
     spec = dict(link.spec)
     digest = plans.spec_hash(spec, fps)
     spec.update(tamper or {})
-    return StoredLink("uid-" + link.name, link.name, link.provider, spec, digest, fps, 1, "f.yaml", 3,
-                      "linkctl", policy, 0.0, 0.0)
+    return StoredLink(
+        "uid-" + link.name,
+        link.name,
+        link.provider,
+        spec,
+        digest,
+        fps,
+        1,
+        "f.yaml",
+        3,
+        "linkctl",
+        policy,
+        0.0,
+        0.0,
+    )
 
 
 def compute(want: list[DesiredLink], have: list[StoredLink], prune: bool = False) -> plans.Plan:
@@ -89,8 +118,17 @@ def test_json_round_trip_and_same_changes() -> None:
 
 def test_sensitive_fields_from_sops_are_redacted() -> None:
     old = desired("a")
-    new = DesiredLink("a", "google", {**old.spec, "clientId": "new-id"}, old.secrets, "f.yaml", 3, "delete",
-                      None, frozenset({"clientId"}))
+    new = DesiredLink(
+        "a",
+        "google",
+        {**old.spec, "clientId": "new-id"},
+        old.secrets,
+        "f.yaml",
+        3,
+        "delete",
+        None,
+        frozenset({"clientId"}),
+    )
     plan = compute([new], [stored(old)])
     assert plan.changes[0].fields[0].sensitive
     assert "new-id" not in render_text(plan)

@@ -49,7 +49,9 @@ def test_google_preset_fills_endpoints_and_params(tmp_path: Path) -> None:
 
 def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: Path) -> None:
     spec = "  provider: microsoft\n  tenant: t1\n  clientId: a\n  clientSecret: {fromEnv: S}\n  scopes: [User.Read]\n"
-    cc = spec.replace("scopes: [User.Read]", "scopes: [https://graph.microsoft.com/.default]\n  grant: client_credentials")
+    cc = spec.replace(
+        "scopes: [User.Read]", "scopes: [https://graph.microsoft.com/.default]\n  grant: client_credentials"
+    )
     result = _validate(tmp_path, _link(spec), _link(cc, "l2"), env={"S": "x"})
     assert result.ok, result.diagnostics
     interactive, daemon = result.links
@@ -67,25 +69,58 @@ def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: 
         ("  provider: github\n  scopes: [a]\n", "literal-error", "spec.provider"),
         ("  provider: google\n", "no-scopes", "spec"),
         ("  provider: google\n  scopes: [a]\n  tenant: x\n", "provider-field", "spec.tenant"),
-        ("  provider: google\n  scopes: [a]\n  grant: client_credentials\n", "unsupported-grant", "spec.grant"),
-        ("  provider: google\n  scopes: [a]\n  authorizeParams: {prompt: none}\n", "no-refresh-token",
-         "spec.authorizeParams.prompt"),
+        (
+            "  provider: google\n  scopes: [a]\n  grant: client_credentials\n",
+            "unsupported-grant",
+            "spec.grant",
+        ),
+        (
+            "  provider: google\n  scopes: [a]\n  authorizeParams: {prompt: none}\n",
+            "no-refresh-token",
+            "spec.authorizeParams.prompt",
+        ),
         ("  provider: custom\n  scopes: [offline_access]\n", "no-endpoints", "spec"),
-        ("  provider: custom\n  scopes: [offline_access]\n  issuer: http://auth.example.com\n", "insecure-url",
-         "spec.issuer"),
-        ("  provider: custom\n  scopes: [offline_access]\n  issuer: http://127.0.0.1:9000\n", "insecure-url",
-         "spec.issuer"),
-        ("  provider: custom\n  scopes: [a]\n  issuer: https://id.example.com\n", "no-refresh-token", "spec.scopes"),
-        ("  provider: custom\n  scopes: [offline_access]\n  authorizationEndpoint: https://accounts.google.com/x\n"
-         "  tokenEndpoint: https://oauth2.googleapis.com/token\n", "custom-preset-host", "spec.authorizationEndpoint"),
-        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: plain\n", "plaintext-secret",
-         "spec.clientSecret"),
-        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnv: NOPE}\n", "secret-unresolved",
-         "spec.clientSecret.fromEnv"),
-        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromFile: nope.txt}\n",
-         "secret-unresolved", "spec.clientSecret.fromFile"),
-        ("  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnvv: S}\n", "secret-source",
-         "spec.clientSecret"),
+        (
+            "  provider: custom\n  scopes: [offline_access]\n  issuer: http://auth.example.com\n",
+            "insecure-url",
+            "spec.issuer",
+        ),
+        (
+            "  provider: custom\n  scopes: [offline_access]\n  issuer: http://127.0.0.1:9000\n",
+            "insecure-url",
+            "spec.issuer",
+        ),
+        (
+            "  provider: custom\n  scopes: [a]\n  issuer: https://id.example.com\n",
+            "no-refresh-token",
+            "spec.scopes",
+        ),
+        (
+            "  provider: custom\n  scopes: [offline_access]\n  authorizationEndpoint: https://accounts.google.com/x\n"
+            "  tokenEndpoint: https://oauth2.googleapis.com/token\n",
+            "custom-preset-host",
+            "spec.authorizationEndpoint",
+        ),
+        (
+            "  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: plain\n",
+            "plaintext-secret",
+            "spec.clientSecret",
+        ),
+        (
+            "  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnv: NOPE}\n",
+            "secret-unresolved",
+            "spec.clientSecret.fromEnv",
+        ),
+        (
+            "  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromFile: nope.txt}\n",
+            "secret-unresolved",
+            "spec.clientSecret.fromFile",
+        ),
+        (
+            "  provider: google\n  scopes: [a]\n  clientId: a\n  clientSecret: {fromEnvv: S}\n",
+            "secret-source",
+            "spec.clientSecret",
+        ),
     ],
 )
 def test_rules(tmp_path: Path, spec: str, code: str, path: str) -> None:
@@ -114,8 +149,10 @@ def test_duplicate_names_show_both_places(tmp_path: Path) -> None:
 
 def test_loopback_allowed_only_with_instance_flag(tmp_path: Path) -> None:
     instance = INSTANCE.replace("https://wiki.example.com", "http://127.0.0.1:8080")
-    spec = ("  provider: custom\n  scopes: [offline_access]\n  clientId: a\n  clientSecret: {fromEnv: S}\n"
-            "  authorizationEndpoint: http://127.0.0.1:9000/auth\n  tokenEndpoint: http://localhost:9000/token\n")
+    spec = (
+        "  provider: custom\n  scopes: [offline_access]\n  clientId: a\n  clientSecret: {fromEnv: S}\n"
+        "  authorizationEndpoint: http://127.0.0.1:9000/auth\n  tokenEndpoint: http://localhost:9000/token\n"
+    )
     refused = _validate(tmp_path, _link(spec), env={"S": "x"}, instance=instance)
     assert set(codes(refused)) == {"insecure-url"}
     allowed = _validate(
@@ -145,7 +182,12 @@ def test_no_instance(tmp_path: Path) -> None:
 def test_all_problems_reported_not_only_the_first(tmp_path: Path) -> None:
     bad = _link("  provider: google\n  scopes: [a]\n  tenant: x\n  grant: client_credentials\n")
     result = _validate(tmp_path, bad, _link("  provider: custom\n  scopes: [a]\n", "l2"))
-    assert sorted(codes(result)) == ["no-endpoints", "no-refresh-token", "provider-field", "unsupported-grant"]
+    assert sorted(codes(result)) == [
+        "no-endpoints",
+        "no-refresh-token",
+        "provider-field",
+        "unsupported-grant",
+    ]
 
 
 def test_renamed_from_rules(tmp_path: Path) -> None:
