@@ -17,7 +17,6 @@ import argparse
 import base64
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -155,9 +154,8 @@ def main() -> int:
     parser.add_argument("--no-terraform", action="store_true", help="skip the Terraform comparison")
     args = parser.parse_args()
     counts = args.n or [1000, 10000]
-    print(
-        f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
+    print(f"machine: {machine}, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"{'N':>6}  {'step':<20} {'linkctl s':>10} {'peak MiB':>9} {'terraform s':>12} {'ratio':>8}")
     for n in counts:
@@ -171,7 +169,6 @@ def main() -> int:
             tf_text = f"{tf[0]:>12.2f}" if tf else f"{'-':>12}"
             ratio = f"{tf[0] / wall:>7.1f}x" if tf else f"{'-':>8}"
             print(f"{n:>6}  {step:<20} {wall:>10.3f} {rss:>9.1f} {tf_text} {ratio}")
-    _ = resource  # RUSAGE is read per child through os.wait4
     return 0
 
 
