@@ -1,0 +1,21 @@
+"""The core benchmark stays runnable (tiny N; it measures, it asserts no speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_core_runs_at_small_n() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_core.py"), "--n", "20", "--no-terraform"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = [line.split()[1] for line in done.stdout.splitlines() if line.strip().startswith("20 ")]
+    assert steps == ["validate", "plan", "apply", "no-op", "plan", "apply"]
