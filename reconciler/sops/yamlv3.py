@@ -392,8 +392,9 @@ class _Placement:
     def __init__(self) -> None:
         self._spots: dict[tuple[str, int], list[tuple[int, str]]] = {}
 
-    def add(self, spot: str, node: Node, comment: _CommentLine) -> None:
-        self._spots.setdefault((spot, id(node)), []).append((comment.index, comment.text))
+    def add(self, spot: str, node: Node, comment: _CommentLine, order: int | None = None) -> None:
+        at = comment.index if order is None else order
+        self._spots.setdefault((spot, id(node)), []).append((at, comment.text))
 
     def comments(self, spot: str, node: Node) -> list[Comment]:
         return [Comment(text) for _, text in sorted(self._spots.get((spot, id(node)), ()))]
@@ -432,19 +433,33 @@ def _place_comments(root: Node, lines: list[_CommentLine]) -> _Placement:
     context: list[_Where] = []
     _contexts(root, None, context, set())
     ends_on_line: dict[int, list[_Where]] = {}
+    starts_here: dict[int, list[_Where]] = {}
     by_end: dict[int, _Where] = {}
     for where in context:
-        if isinstance(where.node, MappingNode | SequenceNode) and not where.node.flow_style:
-            continue  # a block collection "ends" where the next token starts
+        node = where.node
+        if isinstance(node, MappingNode | SequenceNode) and not node.flow_style:
+            # A block collection "ends" where the next token starts; one whose anchor or tag
+            # stands on an earlier line than its first item takes that line's comment.
+            if node.value and node.start_mark.line < _first_item(node).start_mark.line:
+                starts_here.setdefault(node.start_mark.line, []).append(where)
+            continue
         by_end.setdefault(where.node.end_mark.index, where)
         ends_on_line.setdefault(where.node.end_mark.line, []).append(where)
     own: list[_CommentLine] = []
     for c in lines:
-        target = _inline_target(c, ends_on_line, by_end) if c.inline else None
+        target = _inline_target(c, ends_on_line, starts_here, by_end) if c.inline else None
         if target is None:
             own.append(c)
-        elif target is not _DROP and target[1] is not None:
-            placed.add(target[0], target[1], c)
+        elif target is not _DROP:
+            spot, to = target
+            if to is None:
+                continue
+            if spot == "first" and not getattr(to, "flow_style", True):
+                # "key: &anchor # c": after the comments above the first key (sops's order)
+                first = _first_item(to)
+                placed.add("before", first, c, order=first.start_mark.index)
+            else:
+                placed.add(spot, to, c)
     _Cursor(own, placed).visit(root, -1, 1 << 62, set())
     return placed
 
@@ -463,19 +478,30 @@ def _contexts(node: Node, item: Node | None, out: list[_Where], seen: set[int]) 
             _contexts(element, element, out, seen)
 
 
+def _first_item(node: Node) -> Node:
+    first: Node = node.value[0][0] if isinstance(node, MappingNode) else node.value[0]
+    return first
+
+
 def _inline_target(
-    c: _CommentLine, ends_on_line: dict[int, list[_Where]], by_end: dict[int, _Where]
+    c: _CommentLine,
+    ends_on_line: dict[int, list[_Where]],
+    starts_here: dict[int, list[_Where]],
+    by_end: dict[int, _Where],
 ) -> tuple[str, Node | None] | None:
     if c.header_of is not None:
         where: _Where | None = by_end.get(c.header_of)
     else:
-        candidates = [w for w in ends_on_line.get(c.line, ()) if w.node.end_mark.index <= c.index]
-        where = max(candidates, key=lambda w: w.node.end_mark.index, default=None)
+        candidates = [(w.node.end_mark.index, w) for w in ends_on_line.get(c.line, ())]
+        candidates += [(w.node.start_mark.index, w) for w in starts_here.get(c.line, ())]
+        where = max(
+            ((at, w) for at, w in candidates if at <= c.index), key=lambda p: p[0], default=(0, None)
+        )[1]
     if where is None or where.item is None:
         return None
     node = where.node
     if isinstance(node, MappingNode | SequenceNode) and where.item is not node:
-        # a flow collection that is a mapping value (sops drops it in a mapping without keys)
+        # a collection that is a mapping value (sops drops it in a flow mapping without keys)
         return ("first", node) if node.value or isinstance(node, SequenceNode) else _DROP
     return ("before", where.item)
 

@@ -117,6 +117,20 @@ POSITIONS: dict[str, tuple[str, str]] = {
         'c:\n    - k:\n        # first\n        z:\n            "y": 1\n      w: 2\n'
         "    - - k:\n            z: 1\n",
     ),
+    "anchors and flow collections": (
+        (
+            "base: &b # anchor\n  # in anchored\n  x: 1\nuse: *b # alias\n"
+            "u: [\n  # own in flow\n  1, # after 1\n  2\n]\n"
+            "fm: {a: 1, # in flow map\n  b: 2}\n"
+        ),
+        (
+            "base:\n    # in anchored\n    # anchor\n    x: 1\n# alias\nuse:\n"
+            "    # in anchored\n    # anchor\n    x: 1\nu:\n"
+            "    # own in flow\n    # after 1\n    - 1\n    - 2\nfm:\n"
+            "    # in flow map\n    a: 1\n    b: 2\n"
+        ),
+    ),
+    "crlf": ("# crlf\na: 1 # in\nb:\n  - x\n  # foot\n", "# crlf\n# in\na: 1\nb:\n    - x\n    # foot\n"),
 }
 
 
