@@ -130,7 +130,10 @@ POSITIONS: dict[str, tuple[str, str]] = {
             "    # in flow map\n    a: 1\n    b: 2\n"
         ),
     ),
-    "crlf": ("# crlf\na: 1 # in\nb:\n  - x\n  # foot\n", "# crlf\n# in\na: 1\nb:\n    - x\n    # foot\n"),
+    "crlf": (
+        "# crlf\r\na: 1 # in\r\nb:\r\n  - x\r\n  # foot\r\n",
+        "# crlf\n# in\na: 1\nb:\n    - x\n    # foot\n",
+    ),
 }
 
 
