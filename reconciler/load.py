@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler.diagnostics import ERROR, WARNING, Diagnostic
+from reconciler.diagnostics import ERROR, WARNING, Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
 
 API_GROUP = "linkctl.dev"
@@ -78,8 +78,11 @@ _NOT_TEXT = re.compile(
 
 def _fast_resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
     """Plain text cannot resolve to anything else: skip the regex table for it (hot path)."""
-    if kind is ScalarNode and implicit[0] and value and (
-        value[0] not in _MAYBE_NOT_TEXT or not _NOT_TEXT.fullmatch(value)
+    if (
+        kind is ScalarNode
+        and implicit[0]
+        and value
+        and (value[0] not in _MAYBE_NOT_TEXT or not _NOT_TEXT.fullmatch(value))
     ):
         return _STR_TAG
     return _generic_resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]
@@ -467,22 +470,37 @@ def _load_file(
         Document(display, index, data, node, line, source=source)
         for index, (data, node, line) in enumerate(parsed)
     ]
-    # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
-    # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.
-    for doc in documents:
-        if _is_ours([doc]) or (not isinstance(doc.data, dict) and _looks_ours(doc.data)):
-            result.diagnostics.extend(per_document.get(doc.index, ()))
     if any(isinstance(d.data, dict) and isinstance(d.data.get("sops"), dict) for d in documents):
-        if not _is_ours(documents):
+        hidden = any(
+            isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith(SOPS_PREFIX)
+            for d in documents
+        )
+        if not _is_ours(documents) and not hidden:
             result.skipped.append(f"{display}: SOPS file with no {API_GROUP} document")
             return
-        if not decrypt:
+        if not _is_ours(documents):
+            # apiVersion itself is encrypted (sops's default rule): only decryption can tell
+            # whether this is ours; a file we cannot open is another tool's business.
+            probe = LoadResult([], [], [], [])
+            if not decrypt or not _decrypt_into(
+                display, path, text, documents, probe, env=env, ignore_mac=ignore_mac
+            ):
+                result.skipped.append(
+                    f"{display}: SOPS file whose apiVersion is encrypted and that cannot be decrypted here"
+                )
+                return
+        elif not decrypt:
             for doc in documents:
                 if isinstance(doc.data, dict):
                     doc.data.pop("sops", None)
         elif not _decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
             return
 
+    # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
+    # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.
+    for doc in documents:
+        if _is_ours([doc]) or (not isinstance(doc.data, dict) and _looks_ours(doc.data)):
+            result.diagnostics.extend(per_document.get(doc.index, ()))
     for doc in documents:
         data = doc.data
         if data is None:
@@ -581,23 +599,42 @@ def _decrypt_into(
         if isinstance(doc.data, dict):
             doc.data.pop("sops", None)
         encrypted: set[JsonPath] = set()
-        doc.data = _overlay(doc.data, tree, (), encrypted)
+        try:
+            doc.data = _overlay(doc.data, tree, (), encrypted)
+        except ValueError as exc:
+            result.diagnostics.append(
+                sops_doc.diagnostic(
+                    ERROR, f"SOPS file structure does not match its decryption: {exc}", code="sops"
+                )
+            )
+            return False
         doc.encrypted_paths = frozenset(encrypted)
     return True
 
 
 def _overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) -> Any:
     """Take decrypted values where ours are ENC[...] strings; keep our structure elsewhere."""
+    from reconciler.sops import is_encrypted_comment
+
     if isinstance(mine, str) and mine.startswith(SOPS_PREFIX):
         encrypted.add(path)
         return plain
     if isinstance(mine, dict) and isinstance(plain, dict):
         return {k: _overlay(v, plain.get(k), (*path, k), encrypted) for k, v in mine.items()}
-    if isinstance(mine, list) and isinstance(plain, list) and len(mine) == len(plain):
+    if isinstance(mine, list) and isinstance(plain, list):
+        # sops 3.11 writes an encrypted comment inside a list as an item; it is not data.
+        items = [m for m in mine if not is_encrypted_comment(m)]
+        if len(items) != len(plain):
+            raise ValueError(
+                f"list at {format_path(path) or 'the top'} has {len(items)} items encrypted "
+                f"but {len(plain)} decrypted"
+            )
         return [
-            _overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(mine, plain, strict=True))
+            _overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(items, plain, strict=True))
         ]
-    return mine
+    if isinstance(mine, dict | list) or isinstance(plain, dict | list):
+        raise ValueError(f"structure at {format_path(path) or 'the top'} differs after decryption")
+    return mine  # an unencrypted leaf: our own (YAML 1.2, position-keeping) reading is the one validated
 
 
 def warning(doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> Diagnostic:

@@ -1,0 +1,57 @@
+"""Link files encrypted by the real sops binary load, validate and keep positions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from reconciler.load import load_paths
+from reconciler.validate import validate
+from tests.conftest import require_tool
+
+LINK = """# yaml-language-server: $schema=../schemas/outgoing-link.schema.json
+apiVersion: linkctl.dev/v1
+kind: OutgoingLink
+metadata:
+  name: tracker
+spec:
+  provider: custom
+  issuer: https://id.example.com
+  clientId: wiki
+  clientSecret: canary-sops-link-secret
+  scopes:
+    # what the app reads
+    - openid
+    - offline_access
+"""
+INSTANCE = "apiVersion: linkctl.dev/v1\nkind: Instance\nmetadata: {name: i}\nspec: {baseUrl: https://wiki.example.com}\n"
+
+
+def _keygen(tmp_path: Path, env: dict[str, str]) -> str:
+    key = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True, env=env)
+    return next(line.split(": ")[1] for line in key.read_text().splitlines() if "public key" in line)
+
+
+def test_sops_default_rule_with_a_comment_in_a_list(tmp_path: Path) -> None:
+    sops = require_tool("sops")
+    require_tool("age-keygen")
+    env = {**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1", "SOPS_AGE_KEY_FILE": str(tmp_path / "key.txt")}
+    recipient = _keygen(tmp_path, env)
+    plain = tmp_path / "tracker.yaml"
+    plain.write_text(LINK)
+    # The default rule encrypts everything, comments too; sops writes the list comment as an item.
+    encrypted = subprocess.run(
+        [sops, "encrypt", "--age", recipient, str(plain)], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    assert ",type:comment]" in encrypted and "canary-sops-link-secret" not in encrypted
+    plain.write_text(encrypted)
+    (tmp_path / "instance.yaml").write_text(INSTANCE)
+    result = validate(load_paths([str(tmp_path)], env=env), env=env)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    (link,) = result.links
+    assert link.spec["scopes"] == ["openid", "offline_access"]
+    assert link.secrets["clientSecret"].reveal() == "canary-sops-link-secret"
+    # Values that sops encrypted are sensitive in plans, secret or not.
+    assert {"clientId", "scopes", "issuer"} <= link.sensitive_fields
