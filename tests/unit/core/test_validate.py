@@ -48,7 +48,10 @@ def test_google_preset_fills_endpoints_and_params(tmp_path: Path) -> None:
 
 
 def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: Path) -> None:
-    spec = "  provider: microsoft\n  tenant: t1\n  clientId: a\n  clientSecret: {fromEnv: S}\n  scopes: [User.Read]\n"
+    spec = (
+        "  provider: microsoft\n  tenant: t1\n  clientId: a\n  clientSecret: {fromEnv: S}\n"
+        "  scopes: [User.Read]\n"
+    )
     cc = spec.replace(
         "scopes: [User.Read]", "scopes: [https://graph.microsoft.com/.default]\n  grant: client_credentials"
     )
