@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconciler.secrets import Secret
+
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
@@ -35,7 +37,7 @@ class Settings:
     """Everything environment-dependent that the core needs."""
 
     state_url: str
-    state_key: str | None = dataclasses.field(repr=False)  # LINKCTL_STATE_KEY: base64 of 32 bytes
+    state_key: Secret | None = dataclasses.field(repr=False)  # LINKCTL_STATE_KEY: base64 of 32 bytes
     state_key_file: Path  # LINKCTL_STATE_KEY_FILE or the default key path
     state_key_file_explicit: bool
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
@@ -57,7 +59,7 @@ class Settings:
             timeout = float(env.get("LINKCTL_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
         return cls(
             state_url=url,
-            state_key=env.get("LINKCTL_STATE_KEY") or None,
+            state_key=Secret(env["LINKCTL_STATE_KEY"]) if env.get("LINKCTL_STATE_KEY") else None,
             state_key_file=Path(key_file) if key_file else default_key_path(env),
             state_key_file_explicit=bool(key_file),
             lock_timeout=timeout,

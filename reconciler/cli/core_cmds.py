@@ -7,6 +7,7 @@ renders the result. Heavy modules are imported inside handlers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import functools
 import gc
@@ -15,7 +16,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -307,8 +308,9 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
             if not quiet or args.verbose:  # cron wants silence unless something changed
                 _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
             return EXIT_OK
-        revoked = _revoke_before_delete(ctx, [c.link for c in plan.changes if c.action == DELETE])
-        applied = apply_plan(store, plan, result.links, actor=_actor(ctx))
+        with _revocations(ctx, [c.link for c in plan.changes if c.action == DELETE]) as revoke:
+            applied = apply_plan(store, plan, result.links, actor=_actor(ctx))
+            revoked = revoke()
     if args.output == "json":
         ctx.json({**plan.to_json(), "applied": True, "new_serial": applied.serial})
     else:
@@ -317,31 +319,60 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
     return revoked
 
 
-def _revoke_before_delete(ctx: Context, names: Sequence[str]) -> int:
-    """Revoke the tokens of links about to be deleted (RFC 7009); report failures, never hide them."""
+@contextlib.contextmanager
+def _revocations(ctx: Context, names: Sequence[str]) -> Iterator[Callable[[], int]]:
+    """Revocation around apply's deletions (RFC 7009).
+
+    Before the transaction: take each deleted link's refresh lease and read its tokens.
+    After the commit: revoke them at the provider (the caller calls the yielded function)
+    and report failures — exit code 1 then, never hidden. If apply fails, the leases are
+    given back and every grant is as it was.
+    """
     if not names:
-        return EXIT_OK
+        yield lambda: EXIT_OK
+        return
     from reconciler.oauth.client import TokenClient
-    from reconciler.oauth.keeper import revoke_grant
+    from reconciler.oauth.keeper import RevocationResult, prepare_revocation
 
     store = ctx.store()
-    failed = 0
     with TokenClient(metadata_cache=ctx.metadata_cache()) as client:
+        pending = []
+        failed = 0
         for name in names:
             link = store.get_link(name)
             if link is None or not link.spec.get("revokeOnDelete", True):
                 continue
-            result = revoke_grant(store, name, client)
-            if result.revoked:
-                kinds = ", ".join(result.revoked_tokens)
-                ctx.notice(f"revoked the tokens of {name} ({kinds}) before deleting it")
-            elif result.failed:
+            prepared = prepare_revocation(store, name, client)
+            if not isinstance(prepared, RevocationResult):
+                pending.append(prepared)
+            elif prepared.failed:
                 failed += 1
-                ctx.notice(f"warning: could not revoke the tokens of {name} before deleting it:"
-                           f" {result.error}")
-            elif result.reason and result.reason != "no tokens":
-                ctx.notice(f"note: {name}: {result.reason}; its tokens expire on their own")
-    return 1 if failed else EXIT_OK
+                ctx.notice(
+                    f"warning: cannot revoke the tokens of {name} before deleting it: {prepared.error}"
+                )
+            elif prepared.reason and prepared.reason != "no tokens":
+                ctx.notice(f"note: {name}: {prepared.reason}; its tokens expire on their own")
+
+        def send() -> int:
+            nonlocal failed
+            for item in pending:
+                result = item.send(client)
+                if result.revoked:
+                    kinds = ", ".join(result.revoked_tokens)
+                    ctx.notice(f"revoked the tokens of deleted link {item.name} ({kinds})")
+                else:
+                    failed += 1
+                    ctx.notice(
+                        f"warning: could not revoke the tokens of deleted link {item.name}: {result.error}"
+                    )
+            pending.clear()
+            return 1 if failed else EXIT_OK
+
+        try:
+            yield send
+        finally:
+            for item in pending:  # apply failed before the deletion committed
+                item.abandon(store)
 
 
 def _read_plan(path: Path) -> Plan:

@@ -110,8 +110,11 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
     except Exception as error:
         if getattr(args, "debug", False):
             traceback.print_exc(file=ctx.stderr)
+        # Without --debug only the type: a library's message may quote input, and input may
+        # hold a secret.
+        detail = f": {error}" if getattr(args, "debug", False) else ""
         ctx.stderr.write(
-            f"internal error: {type(error).__name__}: {error}\n"
+            f"internal error: {type(error).__name__}{detail}\n"
             "  hint: this is a bug in linkctl; rerun with --debug and report the traceback\n"
         )
         return EXIT_ERROR

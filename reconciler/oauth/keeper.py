@@ -925,6 +925,9 @@ def fresh_token(
                 fresh = store.get_grant(name, with_tokens=True)
                 assert fresh is not None
                 return fresh
+            if outcome.result == SKIPPED and isinstance(error, grants.LeaseLost):
+                # Fenced out: another holder wrote newer tokens meanwhile; read them below.
+                error = None
             if isinstance(error, LinkctlError):
                 if isinstance(error, ProviderError) and outcome.message:
                     raise type(error)(
@@ -933,7 +936,8 @@ def fresh_token(
                         retry_after=error.retry_after,
                     )
                 raise error
-            raise ConflictError(f"cannot refresh link {name!r}: {outcome.message}")
+            if error is not None or outcome.result != SKIPPED:
+                raise ConflictError(f"cannot refresh link {name!r}: {outcome.message}")
         current = store.get_grant(name, with_tokens=True)
         if current is None:
             raise StateError(f"link {name!r} was deleted meanwhile")
@@ -971,7 +975,47 @@ class RevocationResult:
         return self.attempted and not self.revoked
 
 
-def revoke_grant(
+@dataclasses.dataclass(frozen=True)
+class PendingRevocation:
+    """Tokens of a link about to be deleted, read under its refresh lease.
+
+    Holding the lease means no keeper rotates the refresh token between the read and
+    the revocation. Apply takes these before its transaction, commits the deletion,
+    then calls :meth:`send`; if apply fails it calls :meth:`abandon` and the grant is
+    exactly as it was.
+    """
+
+    name: str
+    owner: str
+    config: ClientConfig
+    tokens: tuple[tuple[str, Secret], ...]  # (token_type_hint, token), refresh token first
+    token_version: int
+
+    def send(self, client: TokenClientLike) -> RevocationResult:
+        """Revoke every token at the provider (RFC 7009); failures are returned, never raised."""
+        done: list[str] = []
+        errors: list[str] = []
+        for hint, token in self.tokens:
+            try:
+                client.revoke(self.config, token, token_type_hint=hint)
+                done.append(hint)
+            except LinkctlError as error:
+                errors.append(f"{hint}: {error.message}")
+        return RevocationResult(
+            self.name,
+            attempted=True,
+            revoked=not errors,
+            endpoint=self.config.revocation_endpoint,
+            revoked_tokens=tuple(done),
+            error="; ".join(errors) or None,
+        )
+
+    def abandon(self, store: Store) -> None:
+        """Give the lease back untouched (the deletion did not happen)."""
+        store.release_lease(self.name, owner=self.owner)
+
+
+def prepare_revocation(
     store: Store,
     name: str,
     client: TokenClientLike,
@@ -980,13 +1024,8 @@ def revoke_grant(
     sleep: Sleep = time.sleep,
     lease_ttl: float = 120.0,
     wait_timeout: float = 15.0,
-) -> RevocationResult:
-    """Revoke a link's tokens at the provider (RFC 7009) before apply deletes the link.
-
-    Takes the refresh lease first, so no keeper rotates the refresh token between our read
-    and the revocation. After success the grant is marked as needing authorization (in
-    case the deletion does not happen); a failure is returned, never swallowed.
-    """
+) -> PendingRevocation | RevocationResult:
+    """Take the lease and read the tokens to revoke, or say why there is nothing to revoke."""
     link = store.get_link(name)
     if link is None:
         return RevocationResult(name, attempted=False, revoked=False, reason="no such link")
@@ -1012,46 +1051,55 @@ def revoke_grant(
     if grant is None:
         return RevocationResult(
             name,
-            attempted=False,
+            attempted=True,
             revoked=False,
             endpoint=config.revocation_endpoint,
             error=f"the refresh lease stayed held for {wait_timeout:g} s; tokens were not revoked",
         )
     pairs = (("refresh_token", grant.refresh_token), ("access_token", grant.access_token))
-    tokens = [(hint, token) for hint, token in pairs if token is not None]
+    tokens = tuple((hint, token) for hint, token in pairs if token is not None)
     if not tokens:
         store.release_lease(name, owner=owner)
         return RevocationResult(
             name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
         )
-    done: list[str] = []
-    errors: list[str] = []
-    for hint, token in tokens:
-        try:
-            client.revoke(config, token, token_type_hint=hint)
-            done.append(hint)
-        except LinkctlError as error:
-            errors.append(f"{hint}: {error.message}")
-    if done and not errors:
+    return PendingRevocation(name, owner, config, tokens, grant.token_version)
+
+
+def revoke_grant(
+    store: Store,
+    name: str,
+    client: TokenClientLike,
+    *,
+    clock: Clock = time.time,
+    sleep: Sleep = time.sleep,
+    lease_ttl: float = 120.0,
+    wait_timeout: float = 15.0,
+) -> RevocationResult:
+    """Revoke a link's tokens now and mark its grant as needing authorization.
+
+    For a link that stays; apply's deletions use :func:`prepare_revocation` so that a
+    failed apply never leaves a stored link with dead tokens.
+    """
+    pending = prepare_revocation(
+        store, name, client, clock=clock, sleep=sleep, lease_ttl=lease_ttl, wait_timeout=wait_timeout
+    )
+    if isinstance(pending, RevocationResult):
+        return pending
+    result = pending.send(client)
+    if result.revoked:
         with contextlib.suppress(LeaseLost):  # deleted or re-authorized meanwhile: nothing to mark
             store.record_failure(
                 name,
-                owner=owner,
-                expected_version=grant.token_version,
+                owner=pending.owner,
+                expected_version=pending.token_version,
                 status=grants.NEEDS_AUTHORIZATION,
                 error_class="revoked",
-                message="tokens were revoked at the provider (the link is being deleted)",
+                message="tokens were revoked at the provider",
                 retry_at=None,
                 lost_response=False,
                 now=clock(),
             )
     else:
-        store.release_lease(name, owner=owner)
-    return RevocationResult(
-        name,
-        attempted=True,
-        revoked=not errors,
-        endpoint=config.revocation_endpoint,
-        revoked_tokens=tuple(done),
-        error="; ".join(errors) or None,
-    )
+        pending.abandon(store)
+    return result

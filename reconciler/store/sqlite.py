@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import LockTimeout, StalePlan, StateError
+from reconciler.errors import ConflictError, LockTimeout, StalePlan, StateError
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
 from reconciler.store import base, sealing, sqlite_grants, sqlite_leases
@@ -317,6 +317,19 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
             return
         if self._conn.execute("SELECT 1 FROM links WHERE name = ?", (new,)).fetchone():
             raise StateError(f"cannot rename link {old!r} to {new!r}: a link named {new!r} already exists")
+        # Token writes find their link by name: renaming under an in-flight refresh would make
+        # that refresh unable to commit a rotated refresh token (invariant 4). Refuse instead;
+        # the lease ends within seconds and a retry succeeds.
+        held = self._conn.execute(
+            "SELECT g.lease_expires_at FROM grants g JOIN links l ON l.uid = g.link_uid"
+            " WHERE l.name = ? AND g.lease_owner IS NOT NULL AND g.lease_expires_at > ?",
+            (old, time.time()),
+        ).fetchone()
+        if held:
+            raise ConflictError(
+                f"cannot rename link {old!r} while a token refresh for it is in flight",
+                hint="apply again in a few seconds (the refresh lease ends by itself)",
+            )
         cursor = self._conn.execute(
             "UPDATE links SET name = ?, generation = generation + 1, updated_at = ? WHERE name = ?",
             (new, self._now, old),
@@ -358,7 +371,10 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         """
         say: Notice = notice or _stderr_notice
         path = sqlite_path(settings.state_url)
-        key, key_source = sealing.read_key(state_key=settings.state_key, key_file=settings.state_key_file)
+        key, key_source = sealing.read_key(
+            state_key=settings.state_key.reveal() if settings.state_key else None,
+            key_file=settings.state_key_file,
+        )
         existed = path.exists()
         if key is not None and settings.state_key is None:
             _warn_if_shared(settings.state_key_file, "the state key file", say)

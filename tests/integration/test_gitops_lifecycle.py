@@ -106,7 +106,7 @@ def test_declare_apply_authorize_token_prune(
     (links / "tracker.yaml").unlink()
     assert "orphan" in linkctl("plan", str(links)).stdout
     pruned = linkctl("apply", str(links), "--prune")
-    assert "revoked the tokens of tracker" in pruned.stderr
+    assert "revoked the tokens of deleted link tracker" in pruned.stderr
     assert not introspect_active(oracle, registered, refresh_token)
     assert json.loads(linkctl("list", "-o", "json").stdout)["links"] == []
 

@@ -338,11 +338,11 @@ def test_response_delayed_after_rotation_is_lost_and_the_token_consumed(
     config, tokens, registered = refreshable.config, refreshable.tokens, refreshable.registered
     client = TokenClient(timeout=0.5)
     try:
-        oracle.fault("delay_after", delay_ms=1500)
+        oracle.fault("delay_after", delay_ms=6000)
         started = time.monotonic()
         with pytest.raises(ResponseLost) as caught:
             client.refresh(config, refreshable.refresh_token)
-        assert time.monotonic() - started < 1.4
+        assert time.monotonic() - started < 5  # gave up at the client timeout, not the delay
         assert_no_secrets(caught.value, *secrets_of(registered, tokens))
         assert "invalid_grant" in (caught.value.hint or "")
         # The server did rotate: the refresh token we still hold is spent.

@@ -156,3 +156,43 @@ def test_revoke_without_endpoint(store: Store, provider: RotatingProvider, clock
     add_links(store, link_write("ms", revocationEndpoint=None))
     result = keeper.revoke_grant(store, "ms", provider, clock=clock)
     assert not result.attempted and not result.failed and "no revocation endpoint" in (result.reason or "")
+
+
+def test_prepared_revocation_abandoned_leaves_the_grant_untouched(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # Apply takes the lease and reads the tokens before its transaction; if the transaction
+    # fails, the grant must be exactly as it was (nothing revoked, nothing marked).
+    _authorize(store, provider, clock)
+    before = store.get_grant("a", with_tokens=True)
+    pending = keeper.prepare_revocation(store, "a", provider, clock=clock)
+    assert isinstance(pending, keeper.PendingRevocation)
+    assert [hint for hint, _ in pending.tokens] == ["refresh_token", "access_token"]
+    assert store.acquire_lease("a", owner="keeper-x", ttl=30, now=clock()) is None  # no rotation can race
+    pending.abandon(store)
+    after = store.get_grant("a", with_tokens=True)
+    assert after is not None and before is not None
+    assert (after.status, after.token_version, after.refresh_token, after.lease_owner) == (
+        before.status,
+        before.token_version,
+        before.refresh_token,
+        None,
+    )
+    assert "a" not in provider.revoked
+
+
+def test_rename_is_refused_while_a_refresh_is_in_flight(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # Token writes find their grant by link name: a rename under an in-flight refresh would
+    # make its rotated refresh token impossible to commit (invariant 4).
+    _authorize(store, provider, clock)
+    assert store.acquire_lease("a", owner="keeper-x", ttl=30, now=time.time()) is not None
+    with pytest.raises(ConflictError, match="in flight"), store.write(expected_serial=None, actor="t") as tx:
+        tx.rename_link("a", "b")
+    assert store.get_link("a") is not None and store.get_link("b") is None
+    store.release_lease("a", owner="keeper-x")
+    with store.write(expected_serial=None, actor="t") as tx:
+        tx.rename_link("a", "b")
+    grant = store.get_grant("b", with_tokens=True)
+    assert grant is not None and grant.refresh_token is not None

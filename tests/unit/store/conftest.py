@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import Store
@@ -30,6 +31,8 @@ def open_(settings: Settings, notices: list[str]) -> Iterator[Callable[..., Stor
     opened: list[Store] = []
 
     def factory(**overrides: Any) -> Store:
+        if isinstance(overrides.get("state_key"), str):
+            overrides["state_key"] = Secret(overrides["state_key"])
         s = Settings(**{**settings.__dict__, **overrides}) if overrides else settings
         store = open_store(s, notice=notices.append)
         opened.append(store)

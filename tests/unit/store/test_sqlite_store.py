@@ -655,7 +655,7 @@ def test_opening_does_not_wait_for_a_running_write(open_: OpenStore) -> None:
         tx.put_link(link("x"))
         started = time.monotonic()
         reader = open_()  # the write lock is held right now
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 4  # far below busy_timeout: it did not queue
         assert reader.state_serial() == 0  # and it sees the last committed state
     assert reader.state_serial() == 1
 

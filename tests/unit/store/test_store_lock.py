@@ -39,7 +39,7 @@ def test_second_acquire_times_out_naming_the_holder(open_: OpenStore) -> None:
     with pytest.raises(LockTimeout) as info:
         waiter.acquire_lock(operation="reconcile", timeout=0.4)
     waited = time.monotonic() - started
-    assert 0.35 <= waited < 3
+    assert 0.35 <= waited < 30  # waited for the timeout, then gave up (upper bound: a loaded CI)
     message = str(info.value)
     since = datetime.datetime.fromtimestamp(held.since, tz=datetime.UTC).isoformat(timespec="seconds")
     assert f"pid {held.pid}" in message
