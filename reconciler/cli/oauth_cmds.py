@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError, LinkctlError
 
@@ -196,6 +197,84 @@ def doctor_command(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_ERROR if any(f.severity == "error" for f in findings) else EXIT_OK
 
 
+# What providers print when the redirect URL is not registered for the client.
+_REDIRECT_MISMATCH = (
+    "redirect_uri_mismatch",  # Google
+    "aadsts50011",  # Microsoft
+    "redirect_uri did not match",  # oidc-provider and others
+    "invalid redirect_uri",
+    "invalid_redirect_uri",
+    "redirect uri is not registered",
+)
+# A refresh token no provider ever issued: refused as invalid_grant when the client
+# authenticates, as invalid_client when its ID or secret is wrong (or expired).
+DOCTOR_PROBE_TOKEN = "linkctl-doctor-probe-not-a-refresh-token"
+
+
+def _check_redirect_registration(client: TokenClient, config: ClientConfig, add: Any) -> None:
+    """Ask the authorization endpoint as a browser would and read its verdict (no consent given)."""
+    from reconciler.oauth import flows
+
+    request = flows.build_authorization_request(config)
+    probe = client.probe(request.url)
+    if probe.status_code is None:
+        return  # reachability is reported by the endpoint check
+    text = (probe.body + " " + (probe.location or "")).lower()
+    fix = f"register exactly {config.redirect_uri} as a redirect URI of client {config.client_id}"
+    if any(marker in text for marker in _REDIRECT_MISMATCH):
+        add(
+            "redirect URL",
+            "error",
+            "the provider refuses the redirect URL: it is not registered for this client",
+            fix,
+        )
+    elif (
+        probe.location and probe.location.startswith(config.redirect_uri or "") and "error=" in probe.location
+    ):
+        error = parse_qs(urlsplit(probe.location).query).get("error", ["?"])[0]
+        add(
+            "authorization request",
+            "error",
+            f"the provider answered the authorization request with {error}",
+            "check scopes, grant types and the client's registration at the provider",
+        )
+    elif probe.status_code in (200, 302, 303):
+        add("redirect URL", "ok", "the provider accepts the redirect URL (a login would come next)")
+    else:
+        add(
+            "authorization request",
+            "warning",
+            f"the authorization endpoint answered HTTP {probe.status_code}",
+            fix,
+        )
+
+
+def _check_client_authentication(client: TokenClient, config: ClientConfig, add: Any) -> None:
+    """Send a made-up refresh token: the error code tells whether the client ID and secret work."""
+    from reconciler.errors import GrantError, ProviderConfigError, TransientProviderError
+    from reconciler.secrets import Secret
+
+    try:
+        client.refresh(config, Secret(DOCTOR_PROBE_TOKEN))
+    except GrantError:
+        add(
+            "client authentication",
+            "ok",
+            "client ID and secret accepted (a made-up refresh token was refused)",
+        )
+    except ProviderConfigError as error:
+        add("client authentication", "error", error.message, error.hint)
+    except TransientProviderError as error:
+        add("client authentication", "warning", f"could not check: {error.message}", error.hint)
+    else:
+        add(
+            "client authentication",
+            "warning",
+            "the provider accepted a made-up refresh token",
+            "this provider does not validate refresh tokens as expected; tokens may misbehave",
+        )
+
+
 def diagnose_link(ctx: Context, client: TokenClient, name: str) -> list[Finding]:
     """Run every check on one link."""
     from reconciler.oauth import flows, providers
@@ -248,15 +327,19 @@ def diagnose_link(ctx: Context, client: TokenClient, name: str) -> list[Finding]
             add("redirect URL", "error", "no redirect URL", "declare an Instance with spec.baseUrl and apply")
         else:
             add(
-                "redirect URL",
+                "redirect URL to register",
                 "ok",
                 f"register exactly {config.redirect_uri} at the provider",
                 "a mismatch shows as redirect_uri_mismatch (Google) or AADSTS50011 (Microsoft)",
             )
+        if config.redirect_uri and config.authorization_endpoint and config.client_id:
+            _check_redirect_registration(client, config, add)
         causes, fixes = flows.offline_diagnosis(config)
         specific = [c for c in causes if "(missing)" in c or "not sent" in c or "unless prompt" in c]
         if specific:
             add("refresh token", "warning", "; ".join(specific), "; ".join(fixes))
+    if config.client_secret is not None and config.token_endpoint and config.client_id:
+        _check_client_authentication(client, config, add)
     # What the store knows from earlier requests (last error, secret expiry).
     grant = ctx.store().get_grant(name)
     if grant is not None and grant.last_error:

@@ -140,8 +140,11 @@ class Probe:
     server_time: float | None  # from the Date header
     error: str | None = None  # connection/TLS problem, in words
     tls_error: bool = False
+    location: str | None = None  # where a redirect points
+    body: str = ""  # the first few KiB of the answer, for error pages
 
 
+PROBE_BODY_CHARS = 8192  # enough to find an error code on a provider's error page
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_DEVICE_INTERVAL = 5.0  # RFC 8628 §3.2
 SLOW_DOWN_STEP = 5.0  # RFC 8628 §3.5
@@ -473,7 +476,13 @@ class TokenClient:
                 server_time = email.utils.parsedate_to_datetime(header).timestamp()
             except (TypeError, ValueError):
                 server_time = None
-        return Probe(url, response.status_code, server_time)
+        return Probe(
+            url,
+            response.status_code,
+            server_time,
+            location=response.headers.get("location"),
+            body=response.text[:PROBE_BODY_CHARS] if not response.is_success or response.is_redirect else "",
+        )
 
     def close(self) -> None:
         """Close connections."""

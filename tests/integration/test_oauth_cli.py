@@ -6,7 +6,9 @@ the store, the flows and the oracle. Each checks that no token or secret reaches
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -204,3 +206,33 @@ def test_doctor_reports_findings(
     assert "not authorized yet" in out
     assert process.returncode == 0, out + err  # warnings only
     assert_clean(out + err, registered.client_secret)
+
+
+def test_doctor_checks_redirect_registration_and_client_secret(
+    oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
+) -> None:
+    registered = oracle.register_client(redirect_uris=("https://linkctl.example.com/cb",))
+    put_link(settings, oracle, registered, "good")
+    put_link(settings, oracle, registered, "unregistered", redirectUri="https://linkctl.example.com/other")
+    wrong = dataclasses.replace(registered, client_secret=Secret("not-the-secret-of-this-client"))
+    put_link(settings, oracle, wrong, "badsecret")
+
+    def doctor(name: str) -> tuple[int, list[dict[str, Any]], str]:
+        process = start_cli(settings, "doctor", name, "-o", "json")
+        processes.append(process)
+        out, err = process.communicate(timeout=30)
+        assert_clean(out + err, registered.client_secret, wrong.client_secret)
+        return process.returncode, json.loads(out), err
+
+    def verdicts(findings: list[dict[str, Any]]) -> dict[str, str]:
+        return {f["check"]: f["severity"] for f in findings}
+
+    code, findings, err = doctor("good")
+    assert verdicts(findings)["redirect URL"] == "ok" and verdicts(findings)["client authentication"] == "ok"
+    assert code == 0, err
+    code, findings, _ = doctor("unregistered")
+    mismatch = [f for f in findings if f["check"] == "redirect URL" and f["severity"] == "error"]
+    assert mismatch and "https://linkctl.example.com/other" in mismatch[0]["fix"] and code != 0
+    code, findings, _ = doctor("badsecret")
+    auth = [f for f in findings if f["check"] == "client authentication"]
+    assert auth[0]["severity"] == "error" and "invalid_client" in auth[0]["message"] and code != 0
