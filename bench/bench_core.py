@@ -2,7 +2,8 @@
 """Benchmark the core flow through the real CLI: validate, plan, apply, no-op plan, 1 % changed.
 
 Every step runs ``linkctl`` as a separate process (process start included, as
-cron and CI run it) and reports wall time and the child's peak RSS. When
+cron and CI run it) and reports wall time and the child's peak RSS. Steps after the
+first read unchanged files from the parse cache (as cron does); "cold" runs without it. When
 ``terraform`` is on PATH, N = 1,000 is also run as built-in ``terraform_data``
 resources with the local backend (no provider download), and our/Terraform
 ratios are printed from the same run.
@@ -94,6 +95,10 @@ def bench_linkctl(n: int, work: Path) -> dict[str, tuple[float, float]]:
         "plan (all new)": run([*linkctl, "plan", str(links)], env),
         "apply (all new)": run([*linkctl, "apply", str(links)], env),
         "no-op plan": run([*linkctl, "plan", str(links), "--detailed-exitcode"], env),
+        # The same without the parse cache: what a fresh checkout (CI) pays.
+        "no-op plan, cold": run(
+            [*linkctl, "plan", str(links), "--detailed-exitcode"], {**env, "LINKCTL_NO_CACHE": "1"}
+        ),
     }
     write_links(links, n, changed=set(range(0, n, 100)))
     results["plan (1% changed)"] = run([*linkctl, "plan", str(links)], env)

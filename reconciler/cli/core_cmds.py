@@ -158,11 +158,12 @@ def _validated(args: argparse.Namespace, ctx: Context, paths: Sequence[str]) -> 
     """Load and validate; print warnings; raise InvalidConfiguration on errors."""
     from reconciler.diagnostics import render_text
     from reconciler.errors import InvalidConfiguration
-    from reconciler.load import load_paths
+    from reconciler.load import load_paths, remember_parsed
     from reconciler.validate import validate
 
     loaded = load_paths(paths, env=ctx.env, ignore_mac=getattr(args, "ignore_mac", False))
     result = validate(loaded, env=ctx.env)
+    remember_parsed(loaded, result.diagnostics)
     if getattr(args, "verbose", False):
         for skipped in result.skipped:
             ctx.notice(f"skipped {skipped}")
@@ -210,11 +211,12 @@ def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl validate PATHS``."""
     from reconciler.diagnostics import has_errors, render_text
-    from reconciler.load import load_paths
+    from reconciler.load import load_paths, remember_parsed
     from reconciler.validate import validate
 
     loaded = load_paths(args.paths, env=ctx.env, ignore_mac=args.ignore_mac)
     result = validate(loaded, env=ctx.env)
+    remember_parsed(loaded, result.diagnostics)
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors
     if args.output == "json":

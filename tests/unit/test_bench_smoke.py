@@ -18,4 +18,4 @@ def test_bench_core_runs_at_small_n() -> None:
     )
     assert done.returncode == 0, done.stderr
     steps = [line.split()[1] for line in done.stdout.splitlines() if line.strip().startswith("20 ")]
-    assert steps == ["validate", "plan", "apply", "no-op", "plan", "apply"]
+    assert steps == ["validate", "plan", "apply", "no-op", "no-op", "plan", "apply"]
