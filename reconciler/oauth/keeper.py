@@ -248,6 +248,26 @@ def new_owner(role: str) -> str:
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+def holder_is_dead(owner: str | None) -> bool:
+    """True when a lease owner (see :func:`new_owner`) ran on this host and its process is gone."""
+    parts = (owner or "").split(":")
+    if len(parts) < 4 or parts[1] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[2])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 # -- one link ------------------------------------------------------------------------------
 def client_config(store: Store, link: StoredLink) -> ClientConfig:
     """The token-request configuration of a stored link (secrets decrypted from the store)."""
@@ -1042,11 +1062,22 @@ def prepare_revocation(
         return RevocationResult(
             name, attempted=False, revoked=False, reason="the provider has no revocation endpoint (RFC 7009)"
         )
+    current = store.get_grant(name)
+    if current is None or (current.obtained_at is None and not current.has_refresh_token):
+        # Never authorized: nothing to revoke, and no lease to leave behind if we are killed.
+        return RevocationResult(
+            name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
+        )
     owner = new_owner("revoke")
     deadline = clock() + wait_timeout
     grant = store.acquire_lease(name, owner=owner, ttl=lease_ttl, now=clock())
     while grant is None and clock() < deadline:
-        sleep(0.1)
+        holder = store.get_grant(name)
+        if holder is not None and holder_is_dead(holder.lease_owner):
+            # A killed apply or keeper on this host: its lease would block us until it expires.
+            store.release_lease(name, owner=str(holder.lease_owner))
+        else:
+            sleep(0.1)
         grant = store.acquire_lease(name, owner=owner, ttl=lease_ttl, now=clock())
     if grant is None:
         return RevocationResult(

@@ -196,3 +196,28 @@ def test_rename_is_refused_while_a_refresh_is_in_flight(
         tx.rename_link("a", "b")
     grant = store.get_grant("b", with_tokens=True)
     assert grant is not None and grant.refresh_token is not None
+
+
+def test_revocation_takes_over_the_lease_of_a_dead_process(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # A kill -9 of an apply (or keeper) leaves its lease; waiting for it to expire would make
+    # the next apply fail to revoke. A same-host holder whose pid is gone is reaped at once.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _authorize(store, provider, clock)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = f"revoke:{socket.gethostname()}:{int(done.stdout)}:deadbeef"
+    assert keeper.holder_is_dead(dead) and not keeper.holder_is_dead(
+        f"x:{socket.gethostname()}:{os.getpid()}:a"
+    )
+    assert not keeper.holder_is_dead("keeper:another-host:1:abc")
+    assert store.acquire_lease("a", owner=dead, ttl=120, now=time.time()) is not None
+    pending = keeper.prepare_revocation(store, "a", provider, wait_timeout=2)
+    assert isinstance(pending, keeper.PendingRevocation)
+    pending.abandon(store)
