@@ -26,7 +26,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler import __version__
-from reconciler.diagnostics import ERROR, WARNING, Diagnostic, format_path
+from reconciler.diagnostics import ERROR, Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
 
 API_GROUP = "linkctl.dev"
@@ -670,14 +670,17 @@ def _documents_of(
         if data is None:
             continue
         if not isinstance(data, dict):
-            result.diagnostics.append(
-                doc.diagnostic(
-                    ERROR,
-                    "a document must be a mapping, not a list of documents",
-                    hint="write each document as a mapping and separate them with ---",
-                    code="not-a-mapping",
+            if _looks_ours(data):
+                result.diagnostics.append(
+                    doc.diagnostic(
+                        ERROR,
+                        "a document must be a mapping, not a list of documents",
+                        hint="write each document as a mapping and separate them with ---",
+                        code="not-a-mapping",
+                    )
                 )
-            ) if _looks_ours(data) else result.skipped.append(f"{display}#{doc.index}: not a mapping")
+            else:
+                result.skipped.append(f"{display}#{doc.index}: not a mapping")
             continue
         api_version = data.get("apiVersion")
         if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
@@ -799,13 +802,3 @@ def _overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) ->
     if isinstance(mine, dict | list) or isinstance(plain, dict | list):
         raise ValueError(f"structure at {format_path(path) or 'the top'} differs after decryption")
     return mine  # an unencrypted leaf: our own (YAML 1.2, position-keeping) reading is the one validated
-
-
-def warning(doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> Diagnostic:
-    """Shorthand for a warning located in ``doc``."""
-    return doc.diagnostic(WARNING, message, path, **kw)
-
-
-def env_lookup(env: Mapping[str, str], name: str) -> str | None:
-    """Environment lookup used for ``fromEnv`` (kept here so tests can pass an env)."""
-    return env.get(name, os.environ.get(name) if env is os.environ else None)

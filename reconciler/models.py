@@ -28,6 +28,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _document_config(title: str, schema_file: str) -> ConfigDict:
+    """Model config of a top-level document kind (its schema's title and $id)."""
+    return ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title=title,
+        json_schema_extra={"$id": f"{SCHEMA_BASE}/{schema_file}"},
+    )
+
+
 class FromEnv(_Strict):
     """Take the secret from an environment variable at plan/apply time."""
 
@@ -107,13 +118,7 @@ class OutgoingLinkSpec(_Strict):
 class OutgoingLink(_Strict):
     """An outgoing OAuth 2.0 link (linkctl.dev/v1)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        title="OutgoingLink",
-        json_schema_extra={"$id": f"{SCHEMA_BASE}/outgoing-link.schema.json"},
-    )
+    model_config = _document_config("OutgoingLink", "outgoing-link.schema.json")
     apiVersion: Literal["linkctl.dev/v1"]
     kind: Literal["OutgoingLink"]
     metadata: Metadata
@@ -144,13 +149,7 @@ class InstanceSpec(_Strict):
 class Instance(_Strict):
     """The instance document (linkctl.dev/v1)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        title="Instance",
-        json_schema_extra={"$id": f"{SCHEMA_BASE}/instance.schema.json"},
-    )
+    model_config = _document_config("Instance", "instance.schema.json")
     apiVersion: Literal["linkctl.dev/v1"]
     kind: Literal["Instance"]
     metadata: Metadata

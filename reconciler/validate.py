@@ -30,7 +30,8 @@ from reconciler.secrets import Secret
 
 REDIRECT_PATH = "/oauth/callback/{name}"
 SECRET_FIELDS = ("clientSecret",)
-_UNION_MEMBERS = {"str", "FromEnv", "FromFile", "function-after[...]", "json-or-python[json=...,python=...]"}
+# pydantic names the members of the clientSecret union in error locations.
+_UNION_MEMBERS = {"str", "FromEnv", "FromFile"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,7 @@ class _Validator:
         self.instance: Instance | None = None
         self.instance_doc: Document | None = None
         self.links: list[DesiredLink] = []
+        self._names: dict[str, Document] = {}
 
     def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
         self.diagnostics.append(doc.diagnostic(ERROR, message, path, **kw))
@@ -130,9 +132,7 @@ class _Validator:
         reported: set[tuple[Any, ...]] = set()
         for err in exc.errors(include_url=False, include_input=False):
             raw_loc = tuple(err["loc"])
-            cut = next(
-                (i for i, p in enumerate(raw_loc) if isinstance(p, str) and p in _UNION_MEMBERS), None
-            )
+            cut = next((i for i, p in enumerate(raw_loc) if isinstance(p, str) and p in _UNION_MEMBERS), None)
             union = cut is not None
             loc = raw_loc[:cut] if cut is not None else raw_loc
             kind = err["type"]
@@ -141,15 +141,22 @@ class _Validator:
                 if key in reported:
                     continue
                 reported.add(key)
-                typo = next((str(e["loc"][-1]) for e in exc.errors() if e["type"] == "extra_forbidden"
-                             and tuple(e["loc"][: len(loc)]) == loc), None)
+                typo = next(
+                    (
+                        str(e["loc"][-1])
+                        for e in exc.errors()
+                        if e["type"] == "extra_forbidden" and tuple(e["loc"][: len(loc)]) == loc
+                    ),
+                    None,
+                )
                 close = difflib.get_close_matches(typo, ["fromEnv", "fromFile"], n=1) if typo else []
                 self.error(
                     doc,
                     "clientSecret must be an encrypted string, {fromEnv: NAME} or {fromFile: PATH}",
                     loc,
-                    hint=f"did you mean {close[0]!r}?" if close else
-                    "encrypt it with `linkctl secrets encrypt --in-place FILE`, or reference it",
+                    hint=f"did you mean {close[0]!r}?"
+                    if close
+                    else "encrypt it with `linkctl secrets encrypt --in-place FILE`, or reference it",
                     code="secret-source",
                 )
                 continue
@@ -224,11 +231,8 @@ class _Validator:
             self.diagnostics, self.instance, self.links, self.loaded.skipped, self.loaded.files
         )
 
-    _names: dict[str, Document]
-
     def _remember_name(self, doc: Document, name: str) -> bool:
-        names = self.__dict__.setdefault("_names", {})
-        first = names.get(name)
+        first = self._names.get(name)
         if first is not None and first is not doc:
             line, col = first.locate(("metadata", "name"))
             self.error(
@@ -239,7 +243,7 @@ class _Validator:
                 code="duplicate-name",
             )
             return False
-        names[name] = doc
+        self._names[name] = doc
         return True
 
     def _check_instance(self, doc: Document, instance: Instance) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from reconciler.secrets import Secret
@@ -190,8 +190,3 @@ def locked(store: Store, *, operation: str, timeout: float) -> Iterator[LockInfo
         yield info
     finally:
         store.release_lock(info.id)
-
-
-def sorted_links(links: Sequence[StoredLink]) -> list[StoredLink]:
-    """Links in name order (the order plans and listings use)."""
-    return sorted(links, key=lambda link: link.name)
