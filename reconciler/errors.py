@@ -109,6 +109,10 @@ class StateError(LinkctlError):
     """The store cannot be opened, read or decrypted."""
 
 
+class StoreNotReady(StateError):
+    """Opening the store without writing was asked for, but it needs a write first."""
+
+
 class CryptoError(LinkctlError):
     """A SOPS or age file cannot be decrypted or fails its integrity check."""
 

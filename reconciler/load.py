@@ -18,9 +18,10 @@ import json
 import marshal
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -36,6 +37,14 @@ EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 _CACHE_FORMAT = "1"  # bump whenever parsing or its diagnostics change
 SOPS_PREFIX = "ENC[AES256_GCM,"
+# Parsing is the costliest step of a cold plan: with two free cores and at least this much
+# unparsed YAML, a forked child parses part of the files while this process parses the rest.
+PARSE_AHEAD_MIN_BYTES = 256 * 1024
+PARSE_AHEAD_SHARE = 0.5  # the child's share by bytes; this process also builds the documents
+MEANWHILE_SHARE = 0.15  # more for the child when this process has other work meanwhile
+
+Parsed = list[tuple[Any, None, int]]  # (data, node placeholder, first line) per document
+ParseOutcome = tuple[Parsed, dict[int, list[Diagnostic]], bool]  # + diagnostics, JSON fallback
 
 try:  # libyaml's parser+composer is several times faster than the pure-Python one
     from yaml.cyaml import CParser as _CParser  # type: ignore[attr-defined]
@@ -263,12 +272,13 @@ class _Constructor:
                     "alias-bomb",
                 )
             return None
-        if isinstance(node, ScalarNode):
-            return self._scalar(node)
-        if isinstance(node, SequenceNode):
+        kind = node.__class__  # exact classes: the composer makes no subclasses, and `is` is cheapest
+        if kind is ScalarNode:
+            return self._scalar(cast(ScalarNode, node))
+        if kind is MappingNode:
+            return self._mapping(cast(MappingNode, node))
+        if kind is SequenceNode:
             return [self.build(child) for child in node.value]
-        if isinstance(node, MappingNode):
-            return self._mapping(node)
         return None  # pragma: no cover
 
     def _scalar(self, node: ScalarNode) -> Any:
@@ -311,9 +321,8 @@ class _Constructor:
 
     def _mapping(self, node: MappingNode) -> dict[str, Any]:
         result: dict[str, Any] = {}
-        seen: dict[str, Node] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
+            if key_node.__class__ is not ScalarNode:
                 self._error(key_node, "mapping keys must be plain strings", code="yaml-key")
                 continue
             key = key_node.value
@@ -325,18 +334,29 @@ class _Constructor:
                     "yaml-merge",
                 )
                 continue
-            if key in seen:
-                first = seen[key].start_mark
+            if key in result:
+                first = next(k for k, _ in node.value if k.__class__ is ScalarNode and k.value == key)
                 self._error(
                     key_node,
-                    f"duplicate key {key!r} (first defined at line {first.line + 1}); "
+                    f"duplicate key {key!r} (first defined at line {first.start_mark.line + 1}); "
                     "YAML tools silently keep only one of them",
                     "remove one of the two",
                     "duplicate-key",
                 )
                 continue
-            seen[key] = key_node
-            result[key] = self.build(value_node)
+            if (
+                value_node.__class__ is ScalarNode
+                and (
+                    value_node.style
+                    or (value_node.tag == _STR_TAG and value_node.value[:1] not in _MAYBE_YAML11)
+                )
+                and self.budget > 0
+            ):
+                # Text that no YAML version reads as anything else (the common case): no calls.
+                self.budget -= 1
+                result[key] = value_node.value
+            else:
+                result[key] = self.build(value_node)
         return result
 
 
@@ -378,9 +398,16 @@ def load_paths(
     env: Mapping[str, str],
     ignore_mac: bool = False,
     decrypt: bool = True,
+    meanwhile: Callable[[], object] | None = None,
 ) -> LoadResult:
-    """Read every file under ``paths`` into documents (never raises for bad input)."""
+    """Read every file under ``paths`` into documents (never raises for bad input).
+
+    ``meanwhile`` is called while a forked child parses (see :data:`PARSE_AHEAD_MIN_BYTES`),
+    or first thing otherwise: work that does not need the documents, such as imports.
+    """
     result = LoadResult([], [], [], [])
+    cache = ParseCache.for_env(env)
+    files: list[_File] = []
     for display, path, problem in iter_files(paths):
         if path is None:
             result.diagnostics.append(
@@ -388,7 +415,21 @@ def load_paths(
             )
             continue
         result.files.append(display)
-        _load_file(display, path, result, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
+        files.append(_read_file(display, path, cache))
+    misses = [f for f in files if f.text is not None and f.parsed is None]
+    ahead = _parse_ahead(misses, PARSE_AHEAD_SHARE + (MEANWHILE_SHARE if meanwhile else 0.0))
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        for file in files:
+            if file.text is None:
+                result.diagnostics.extend(file.problems)
+                continue
+            if file.parsed is None and file.display in ahead.names:
+                file.parsed = ahead.result(file.display)
+            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
+    finally:
+        ahead.close()
     return result
 
 
@@ -422,10 +463,18 @@ class ParseCache:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return self.root / digest[:2] / digest
 
-    def get(self, text: str, display: str) -> tuple[Parsed, dict[int, list[Diagnostic]], bool] | None:
+    def get(self, text: str, display: str) -> ParseOutcome | None:
         """The parse of ``text`` if cached (diagnostics re-labelled with ``display``)."""
         try:
             blob = self._entry(text).read_bytes()
+        except OSError:
+            return None
+        return self.decode(blob, display)
+
+    @staticmethod
+    def decode(blob: bytes, display: str) -> ParseOutcome | None:
+        """Inverse of :meth:`encode`; ``None`` for a damaged blob."""
+        try:
             parsed_raw, diagnostics_raw, json_fallback = marshal.loads(blob)
             parsed: Parsed = [(data, None, int(line)) for data, line in parsed_raw]
             per_document = {
@@ -435,7 +484,7 @@ class ParseCache:
                 ]
                 for index, items in diagnostics_raw.items()
             }
-        except (OSError, ValueError, EOFError, TypeError):
+        except (ValueError, EOFError, TypeError):
             return None
         return parsed, per_document, bool(json_fallback)
 
@@ -488,62 +537,71 @@ def _plaintext_secret(data: Any) -> bool:
     )
 
 
-def _load_file(
-    display: str, path: Path, result: LoadResult, *, env: Mapping[str, str], ignore_mac: bool, decrypt: bool
-) -> None:
+@dataclasses.dataclass
+class _File:
+    """One input file between reading and loading."""
+
+    display: str
+    path: Path
+    text: str | None  # None: unreadable, see ``problems``
+    problems: list[Diagnostic] = dataclasses.field(default_factory=list)
+    parsed: ParseOutcome | None = None  # from the parse cache or a parse ahead
+    cached: bool = False  # ``parsed`` came from the cache (nothing to remember)
+
+
+def _read_file(display: str, path: Path, cache: ParseCache | None) -> _File:
+    """Read a file's text (size limit, UTF-8) and look its parse up in the cache."""
+
     def fail(
-        message: str,
-        line: int | None = None,
-        column: int | None = None,
-        hint: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        result.diagnostics.append(Diagnostic(ERROR, message, display, line, column, (), hint, code))
+        message: str, line: int | None = None, column: int | None = None, *, hint: str, code: str
+    ) -> _File:
+        problem = Diagnostic(ERROR, message, display, line, column, (), hint, code)
+        return _File(display, path, None, [problem])
 
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            fail(
+            return fail(
                 f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit",
                 hint="split it into several files",
                 code="too-large",
             )
-            return
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raw = exc.object[: exc.start]
-        line = raw.count(b"\n") + 1
-        column = exc.start - (raw.rfind(b"\n") + 1) + 1
-        fail(
+        return fail(
             f"file is not UTF-8 text ({exc.reason} at byte {exc.start})",
-            line,
-            column,
+            raw.count(b"\n") + 1,
+            exc.start - (raw.rfind(b"\n") + 1) + 1,
             hint="save the file as UTF-8",
             code="encoding",
         )
-        return
     except OSError as exc:
-        fail(f"cannot read file: {exc.strerror}", code="io")
-        return
-
-    cache = ParseCache.for_env(env)
+        problem = Diagnostic(ERROR, f"cannot read file: {exc.strerror}", display, None, None, (), None, "io")
+        return _File(display, path, None, [problem])
     hit = cache.get(text, display) if cache is not None else None
-    if hit is not None:
-        parsed, per_document, json_fallback = hit
-        source: _SourceText | None = None if json_fallback else _SourceText(text)
-    else:
-        parsed_now = _parse(display, path, text, result)
-        if parsed_now is None:
-            return
-        parsed, per_document, json_fallback = parsed_now
-        source = None if json_fallback else _SourceText(text)
-        if cache is not None and not any(_plaintext_secret(data) for data, _, _ in parsed):
-            # Encoded now: decryption later changes these objects (the sops block is removed).
-            result.cache_candidates[display] = (
-                cache,
-                text,
-                cache.encode(parsed, per_document, json_fallback),
-            )
+    return _File(display, path, text, parsed=hit, cached=hit is not None)
+
+
+def _load_text(
+    file: _File,
+    result: LoadResult,
+    cache: ParseCache | None,
+    *,
+    env: Mapping[str, str],
+    ignore_mac: bool,
+    decrypt: bool,
+) -> None:
+    assert file.text is not None
+    display, path, text = file.display, file.path, file.text
+    outcome = file.parsed or _parse(display, path, text, result)
+    if outcome is None:
+        return
+    parsed, per_document, json_fallback = outcome
+    source = None if json_fallback else _SourceText(text)
+    if cache is not None and not file.cached and not any(_plaintext_secret(data) for data, _, _ in parsed):
+        # Encoded now: decryption later changes these objects (the sops block is removed).
+        result.cache_candidates[display] = (cache, text, cache.encode(parsed, per_document, json_fallback))
     _documents_of(
         display,
         path,
@@ -558,12 +616,91 @@ def _load_file(
     )
 
 
-Parsed = list[tuple[Any, None, int]]
+class _ParseAhead:
+    """Parses of some files, made by a forked child while this process parses the others.
+
+    The child inherits the file texts (copy-on-write), so both sides parse exactly the same
+    bytes; it sends back the parse-cache encoding over a pipe. Anything missing or damaged
+    in what comes back is parsed here instead, so a failed child costs time, never results.
+    """
+
+    def __init__(self, files: Sequence[_File] = ()) -> None:
+        self.names = frozenset(f.display for f in files)
+        self._pid: int | None = None
+        self._read_fd: int | None = None
+        self._results: dict[str, bytes | None] | None = None
+        if files:
+            self._start(files)
+
+    def _start(self, files: Sequence[_File]) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is not collected
+            try:
+                os.close(read_fd)
+                out: dict[str, bytes | None] = {}
+                for file in files:
+                    assert file.text is not None
+                    outcome = _parse(file.display, file.path, file.text, LoadResult([], [], [], []))
+                    out[file.display] = None if outcome is None else ParseCache.encode(*outcome)
+                with os.fdopen(write_fd, "wb") as pipe:
+                    pipe.write(marshal.dumps(out))
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        self._pid, self._read_fd = pid, read_fd
+
+    def result(self, display: str) -> ParseOutcome | None:
+        """The child's parse of ``display`` (``None``: parse it here)."""
+        if self._results is None:
+            self._results = self._collect()
+        blob = self._results.get(display)
+        return None if blob is None else ParseCache.decode(blob, display)
+
+    def _collect(self) -> dict[str, bytes | None]:
+        if self._read_fd is None:
+            return {}
+        with os.fdopen(self._read_fd, "rb") as pipe:
+            self._read_fd = None
+            data = pipe.read()
+        self.close()
+        try:
+            results = marshal.loads(data)
+        except (ValueError, EOFError, TypeError):
+            return {}
+        return results if isinstance(results, dict) else {}
+
+    def close(self) -> None:
+        """Reap the child (it has written everything or died)."""
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+            self._read_fd = None
+        if self._pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = None
 
 
-def _parse(
-    display: str, path: Path, text: str, result: LoadResult
-) -> tuple[Parsed, dict[int, list[Diagnostic]], bool] | None:
+def _parse_ahead(misses: Sequence[_File], share: float) -> _ParseAhead:
+    """Start a child for the tail of ``misses`` (``share`` of their bytes) when worth a fork."""
+    total = sum(len(f.text or "") for f in misses)
+    if total < PARSE_AHEAD_MIN_BYTES or not hasattr(os, "fork") or threading.active_count() > 1:
+        return _ParseAhead()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cpus < 2:
+        return _ParseAhead()
+    # The child takes the last files (this process reaches them last) up to its share.
+    wanted, taken = total * share, 0
+    tail: list[_File] = []
+    for file in reversed(misses):
+        if taken >= wanted:
+            break
+        tail.append(file)
+        taken += len(file.text or "")
+    return _ParseAhead(tail[::-1])
+
+
+def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutcome | None:
     """Parse a file's documents; None (with diagnostics in ``result``) when it cannot be."""
 
     def fail(

@@ -220,7 +220,8 @@ def compute_plan(
         source = f"{link.source_file}:{link.source_line}"
         added = {k: v for k, v in (link.spec.get("presetAdded") or {}).items() if v}
         current = by_name.get(link.name)
-        if current is not None and current.spec == link.spec and current.secret_fingerprints == fps:
+        current_spec = current.spec if current is not None else {}  # decoded once per link
+        if current is not None and current_spec == link.spec and current.secret_fingerprints == fps:
             # The store already holds the declared state: nothing to write, whatever its history
             # (hashing only where something differs keeps a no-op plan of 10,000 links fast).
             claimed.add(current.name)
@@ -240,9 +241,9 @@ def compute_plan(
             changes.append(Change(CREATE, link.name, link.provider, fields, source, None, added, digest))
             continue
         claimed.add(current.name)
-        drifted = current.spec_hash != spec_hash(current.spec, current.secret_fingerprints)
+        drifted = current.spec_hash != spec_hash(current_spec, current.secret_fingerprints)
         fields = diff_specs(
-            current.spec, link.spec, current.secret_fingerprints, fps, sensitive=link.sensitive_fields
+            current_spec, link.spec, current.secret_fingerprints, fps, sensitive=link.sensitive_fields
         )
         action = DRIFT if drifted else UPDATE
         changes.append(Change(action, link.name, link.provider, fields, source, None, added, digest))

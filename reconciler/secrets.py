@@ -34,11 +34,8 @@ class Secret:
 
     def fingerprint(self, key: bytes, *context: str) -> str:
         """A keyed HMAC-SHA256 of the value (hex): detects changes without storing it."""
-        mac = hmac.new(key, digestmod=hashlib.sha256)
-        for part in context:
-            mac.update(part.encode() + b"\x00")
-        mac.update(self._value.encode())
-        return mac.hexdigest()
+        message = b"".join(part.encode() + b"\x00" for part in context) + self._value.encode()
+        return hmac.digest(key, message, "sha256").hex()
 
     def __str__(self) -> str:
         return REDACTED

@@ -112,8 +112,10 @@ class _Validator:
         self.instance_doc: Document | None = None
         self.links: list[DesiredLink] = []
         self._names: dict[str, Document] = {}
+        self.errors = sum(1 for d in self.diagnostics if d.is_error)
 
     def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
+        self.errors += 1
         self.diagnostics.append(doc.diagnostic(ERROR, message, path, **kw))
 
     def warn(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
@@ -286,7 +288,7 @@ class _Validator:
     def _check_link(self, doc: Document, link: OutgoingLink) -> DesiredLink | None:
         spec = link.spec
         name = link.metadata.name
-        errors_before = sum(1 for d in self.diagnostics if d.is_error)
+        errors_before = self.errors
         defaults = self.instance.spec.defaults if self.instance else None
         grant = spec.grant
         if defaults and defaults.grant and "grant" not in (doc.data.get("spec") or {}):
@@ -410,7 +412,7 @@ class _Validator:
                 code="pending-credentials",
             )
 
-        if sum(1 for d in self.diagnostics if d.is_error) > errors_before:
+        if self.errors > errors_before:
             return None
         return self._desired(doc, link, grant, redirect, secrets)
 
@@ -500,7 +502,7 @@ class _Validator:
     ) -> DesiredLink:
         spec = link.spec
         defaults = self.instance.spec.defaults if self.instance else None
-        declared = dict(doc.data.get("spec") or {})
+        declared = doc.data.get("spec") or {}
         raw = {
             "provider": spec.provider,
             "scopes": list(spec.scopes),

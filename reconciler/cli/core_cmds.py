@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import functools
 import gc
@@ -25,6 +26,7 @@ from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, St
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
     from reconciler.plan import Plan
+    from reconciler.store.base import StoredLink
     from reconciler.validate import ValidationResult
 
 
@@ -154,14 +156,53 @@ def _batch(handler: Any) -> Any:
 
 
 # -- shared steps ------------------------------------------------------------------------
-def _validated(args: argparse.Namespace, ctx: Context, paths: Sequence[str]) -> ValidationResult:
+def _import_validate() -> None:
+    """Import the validator (pydantic models) while files are parsed."""
+    import reconciler.validate  # noqa: F401
+
+
+def _import_core() -> None:
+    """Import the modules after loading (pydantic models, planner, store) while files are parsed."""
+    import reconciler.plan
+    import reconciler.store.sqlite  # noqa: F401
+
+
+@dataclasses.dataclass
+class _StoredState:
+    """The store's links and serial, read while the declared files were still being parsed."""
+
+    serial: int | None = None
+    links: list[StoredLink] | None = None
+
+    def read_ahead(self, ctx: Context) -> None:
+        """Import the core, then read the store if that writes nothing (else leave it for later)."""
+        _import_core()
+        store = ctx.ready_store()
+        if store is None:
+            return
+        try:
+            serial = store.state_serial()  # first: an apply in between makes the plan stale, not wrong
+            self.links, self.serial = store.list_links(), serial
+        except Exception:  # the read after validation raises it where it belongs
+            self.links = self.serial = None
+
+
+def _validated(
+    args: argparse.Namespace,
+    ctx: Context,
+    paths: Sequence[str],
+    meanwhile: Callable[[], object] | None = _import_core,
+) -> ValidationResult:
     """Load and validate; print warnings; raise InvalidConfiguration on errors."""
     from reconciler.diagnostics import render_text
     from reconciler.errors import InvalidConfiguration
     from reconciler.load import load_paths, remember_parsed
+
+    loaded = load_paths(
+        paths, env=ctx.env, ignore_mac=getattr(args, "ignore_mac", False), meanwhile=meanwhile
+    )
     from reconciler.validate import validate
 
-    loaded = load_paths(paths, env=ctx.env, ignore_mac=getattr(args, "ignore_mac", False))
     result = validate(loaded, env=ctx.env)
     remember_parsed(loaded, result.diagnostics)
     if getattr(args, "verbose", False):
@@ -183,14 +224,24 @@ def _actor(ctx: Context) -> str:
     return ctx.env.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
 
 
-def _compute(ctx: Context, result: ValidationResult, *, prune: bool, inputs: Sequence[str]) -> Plan:
+def _compute(
+    ctx: Context,
+    result: ValidationResult,
+    *,
+    prune: bool,
+    inputs: Sequence[str],
+    ahead: _StoredState | None = None,
+) -> Plan:
     from reconciler.plan import compute_plan
 
     store = ctx.store()
+    if ahead is None or ahead.links is None or ahead.serial is None:
+        ahead = _StoredState(store.state_serial(), store.list_links())
+    assert ahead.links is not None and ahead.serial is not None
     return compute_plan(
         result.links,
-        store.list_links(),
-        serial=store.state_serial(),
+        ahead.links,
+        serial=ahead.serial,
         fingerprint_key=store.fingerprint_key(),
         prune=prune,
         inputs=[os.path.abspath(p) for p in inputs],
@@ -214,7 +265,7 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     from reconciler.load import load_paths, remember_parsed
     from reconciler.validate import validate
 
-    loaded = load_paths(args.paths, env=ctx.env, ignore_mac=args.ignore_mac)
+    loaded = load_paths(args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=_import_validate)
     result = validate(loaded, env=ctx.env)
     remember_parsed(loaded, result.diagnostics)
     errors = sum(1 for d in result.diagnostics if d.is_error)
@@ -250,8 +301,9 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
 @_batch
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl plan PATHS``."""
-    result = _validated(args, ctx, args.paths)
-    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths)
+    ahead = _StoredState()
+    result = _validated(args, ctx, args.paths, functools.partial(ahead.read_ahead, ctx))
+    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths, ahead=ahead)
     if args.out:
         _write_atomically(Path(args.out), json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
     _print_plan(ctx, plan, output=args.output, verbose=args.verbose)

@@ -54,6 +54,24 @@ class Context:
             self._store = open_store(self.settings, notice=self.notice)
         return self._store
 
+    def ready_store(self) -> Store | None:
+        """The store if it can be opened without writing anything; else ``None`` (no message).
+
+        For reading ahead: when it is not ready, :meth:`store` later opens it (and says
+        why it cannot) at the point the command would have anyway.
+        """
+        if self._store is None:
+            from reconciler.store import open_store
+
+            said: list[str] = []
+            try:
+                self._store = open_store(self.settings, notice=said.append, create=False)
+            except Exception:  # store() raises it again where the command opens it
+                return None
+            for text in said:
+                self.notice(text)
+        return self._store
+
     def metadata_cache(self) -> MetadataCacheOpener:
         """The store's discovery cache, for ``TokenClient(metadata_cache=...)``."""
         from reconciler.store import MetadataCacheOpener

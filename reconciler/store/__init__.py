@@ -23,15 +23,21 @@ if TYPE_CHECKING:
 ACCEPTED_FORMS = "sqlite:///absolute/path/state.db or postgresql://user@host/dbname"
 
 
-def open_store(settings: Settings, *, notice: Callable[[str], None] | None = None) -> Store:
-    """Open the store named by ``settings.state_url``; ``notice`` receives one-line messages for the user."""
+def open_store(
+    settings: Settings, *, notice: Callable[[str], None] | None = None, create: bool = True
+) -> Store:
+    """Open the store named by ``settings.state_url``; ``notice`` receives one-line messages for the user.
+
+    ``create=False`` opens only a store that is ready as it is (it exists, its key is at hand,
+    its schema is current): opening then writes nothing, else it raises ``StoreNotReady``.
+    """
     url = settings.state_url
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "sqlite":
         from reconciler.store.sqlite import SQLiteStore
 
-        return SQLiteStore.open(settings, notice=notice)
+        return SQLiteStore.open(settings, notice=notice, create=create)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         raise StateError(
             "PostgreSQL state stores are not supported yet",

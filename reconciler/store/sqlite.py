@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import ConflictError, LockTimeout, StalePlan, StateError
+from reconciler.errors import ConflictError, LockTimeout, StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
 from reconciler.store import base, sealing, sqlite_grants, sqlite_leases
@@ -179,7 +179,7 @@ def _link_from_row(row: tuple[Any, ...]) -> base.StoredLink:
         uid=row[0],
         name=row[1],
         provider=row[2],
-        spec=json.loads(row[3]),
+        spec_json=row[3],
         spec_hash=row[4],
         secret_fingerprints=json.loads(row[5]),
         generation=row[6],
@@ -271,7 +271,7 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
             uid=uid,
             name=link.name,
             provider=link.provider,
-            spec=spec,
+            spec_json=spec_json,
             spec_hash=link.spec_hash,
             secret_fingerprints=fingerprints,
             generation=generation,
@@ -363,11 +363,13 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: Settings, *, notice: Notice | None = None) -> SQLiteStore:
+    def open(cls, settings: Settings, *, notice: Notice | None = None, create: bool = True) -> SQLiteStore:
         """Open (creating if needed) the store file of ``settings.state_url``.
 
         Order matters: the key is parsed and checked against an existing store before
         anything is written to it, so a wrong or missing key leaves the file untouched.
+        With ``create=False`` a store that would need any write first (file, key, schema
+        migration, key check) raises ``StoreNotReady`` instead.
         """
         say: Notice = notice or _stderr_notice
         path = sqlite_path(settings.state_url)
@@ -376,6 +378,8 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             key_file=settings.state_key_file,
         )
         existed = path.exists()
+        if not create and (key is None or not existed):
+            raise StoreNotReady(f"the store {path} or its key does not exist yet")
         if key is not None and settings.state_key is None:
             _warn_if_shared(settings.state_key_file, "the state key file", say)
         if existed:
@@ -388,6 +392,8 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         try:
             known = len(load_migrations())
             version, key_check = _read_meta(conn)
+            if not create and (version != known or key_check is None):
+                raise StoreNotReady(f"the store {path} needs a schema migration or key check first")
             if version > known:
                 raise StateError(
                     f"the store {path} has schema version {version}, newer than this linkctl"

@@ -102,6 +102,25 @@ def test_plan_apply_then_no_op(cli: Linkctl) -> None:
     assert cli("plan", "--detailed-exitcode", links, expect=0).stdout.startswith("No changes.")
 
 
+def test_plan_reads_the_store_ahead_but_never_creates_one(cli: Linkctl) -> None:
+    # plan reads the store while it parses; on a fresh machine with a broken file that must
+    # leave no store and no key behind, and the configuration error comes first.
+    links = _links(cli, _alpha().replace("provider: google", "provider: gogle"))
+    bad = cli("plan", links, expect=3)
+    assert "provider" in bad.stderr and "state" not in bad.stderr
+    state_dir = Path(cli.env["XDG_STATE_HOME"]) / "linkctl"
+    assert not state_dir.exists() or not any(state_dir.iterdir())
+    # Fixed, the same plan creates the store as before, then reads it ahead on the next run.
+    _links(cli, _alpha())
+    first = cli("plan", "--detailed-exitcode", links, expect=2)
+    assert "created state encryption key" in first.stderr and "Plan: 1 to create" in first.stdout
+    cli("apply", links)
+    again = cli("plan", "--detailed-exitcode", links, expect=0)
+    assert again.stderr == "" and again.stdout.startswith(
+        "No changes. 1 link(s) up to date (state serial 1)."
+    )
+
+
 def test_saved_plan_applies_and_is_refused_when_stale(cli: Linkctl) -> None:
     links = _links(cli, _alpha())
     cli("plan", "--out", "p1.json", links)

@@ -117,8 +117,15 @@ def _fill(template: str | None, values: Mapping[str, str]) -> str | None:
 
 
 _RESOLVE_KEYS = (
-    "provider", "cloud", "tenant", "clientAuth", "authorizationEndpoint", "tokenEndpoint",
-    "revocationEndpoint", "deviceAuthorizationEndpoint", "issuer",
+    "provider",
+    "cloud",
+    "tenant",
+    "clientAuth",
+    "authorizationEndpoint",
+    "tokenEndpoint",
+    "revocationEndpoint",
+    "deviceAuthorizationEndpoint",
+    "issuer",
 )
 
 
@@ -126,7 +133,7 @@ def resolve(spec: Mapping[str, Any]) -> ResolvedEndpoints:
     """Apply a link's preset to its declared spec (camelCase keys as in the YAML)."""
     # Thousands of links share a handful of shapes: resolve each shape once.
     return _resolve(
-        tuple(spec.get(key) for key in _RESOLVE_KEYS),
+        tuple(map(spec.get, _RESOLVE_KEYS)),
         tuple(spec.get("scopes") or ()),
         tuple(sorted((spec.get("authorizeParams") or {}).items())),
     )

@@ -46,7 +46,7 @@ def stored(link: DesiredLink, *, policy: str = "delete", tamper: dict[str, Any] 
         "uid-" + link.name,
         link.name,
         link.provider,
-        spec,
+        json.dumps(spec, sort_keys=True, separators=(",", ":")),
         digest,
         fps,
         1,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from store_helpers import PYTHON, child_env, db_path, file_digest, link
 
-from reconciler.errors import StalePlan, StateError
+from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import grants, open_store
@@ -94,6 +94,37 @@ def test_newer_schema_is_refused_and_left_untouched(open_: OpenStore, settings: 
         open_()
     assert info.value.hint and "upgrade linkctl" in info.value.hint
     assert file_digest(db_path(settings)) == before
+
+
+def test_opening_without_writing_refuses_whatever_needs_a_write(open_: OpenStore, settings: Settings) -> None:
+    with pytest.raises(StoreNotReady):
+        open_store(settings, create=False)
+    assert not db_path(settings).exists() and not settings.state_key_file.exists()
+
+    created = open_()
+    ready = open_store(settings, create=False)
+    assert ready.state_serial() == created.state_serial() == 0
+    ready.close()
+
+    for tamper, repair in (
+        # a schema this linkctl does not have (an older one would be migrated by a normal open)
+        (
+            "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+            "UPDATE meta SET value = 1 WHERE key = 'schema_version'",
+        ),
+        ("DELETE FROM meta WHERE key = 'key_check'", None),  # the key check is not written yet
+    ):
+        with raw(settings) as conn:
+            conn.execute(tamper)
+        before = file_digest(db_path(settings))
+        with pytest.raises(StoreNotReady):
+            open_store(settings, create=False)
+        assert file_digest(db_path(settings)) == before
+        if repair:
+            with raw(settings) as conn:
+                conn.execute(repair)
+        open_().close()  # a normal open is fine again (and writes the key check)
+        open_store(settings, create=False).close()
 
 
 def test_migration_script_splitting_handles_triggers_and_comments() -> None:
