@@ -18,6 +18,7 @@ import json
 import marshal
 import os
 import re
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -426,7 +427,7 @@ def load_paths(
                 result.diagnostics.extend(file.problems)
                 continue
             if file.parsed is None and file.display in ahead.names:
-                file.parsed = ahead.result(file.display)
+                file.parsed, file.encoded = ahead.result(file.display) or (None, None)
             _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
     finally:
         ahead.close()
@@ -547,6 +548,7 @@ class _File:
     problems: list[Diagnostic] = dataclasses.field(default_factory=list)
     parsed: ParseOutcome | None = None  # from the parse cache or a parse ahead
     cached: bool = False  # ``parsed`` came from the cache (nothing to remember)
+    encoded: bytes | None = None  # ``parsed`` in the cache's encoding, when the child made it
 
 
 def _read_file(display: str, path: Path, cache: ParseCache | None) -> _File:
@@ -601,7 +603,8 @@ def _load_text(
     source = None if json_fallback else _SourceText(text)
     if cache is not None and not file.cached and not any(_plaintext_secret(data) for data, _, _ in parsed):
         # Encoded now: decryption later changes these objects (the sops block is removed).
-        result.cache_candidates[display] = (cache, text, cache.encode(parsed, per_document, json_fallback))
+        blob = file.encoded or cache.encode(parsed, per_document, json_fallback)
+        result.cache_candidates[display] = (cache, text, blob)
     _documents_of(
         display,
         path,
@@ -650,12 +653,13 @@ class _ParseAhead:
         os.close(write_fd)
         self._pid, self._read_fd = pid, read_fd
 
-    def result(self, display: str) -> ParseOutcome | None:
-        """The child's parse of ``display`` (``None``: parse it here)."""
+    def result(self, display: str) -> tuple[ParseOutcome, bytes] | None:
+        """The child's parse of ``display`` and its encoding (``None``: parse it here)."""
         if self._results is None:
             self._results = self._collect()
         blob = self._results.get(display)
-        return None if blob is None else ParseCache.decode(blob, display)
+        outcome = None if blob is None else ParseCache.decode(blob, display)
+        return None if outcome is None or blob is None else (outcome, blob)
 
     def _collect(self) -> dict[str, bytes | None]:
         if self._read_fd is None:
@@ -671,10 +675,13 @@ class _ParseAhead:
         return results if isinstance(results, dict) else {}
 
     def close(self) -> None:
-        """Reap the child (it has written everything or died)."""
+        """Reap the child; one whose answer is no longer wanted (an error here) is killed first."""
         if self._read_fd is not None:
             os.close(self._read_fd)
             self._read_fd = None
+            if self._pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
         if self._pid is not None:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from reconciler import load
-from reconciler.load import LoadResult, load_paths
+from reconciler.load import LoadResult, load_paths, remember_parsed
+from reconciler.validate import validate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="parsing ahead needs os.fork")
 
@@ -51,10 +53,12 @@ def _summary(result: LoadResult) -> tuple[Any, ...]:
     )
 
 
-def _load(root: Path, monkeypatch: pytest.MonkeyPatch, *, ahead: bool) -> LoadResult:
+def _load(
+    root: Path, monkeypatch: pytest.MonkeyPatch, *, ahead: bool, meanwhile: Callable[[], object] | None = None
+) -> LoadResult:
     monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 if ahead else 1 << 40)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    return load_paths([str(root)], env={"LINKCTL_NO_CACHE": "1"})
+    return load_paths([str(root)], env={"LINKCTL_NO_CACHE": "1"}, meanwhile=meanwhile)
 
 
 def test_parse_ahead_equals_parsing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,3 +121,46 @@ def test_meanwhile_runs_once_with_or_without_a_child(tmp_path: Path, monkeypatch
             meanwhile=functools.partial(calls.append, 1),
         )
         assert calls == [1] and len(result.documents) > 600
+
+
+def test_an_error_meanwhile_kills_and_reaps_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_repo(tmp_path / "links")
+    pids: list[int] = []
+    real_start = load._ParseAhead._start
+
+    def recording_start(self: load._ParseAhead, files: Any) -> None:
+        real_start(self, files)
+        assert self._pid is not None
+        pids.append(self._pid)
+
+    def failing() -> None:
+        raise RuntimeError("meanwhile failed")
+
+    monkeypatch.setattr(load._ParseAhead, "_start", recording_start)
+    with pytest.raises(RuntimeError, match="meanwhile failed"):
+        _load(tmp_path / "links", monkeypatch, ahead=True, meanwhile=failing)
+    (pid,) = pids
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped: not even a zombie is left
+
+
+def test_the_childs_parses_go_into_the_parse_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_repo(tmp_path / "links")
+    for problem in ("c-problems.yaml", "d-syntax.yaml"):
+        (tmp_path / "links" / problem).unlink()
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "S": "secret-value"}
+    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    first = load_paths([str(tmp_path / "links")], env=env)
+    assert validate(first, env=env).ok
+    remember_parsed(first, [])
+
+    def no_parse(*_: object) -> None:
+        raise AssertionError("a cached file was parsed again")
+
+    monkeypatch.setattr(load, "_parse", no_parse)
+    again = load_paths([str(tmp_path / "links")], env=env)
+    assert _summary(again)[0] == _summary(first)[0]
+    assert len(again.documents) == len(first.documents) == 601
