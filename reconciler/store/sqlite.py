@@ -401,6 +401,13 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
                     hint="upgrade linkctl; an older version must not write to a newer store",
                 )
             if key_check is not None and key is None:
+                # Another process's first open may have created the key file and keyed the
+                # store since we looked: the key check is written only after the key file.
+                key, key_source = sealing.read_key(
+                    state_key=settings.state_key.reveal() if settings.state_key else None,
+                    key_file=settings.state_key_file,
+                )
+            if key_check is not None and key is None:
                 raise StateError(
                     f"the store {path} is encrypted with a state key but none was found;"
                     f" looked at {key_source}",
