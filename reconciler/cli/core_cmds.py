@@ -26,7 +26,7 @@ from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, St
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
     from reconciler.plan import Plan
-    from reconciler.store.base import StoredLink
+    from reconciler.store.base import Store, StoredLink
     from reconciler.validate import ValidationResult
 
 
@@ -167,24 +167,36 @@ def _import_core() -> None:
     import reconciler.store.sqlite  # noqa: F401
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class _StoredState:
-    """The store's links and serial, read while the declared files were still being parsed."""
+    """What a plan is computed against: the store's serial and links."""
 
-    serial: int | None = None
-    links: list[StoredLink] | None = None
+    serial: int
+    links: list[StoredLink]
 
-    def read_ahead(self, ctx: Context) -> None:
-        """Import the core, then read the store if that writes nothing (else leave it for later)."""
+    @classmethod
+    def read(cls, store: Store) -> _StoredState:
+        """Serial first: an apply in between then makes the plan stale, never wrong."""
+        serial = store.state_serial()
+        return cls(serial, store.list_links())
+
+
+class _ReadAhead:
+    """``meanwhile`` work for plan: import the core, then read the store if that writes nothing."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.state: _StoredState | None = None
+
+    def __call__(self) -> None:
         _import_core()
-        store = ctx.ready_store()
+        store = self._ctx.ready_store()
         if store is None:
-            return
+            return  # not there yet, or broken: opened (and reported) after validation
         try:
-            serial = store.state_serial()  # first: an apply in between makes the plan stale, not wrong
-            self.links, self.serial = store.list_links(), serial
+            self.state = _StoredState.read(store)
         except Exception:  # the read after validation raises it where it belongs
-            self.links = self.serial = None
+            self.state = None
 
 
 def _validated(
@@ -230,18 +242,16 @@ def _compute(
     *,
     prune: bool,
     inputs: Sequence[str],
-    ahead: _StoredState | None = None,
+    state: _StoredState | None = None,
 ) -> Plan:
     from reconciler.plan import compute_plan
 
     store = ctx.store()
-    if ahead is None or ahead.links is None or ahead.serial is None:
-        ahead = _StoredState(store.state_serial(), store.list_links())
-    assert ahead.links is not None and ahead.serial is not None
+    state = state or _StoredState.read(store)
     return compute_plan(
         result.links,
-        ahead.links,
-        serial=ahead.serial,
+        state.links,
+        serial=state.serial,
         fingerprint_key=store.fingerprint_key(),
         prune=prune,
         inputs=[os.path.abspath(p) for p in inputs],
@@ -301,9 +311,9 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
 @_batch
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl plan PATHS``."""
-    ahead = _StoredState()
-    result = _validated(args, ctx, args.paths, functools.partial(ahead.read_ahead, ctx))
-    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths, ahead=ahead)
+    ahead = _ReadAhead(ctx)
+    result = _validated(args, ctx, args.paths, ahead)
+    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths, state=ahead.state)
     if args.out:
         _write_atomically(Path(args.out), json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
     _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
