@@ -10,15 +10,18 @@ ratios are printed from the same run.
 
     python bench/bench_core.py                 # N = 1,000 and 10,000 (+ Terraform at 1,000)
     python bench/bench_core.py --n 200 --no-terraform
+    python bench/bench_core.py --repeat 5      # median of 5 runs for steps that change nothing
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +68,26 @@ def write_links(root: Path, n: int, *, changed: set[int] | None = None, per_file
         (root / f"links-{start // per_file:04d}.yaml").write_text("".join(parts))
 
 
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """Wall seconds (median of the runs, with the fastest and slowest) and the largest peak RSS."""
+
+    wall: float
+    rss: float
+    low: float
+    high: float
+    runs: int
+
+
+def measure(cmd: list[str], env: dict[str, str], times: int = 1, cwd: Path | None = None) -> Measure:
+    """Run a step ``times`` times (only steps that change nothing may repeat)."""
+    samples = [run(cmd, env, cwd) for _ in range(max(times, 1))]
+    walls = [wall for wall, _ in samples]
+    return Measure(
+        statistics.median(walls), max(rss for _, rss in samples), min(walls), max(walls), len(walls)
+    )
+
+
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process; raises on failure."""
     started = time.perf_counter()
@@ -78,8 +101,8 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[f
     return wall, usage.ru_maxrss / 1024
 
 
-def bench_linkctl(n: int, work: Path) -> dict[str, tuple[float, float]]:
-    """The five measured steps for N links."""
+def bench_linkctl(n: int, work: Path, times: int) -> dict[str, Measure]:
+    """The measured steps for N links; those that change nothing run ``times`` times."""
     env = {
         **os.environ,
         "BENCH_SECRET": "bench-secret-value",
@@ -91,18 +114,18 @@ def bench_linkctl(n: int, work: Path) -> dict[str, tuple[float, float]]:
     linkctl = [sys.executable, "-m", "reconciler"]
     write_links(links, n)
     results = {
-        "validate": run([*linkctl, "validate", str(links)], env),
-        "plan (all new)": run([*linkctl, "plan", str(links)], env),
-        "apply (all new)": run([*linkctl, "apply", str(links)], env),
-        "no-op plan": run([*linkctl, "plan", str(links), "--detailed-exitcode"], env),
+        "validate": measure([*linkctl, "validate", str(links)], env, times),
+        "plan (all new)": measure([*linkctl, "plan", str(links)], env, times),
+        "apply (all new)": measure([*linkctl, "apply", str(links)], env),
+        "no-op plan": measure([*linkctl, "plan", str(links), "--detailed-exitcode"], env, times),
         # The same without the parse cache: what a fresh checkout (CI) pays.
-        "no-op plan, cold": run(
-            [*linkctl, "plan", str(links), "--detailed-exitcode"], {**env, "LINKCTL_NO_CACHE": "1"}
+        "no-op plan, cold": measure(
+            [*linkctl, "plan", str(links), "--detailed-exitcode"], {**env, "LINKCTL_NO_CACHE": "1"}, times
         ),
     }
     write_links(links, n, changed=set(range(0, n, 100)))
-    results["plan (1% changed)"] = run([*linkctl, "plan", str(links)], env)
-    results["apply (1% changed)"] = run([*linkctl, "apply", str(links)], env)
+    results["plan (1% changed)"] = measure([*linkctl, "plan", str(links)], env, times)
+    results["apply (1% changed)"] = measure([*linkctl, "apply", str(links)], env)
     return results
 
 
@@ -117,7 +140,7 @@ resource "terraform_data" "link_{i:05d}" {{
 """
 
 
-def bench_terraform(n: int, work: Path) -> dict[str, tuple[float, float]] | None:
+def bench_terraform(n: int, work: Path, times: int) -> dict[str, Measure] | None:
     """Terraform with N terraform_data resources: no-op plan and apply, local backend."""
     terraform = shutil.which("terraform")
     if terraform is None:
@@ -137,17 +160,16 @@ def bench_terraform(n: int, work: Path) -> dict[str, tuple[float, float]] | None
 
     write(set())
     run([terraform, "init", "-input=false", "-no-color"], env, cwd=tf)
+    plan = [terraform, "plan", "-input=false", "-no-color", "-lock=false"]
     results = {
-        "plan (all new)": run([terraform, "plan", "-input=false", "-no-color", "-lock=false"], env, cwd=tf),
-        "apply (all new)": run(
+        "plan (all new)": measure(plan, env, times, cwd=tf),
+        "apply (all new)": measure(
             [terraform, "apply", "-auto-approve", "-input=false", "-no-color"], env, cwd=tf
         ),
-        "no-op plan": run(
-            [terraform, "plan", "-input=false", "-no-color", "-detailed-exitcode"], env, cwd=tf
-        ),
+        "no-op plan": measure([*plan, "-detailed-exitcode"], env, times, cwd=tf),
     }
     write(set(range(0, n, 100)))
-    results["plan (1% changed)"] = run([terraform, "plan", "-input=false", "-no-color"], env, cwd=tf)
+    results["plan (1% changed)"] = measure(plan, env, times, cwd=tf)
     return results
 
 
@@ -157,23 +179,33 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, action="append", help="link counts (default 1000 and 10000)")
     parser.add_argument("--no-terraform", action="store_true", help="skip the Terraform comparison")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run each step that changes nothing K times (median)",
+    )
     args = parser.parse_args()
     counts = args.n or [1000, 10000]
     machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cores"
     print(f"machine: {machine}, Python {platform.python_version()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"{'N':>6}  {'step':<20} {'linkctl s':>10} {'peak MiB':>9} {'terraform s':>12} {'ratio':>8}")
+    print(f"runs per step that changes nothing: {args.repeat} (median; range in brackets)")
+    print(f"{'N':>6}  {'step':<20} {'linkctl s':>10} {'range':>13} {'peak MiB':>9}", end="")
+    print(f" {'terraform s':>12} {'ratio':>8}")
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="linkctl-bench-") as tmp:
             work = Path(tmp)
             (work / "home").mkdir()
-            ours = bench_linkctl(n, work)
-            theirs = bench_terraform(n, work) if (n <= 1000 and not args.no_terraform) else None
-        for step, (wall, rss) in ours.items():
+            ours = bench_linkctl(n, work, args.repeat)
+            theirs = bench_terraform(n, work, args.repeat) if (n <= 1000 and not args.no_terraform) else None
+        for step, mine in ours.items():
             tf = theirs.get(step) if theirs else None
-            tf_text = f"{tf[0]:>12.2f}" if tf else f"{'-':>12}"
-            ratio = f"{tf[0] / wall:>7.1f}x" if tf else f"{'-':>8}"
-            print(f"{n:>6}  {step:<20} {wall:>10.3f} {rss:>9.1f} {tf_text} {ratio}")
+            spread = f"[{mine.low:.2f}–{mine.high:.2f}]" if mine.runs > 1 else "-"
+            tf_text = f"{tf.wall:>12.2f}" if tf else f"{'-':>12}"
+            ratio = f"{tf.wall / mine.wall:>7.1f}x" if tf else f"{'-':>8}"
+            print(f"{n:>6}  {step:<20} {mine.wall:>10.3f} {spread:>13} {mine.rss:>9.1f} {tf_text} {ratio}")
     return 0
 
 
