@@ -220,7 +220,7 @@ def compute_plan(
         source = f"{link.source_file}:{link.source_line}"
         added = {k: v for k, v in (link.spec.get("presetAdded") or {}).items() if v}
         current = by_name.get(link.name)
-        current_spec = current.spec if current is not None else {}  # decoded once per link
+        current_spec = current.fresh_spec() if current is not None else {}
         if current is not None and current_spec == link.spec and current.secret_fingerprints == fps:
             # The store already holds the declared state: nothing to write, whatever its history
             # (hashing only where something differs keeps a no-op plan of 10,000 links fast).

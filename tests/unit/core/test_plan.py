@@ -132,3 +132,12 @@ def test_sensitive_fields_from_sops_are_redacted() -> None:
     plan = compute([new], [stored(old)])
     assert plan.changes[0].fields[0].sensitive
     assert "new-id" not in render_text(plan)
+
+
+def test_stored_spec_is_decoded_once_and_the_plan_keeps_none() -> None:
+    have = stored(desired("a"))
+    assert have.spec is have.spec  # decoded on first use, then kept
+    assert have.fresh_spec() == have.spec and have.fresh_spec() is not have.spec
+    other = stored(desired("b"))
+    assert not compute([desired("b")], [other]).has_changes
+    assert "spec" not in other.__dict__  # the planner's copy is not kept on the link
