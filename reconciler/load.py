@@ -336,7 +336,11 @@ class _Constructor:
                 )
                 continue
             if key in result:
-                first = next(k for k, _ in node.value if k.__class__ is ScalarNode and k.value == key)
+                first = next(
+                    k
+                    for k, _ in node.value
+                    if k.__class__ is ScalarNode and k.value == key and (k.style or key != "<<")
+                )
                 self._error(
                     key_node,
                     f"duplicate key {key!r} (first defined at line {first.start_mark.line + 1}); "
@@ -418,7 +422,8 @@ def load_paths(
         result.files.append(display)
         files.append(_read_file(display, path, cache))
     misses = [f for f in files if f.text is not None and f.parsed is None]
-    ahead = _parse_ahead(misses, PARSE_AHEAD_SHARE + (MEANWHILE_SHARE if meanwhile else 0.0))
+    busy = meanwhile is not None
+    ahead = _parse_ahead(misses, PARSE_AHEAD_SHARE + (MEANWHILE_SHARE if busy else 0.0), busy=busy)
     try:
         if meanwhile is not None:
             meanwhile()
@@ -636,8 +641,18 @@ class _ParseAhead:
             self._start(files)
 
     def _start(self, files: Sequence[_File]) -> None:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError:
+            self.names = frozenset()  # out of descriptors: parse everything here
+            return
+        try:
+            pid = os.fork()
+        except OSError:  # a process limit (EAGAIN) or no memory: parse everything here
+            os.close(read_fd)
+            os.close(write_fd)
+            self.names = frozenset()
+            return
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
             try:
                 os.close(read_fd)
@@ -688,23 +703,41 @@ class _ParseAhead:
             self._pid = None
 
 
-def _parse_ahead(misses: Sequence[_File], share: float) -> _ParseAhead:
-    """Start a child for the tail of ``misses`` (``share`` of their bytes) when worth a fork."""
+def _parse_ahead(misses: Sequence[_File], share: float, *, busy: bool) -> _ParseAhead:
+    """Start a child for the tail of ``misses`` (about ``share`` of their bytes) when worth a fork.
+
+    ``busy``: this process has other work meanwhile, so the child may take every file.
+    """
     total = sum(len(f.text or "") for f in misses)
     if total < PARSE_AHEAD_MIN_BYTES or not hasattr(os, "fork") or threading.active_count() > 1:
         return _ParseAhead()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cpus < 2:
+    if _usable_cpus() < 2:
         return _ParseAhead()
-    # The child takes the last files (this process reaches them last) up to its share.
+    # The child takes the last files (this process reaches them last), as close to its share
+    # as whole files allow.
     wanted, taken = total * share, 0
     tail: list[_File] = []
     for file in reversed(misses):
-        if taken >= wanted:
+        size = len(file.text or "")
+        if taken + size - wanted > wanted - taken:
             break
         tail.append(file)
-        taken += len(file.text or "")
+        taken += size
+    if not tail or (len(tail) == len(misses) and not busy):
+        return _ParseAhead()  # nothing to share: one process would wait for the other
     return _ParseAhead(tail[::-1])
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on, within a cgroup v2 CPU quota (containers, CI runners)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutcome | None:

@@ -34,6 +34,7 @@ class Context:
     stdout: TextIO
     stderr: TextIO
     _store: Store | None = None
+    _held_notices: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -52,24 +53,26 @@ class Context:
             from reconciler.store import open_store
 
             self._store = open_store(self.settings, notice=self.notice)
+        for text in self._held_notices:  # from ready_store(), said where the command opens the store
+            self.notice(text)
+        self._held_notices.clear()
         return self._store
 
     def ready_store(self) -> Store | None:
-        """The store if it can be opened without writing anything; else ``None`` (no message).
+        """The store if it can be opened without writing anything; else ``None``.
 
-        For reading ahead: when it is not ready, :meth:`store` later opens it (and says
-        why it cannot) at the point the command would have anyway.
+        For reading ahead: nothing is said yet. What opening it has to say waits for
+        :meth:`store`, which a command calls only once its input is valid, and a store
+        that is not ready is opened (or refused, with the reason) there as before.
         """
         if self._store is None:
             from reconciler.store import open_store
 
-            said: list[str] = []
             try:
-                self._store = open_store(self.settings, notice=said.append, create=False)
+                self._store = open_store(self.settings, notice=self._held_notices.append, create=False)
             except Exception:  # store() raises it again where the command opens it
+                self._held_notices.clear()
                 return None
-            for text in said:
-                self.notice(text)
         return self._store
 
     def metadata_cache(self) -> MetadataCacheOpener:

@@ -378,8 +378,8 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             key_file=settings.state_key_file,
         )
         existed = path.exists()
-        if not create and (key is None or not existed):
-            raise StoreNotReady(f"the store {path} or its key does not exist yet")
+        if not create and (key is None or not existed or not _ready_as_is(path)):
+            raise StoreNotReady(f"the store {path}, its key or its schema is not ready yet")
         if key is not None and settings.state_key is None:
             _warn_if_shared(settings.state_key_file, "the state key file", say)
         if existed:
@@ -392,7 +392,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         try:
             known = len(load_migrations())
             version, key_check = _read_meta(conn)
-            if not create and (version != known or key_check is None):
+            if not create and (version != known or key_check is None):  # changed since the probe
                 raise StoreNotReady(f"the store {path} needs a schema migration or key check first")
             if version > known:
                 raise StateError(
@@ -710,6 +710,26 @@ def _create_private_file(path: Path) -> None:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _ready_as_is(path: Path) -> bool:
+    """True if opening ``path`` would write nothing: WAL already on, schema current, key check there.
+
+    Looked at through a read-only connection, because the normal one switches the file
+    to WAL journaling, which is a write to a file that may not even be a store.
+    """
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except (sqlite3.Error, ValueError):
+        return False
+    try:
+        mode = probe.execute("PRAGMA journal_mode").fetchone()[0]
+        version, key_check = _read_meta(probe)
+    except (sqlite3.Error, StateError):
+        return False
+    finally:
+        probe.close()
+    return str(mode).lower() == "wal" and version == len(load_migrations()) and key_check is not None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

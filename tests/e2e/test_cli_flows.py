@@ -120,6 +120,13 @@ def test_plan_reads_the_store_ahead_but_never_creates_one(cli: Linkctl) -> None:
         "No changes. 1 link(s) up to date (state serial 1)."
     )
 
+    # What opening the store has to say is said only once the input is valid, as before.
+    cli.state_db.chmod(0o644)
+    _links(cli, _alpha().replace("provider: google", "provider: gogle"))
+    assert "accessible by other users" not in cli("plan", links, expect=3).stderr
+    _links(cli, _alpha())
+    assert cli("plan", links).stderr.count("accessible by other users") == 1
+
 
 def test_saved_plan_applies_and_is_refused_when_stale(cli: Linkctl) -> None:
     links = _links(cli, _alpha())

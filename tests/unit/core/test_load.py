@@ -129,3 +129,12 @@ def test_missing_path_and_non_utf8(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_bytes(b"a: \xff\xfe\n")
     result = load_paths([str(tmp_path / "nope"), str(tmp_path / "bad.yaml")], env={})
     assert [d.code for d in result.diagnostics] == ["no-file", "encoding"]
+
+
+def test_duplicate_key_names_the_first_kept_occurrence(tmp_path: Path) -> None:
+    # A plain `<<` is refused as a merge key and never kept, so the quoted one is "first".
+    text = LINK.replace("  scopes: [x]\n", "  scopes: [x]\n  <<: x\n  '<<': 1\n  '<<': 2\n  scopes: [y]\n")
+    rendered = [d.render() for d in _load(tmp_path, text).diagnostics]
+    assert any(":8:3: error: YAML merge keys (<<) are not supported" in r for r in rendered)
+    assert any(":10:3: error: duplicate key '<<' (first defined at line 9)" in r for r in rendered)
+    assert any(":11:3: error: duplicate key 'scopes' (first defined at line 7)" in r for r in rendered)

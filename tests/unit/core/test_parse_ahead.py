@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,64 +27,82 @@ spec:
   scopes: [openid, "https://mail.google.com/"]
   refresh: {{expectRefreshToken: true}}
 """
+NO_CACHE = {"LINKCTL_NO_CACHE": "1"}
 
 
-def _write_repo(root: Path) -> None:
-    """Six files; the last ones (the child's share) hold every kind of problem."""
+def _write_repo(root: Path, *, problems: bool = True) -> None:
+    """Links in several files; the last ones (the child's share) hold every kind of problem."""
     root.mkdir()
     (root / "a-instance.yaml").write_text(INSTANCE)
     for f in range(4):
         (root / f"b-{f}.yaml").write_text("".join(LINK.format(i=f * 1000 + i) for i in range(150)))
+    if not problems:
+        return
     (root / "c-problems.yaml").write_text(
         LINK.format(i="dup").replace("  provider: google\n", "  provider: google\n  provider: google\n")
         + LINK.format(i="octal").replace("'id-octal'", "0755")
         + LINK.format(i="yes").replace("'id-yes'", "yes")
     )
     (root / "d-syntax.yaml").write_text(LINK.format(i="broken") + "spec: [unclosed\n")
+    (root / "e-latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    (root / "f-empty.yaml").write_text("")
+    (root / "g.json").write_text(
+        '{"apiVersion": "linkctl.dev/v1", "kind": "OutgoingLink", "metadata": {"name": "j"}}'
+    )
 
 
 def _summary(result: LoadResult) -> tuple[Any, ...]:
     return (
         [(d.file, d.index, d.data, d.line) for d in result.documents],
-        sorted(d.render() for d in result.diagnostics),
+        [d.render() for d in result.diagnostics],  # in order: the same order both ways
         result.skipped,
         result.files,
     )
 
 
-def _load(
-    root: Path, monkeypatch: pytest.MonkeyPatch, *, ahead: bool, meanwhile: Callable[[], object] | None = None
-) -> LoadResult:
-    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 if ahead else 1 << 40)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    return load_paths([str(root)], env={"LINKCTL_NO_CACHE": "1"}, meanwhile=meanwhile)
-
-
-def test_parse_ahead_equals_parsing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_repo(tmp_path / "links")
-    forks: list[int] = []
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many files each started child was given; two usable CPUs, any input size."""
+    started: list[int] = []
     real_start = load._ParseAhead._start
 
     def counting_start(self: load._ParseAhead, files: Any) -> None:
-        forks.append(len(files))
+        started.append(len(files))
         real_start(self, files)
 
     monkeypatch.setattr(load._ParseAhead, "_start", counting_start)
-    here = _load(tmp_path / "links", monkeypatch, ahead=False)
+    monkeypatch.setattr(load, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
+    return started
+
+
+def _sequential(root: Path, monkeypatch: pytest.MonkeyPatch) -> LoadResult:
+    with monkeypatch.context() as m:
+        m.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 << 40)
+        return load_paths([str(root)], env=NO_CACHE)
+
+
+def test_parse_ahead_equals_parsing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    _write_repo(tmp_path / "links")
+    here = _sequential(tmp_path / "links", monkeypatch)
     assert forks == []
-    ahead = _load(tmp_path / "links", monkeypatch, ahead=True)
+    ahead = load_paths([str(tmp_path / "links")], env=NO_CACHE)
     assert forks and 0 < forks[0] < len(ahead.files)  # the child took a share, not everything
     assert _summary(ahead) == _summary(here)
     rendered = " ".join(d.render() for d in ahead.diagnostics)
-    for expected in ("duplicate key 'provider'", "0755", "`yes`", "YAML syntax error"):
+    for expected in ("duplicate key 'provider'", "0755", "`yes`", "YAML syntax error", "not UTF-8"):
         assert expected in rendered
     (doc,) = [d for d in ahead.documents if d.name == "link-3149"]
     assert doc.locate(("spec", "scopes", 1)) == (1499, 20)  # positions re-composed on demand
 
 
-def test_a_child_that_dies_costs_time_not_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_that_dies_costs_time_not_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
     _write_repo(tmp_path / "links")
-    here = _load(tmp_path / "links", monkeypatch, ahead=False)
+    here = _sequential(tmp_path / "links", monkeypatch)
     parent, real_parse = os.getpid(), load._parse
 
     def dying_in_child(*args: Any) -> Any:
@@ -94,44 +111,86 @@ def test_a_child_that_dies_costs_time_not_results(tmp_path: Path, monkeypatch: p
         return real_parse(*args)
 
     monkeypatch.setattr(load, "_parse", dying_in_child)
-    assert _summary(_load(tmp_path / "links", monkeypatch, ahead=True)) == _summary(here)
+    assert _summary(load_paths([str(tmp_path / "links")], env=NO_CACHE)) == _summary(here)
+    assert forks
 
 
-def test_no_fork_for_small_inputs_or_one_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("failing", ["fork", "pipe"])
+def test_no_fork_possible_means_parsing_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int], failing: str
+) -> None:
     _write_repo(tmp_path / "links")
+    here = _sequential(tmp_path / "links", monkeypatch)
 
-    def no_fork() -> int:
-        raise AssertionError("forked")
+    def refuse(*_: object) -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(os, "fork", no_fork)
-    load_paths([str(tmp_path / "links")], env={"LINKCTL_NO_CACHE": "1"})  # about 150 KiB: below the limit
+    monkeypatch.setattr(os, failing, refuse)
+    before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    assert _summary(load_paths([str(tmp_path / "links")], env=NO_CACHE)) == _summary(here)
+    assert forks  # it tried
+    if before:
+        assert set(os.listdir("/proc/self/fd")) <= before  # no descriptor left open
+
+
+def test_when_a_fork_is_not_worth_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    _write_repo(tmp_path / "links")
+    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 << 40)  # about 150 KiB here: below the limit
+    load_paths([str(tmp_path / "links")], env=NO_CACHE)
     monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
-    load_paths([str(tmp_path / "links")], env={"LINKCTL_NO_CACHE": "1"})
+    monkeypatch.setattr(load, "_usable_cpus", lambda: 1)
+    load_paths([str(tmp_path / "links")], env=NO_CACHE)
+    assert forks == []
+
+    # One big file: with nothing else to do here, this process would only wait for the child;
+    # with work meanwhile (imports, reading the store) the child takes it.
+    monkeypatch.setattr(load, "_usable_cpus", lambda: 2)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "all.yaml").write_text("".join(LINK.format(i=i) for i in range(300)))
+    load_paths([str(tmp_path / "one")], env=NO_CACHE)
+    assert forks == []
+    load_paths([str(tmp_path / "one")], env=NO_CACHE, meanwhile=lambda: None)
+    assert forks == [1]
 
 
-def test_meanwhile_runs_once_with_or_without_a_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cgroup_quota_limits_usable_cpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real_read_text = Path.read_text
+
+    def cpu_max(self: Path, *args: Any, **kwargs: Any) -> str:
+        if str(self) == "/sys/fs/cgroup/cpu.max":
+            return "150000 100000\n"
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(Path, "read_text", cpu_max)
+    assert load._usable_cpus() == 1
+
+
+def test_meanwhile_runs_once_with_or_without_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
     _write_repo(tmp_path / "links")
-    for threshold in (1, 1 << 40):
+    for threshold, forked in ((1, 1), (1 << 40, 0)):
         monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", threshold)
         calls: list[int] = []
+        forks.clear()
         result = load_paths(
-            [str(tmp_path / "links")],
-            env={"LINKCTL_NO_CACHE": "1"},
-            meanwhile=functools.partial(calls.append, 1),
+            [str(tmp_path / "links")], env=NO_CACHE, meanwhile=functools.partial(calls.append, 1)
         )
-        assert calls == [1] and len(result.documents) > 600
+        assert calls == [1] and len(result.documents) > 600 and len(forks) == forked
 
 
 def test_an_error_meanwhile_kills_and_reaps_the_child(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
 ) -> None:
     _write_repo(tmp_path / "links")
     pids: list[int] = []
-    real_start = load._ParseAhead._start
+    counting_start = load._ParseAhead._start
 
     def recording_start(self: load._ParseAhead, files: Any) -> None:
-        real_start(self, files)
+        counting_start(self, files)
         assert self._pid is not None
         pids.append(self._pid)
 
@@ -140,21 +199,19 @@ def test_an_error_meanwhile_kills_and_reaps_the_child(
 
     monkeypatch.setattr(load._ParseAhead, "_start", recording_start)
     with pytest.raises(RuntimeError, match="meanwhile failed"):
-        _load(tmp_path / "links", monkeypatch, ahead=True, meanwhile=failing)
+        load_paths([str(tmp_path / "links")], env=NO_CACHE, meanwhile=failing)
     (pid,) = pids
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # killed and reaped: not even a zombie is left
 
 
-def test_the_childs_parses_go_into_the_parse_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _write_repo(tmp_path / "links")
-    for problem in ("c-problems.yaml", "d-syntax.yaml"):
-        (tmp_path / "links" / problem).unlink()
+def test_the_childs_parses_go_into_the_parse_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    _write_repo(tmp_path / "links", problems=False)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "S": "secret-value"}
-    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     first = load_paths([str(tmp_path / "links")], env=env)
-    assert validate(first, env=env).ok
+    assert forks and validate(first, env=env).ok
     remember_parsed(first, [])
 
     def no_parse(*_: object) -> None:
@@ -163,4 +220,4 @@ def test_the_childs_parses_go_into_the_parse_cache(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(load, "_parse", no_parse)
     again = load_paths([str(tmp_path / "links")], env=env)
     assert _summary(again)[0] == _summary(first)[0]
-    assert len(again.documents) == len(first.documents) == 601
+    assert len(again.documents) == 601

@@ -96,10 +96,32 @@ def test_newer_schema_is_refused_and_left_untouched(open_: OpenStore, settings: 
     assert file_digest(db_path(settings)) == before
 
 
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+
+
 def test_opening_without_writing_refuses_whatever_needs_a_write(open_: OpenStore, settings: Settings) -> None:
     with pytest.raises(StoreNotReady):
         open_store(settings, create=False)
     assert not db_path(settings).exists() and not settings.state_key_file.exists()
+
+    # Not a store (yet): an empty file, another program's SQLite file. Opening normally would
+    # switch them to WAL journaling; opening without writing must leave their bytes alone.
+    path = db_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    open_store(settings, notice=lambda _: None).close()  # makes the key file
+    for make in (lambda: path.write_bytes(b""), lambda: _foreign_sqlite(path)):
+        path.unlink()
+        make()
+        before = file_digest(path)
+        with pytest.raises(StoreNotReady):
+            open_store(settings, create=False)
+        assert file_digest(path) == before
+        assert not path.with_name(path.name + "-wal").exists()
+    path.unlink()
 
     created = open_()
     ready = open_store(settings, create=False)
