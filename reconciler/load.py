@@ -42,7 +42,7 @@ SOPS_PREFIX = "ENC[AES256_GCM,"
 # unparsed YAML, a forked child parses part of the files while this process parses the rest.
 PARSE_AHEAD_MIN_BYTES = 256 * 1024
 PARSE_AHEAD_SHARE = 0.5  # the child's share by bytes; this process also builds the documents
-MEANWHILE_SHARE = 0.15  # more for the child when this process has other work meanwhile
+MEANWHILE_SHARE = 0.25  # more for the child while this process imports and reads the store
 
 Parsed = list[tuple[Any, None, int]]  # (data, node placeholder, first line) per document
 ParseOutcome = tuple[Parsed, dict[int, list[Diagnostic]], bool]  # + diagnostics, JSON fallback
