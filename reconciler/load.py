@@ -599,6 +599,7 @@ def _load_text(
     ignore_mac: bool,
     decrypt: bool,
 ) -> None:
+    """Parse a read file (unless the cache or the child did) and add its documents to ``result``."""
     assert file.text is not None
     display, path, text = file.display, file.path, file.text
     outcome = file.parsed or _parse(display, path, text, result)
