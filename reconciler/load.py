@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import marshal
 import os
 import re
@@ -27,7 +26,7 @@ from typing import Any, cast
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from reconciler import __version__
+from reconciler import __version__, strict_json
 from reconciler.diagnostics import ERROR, Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
 
@@ -383,18 +382,6 @@ def iter_files(paths: Iterable[str]) -> Iterator[tuple[str, Path | None, str | N
             yield str(path), path, None
         else:
             yield arg, None, "no such file or directory"
-
-
-def _json_documents(text: str) -> list[Any]:
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for k, v in items:
-            if k in result:
-                raise ValueError(f"duplicate key {k!r}")
-            result[k] = v
-        return result
-
-    return [json.loads(text, object_pairs_hook=pairs)]
 
 
 def load_paths(
@@ -772,7 +759,7 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
         problem = exc.problem or exc.context or "invalid YAML"
         if path.suffix == ".json" and not parsed:
             try:
-                parsed = [(doc, None, 1) for doc in _json_documents(text)]
+                parsed = [(strict_json.loads(text), None, 1)]
                 json_fallback = True  # YAML cannot compose it: positions stay at the document
             except ValueError as json_exc:
                 fail(f"invalid JSON: {json_exc}", code="syntax")

@@ -611,23 +611,29 @@ def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def _value_at(doc: Document, loc: Sequence[Any]) -> str:
+_MISSING = object()
+
+
+def _lookup(doc: Document, loc: Sequence[Any]) -> Any:
+    """The value at ``loc`` in a document's data, or ``_MISSING``."""
     value: Any = doc.data
     for part in loc:
         try:
             value = value[part]
         except (KeyError, IndexError, TypeError):
-            return ""
+            return _MISSING
+    return value
+
+
+def _value_at(doc: Document, loc: Sequence[Any]) -> str:
+    value = _lookup(doc, loc)
     return value if isinstance(value, str) else ""
 
 
 def _type_name(doc: Document, loc: Sequence[Any]) -> str:
-    value: Any = doc.data
-    for part in loc:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return "something else"
+    value = _lookup(doc, loc)
+    if value is _MISSING:
+        return "something else"
     return {
         bool: "a boolean",
         int: "a number",

@@ -29,6 +29,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import BaseResolver
 
+from reconciler import strict_json
+
 _PLAIN = "tag:linkctl.dev,2026:plain"
 _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
@@ -556,18 +558,12 @@ def _yaml_error_text(exc: yaml.YAMLError) -> str:
 def load_json(text: str) -> Any:
     """Parse JSON keeping key order; duplicate keys are an error."""
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise YAMLError(f"duplicate key {k!r}")
-            out[k] = v
-        return out
-
     try:
-        return json.loads(text, object_pairs_hook=pairs)
+        return strict_json.loads(text)
     except json.JSONDecodeError as exc:
         raise YAMLError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # a duplicate key
+        raise YAMLError(str(exc)) from None
 
 
 # -- emitting ---------------------------------------------------------------------------------

@@ -138,3 +138,15 @@ def test_duplicate_key_names_the_first_kept_occurrence(tmp_path: Path) -> None:
     assert any(":8:3: error: YAML merge keys (<<) are not supported" in r for r in rendered)
     assert any(":10:3: error: duplicate key '<<' (first defined at line 9)" in r for r in rendered)
     assert any(":11:3: error: duplicate key 'scopes' (first defined at line 7)" in r for r in rendered)
+
+
+def test_json_that_yaml_cannot_read_is_read_as_json_and_refuses_duplicate_keys(tmp_path: Path) -> None:
+    # A surrogate-pair escape is valid JSON that libyaml refuses: such files fall back to JSON.
+    doc = (
+        '{"apiVersion": "linkctl.dev/v1", "kind": "OutgoingLink",'
+        ' "metadata": {"name": "j", "labels": {"mood": "\\ud83d\\ude00"}}}'
+    )
+    (parsed,) = _load(tmp_path, doc, "ok.json").documents
+    assert parsed.name == "j" and parsed.data["metadata"]["labels"]["mood"] == "\U0001f600"
+    broken = _load(tmp_path, doc.replace('"kind": "OutgoingLink"', '"kind": "A", "kind": "B"'), "ok.json")
+    assert [d.message for d in broken.diagnostics] == ["invalid JSON: duplicate key 'kind'"]
