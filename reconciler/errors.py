@@ -152,8 +152,6 @@ class ResponseLost(TransientProviderError):
     this so a following ``invalid_grant`` is explained precisely.
     """
 
-    error_class = "transient"
-
 
 class GrantError(ProviderError):
     """The grant is gone (``invalid_grant``): an admin must authorize the link again."""

@@ -232,7 +232,7 @@ def compute_plan(
             old = by_name[link.renamed_from]
             claimed.add(old.name)
             fields = diff_specs(
-                old.spec, link.spec, old.secret_fingerprints, fps, sensitive=link.sensitive_fields
+                old.fresh_spec(), link.spec, old.secret_fingerprints, fps, sensitive=link.sensitive_fields
             )
             changes.append(Change(RENAME, link.name, link.provider, fields, source, old.name, added, digest))
             continue

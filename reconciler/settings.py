@@ -39,9 +39,7 @@ class Settings:
     state_url: str
     state_key: Secret | None = dataclasses.field(repr=False)  # LINKCTL_STATE_KEY: base64 of 32 bytes
     state_key_file: Path  # LINKCTL_STATE_KEY_FILE or the default key path
-    state_key_file_explicit: bool
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(
@@ -61,7 +59,5 @@ class Settings:
             state_url=url,
             state_key=Secret(env["LINKCTL_STATE_KEY"]) if env.get("LINKCTL_STATE_KEY") else None,
             state_key_file=Path(key_file) if key_file else default_key_path(env),
-            state_key_file_explicit=bool(key_file),
             lock_timeout=timeout,
-            env=dict(env),
         )

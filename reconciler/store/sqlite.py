@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import getpass
 import json
 import os
@@ -63,8 +64,9 @@ class Migration:
     sql: str
 
 
-def load_migrations() -> list[Migration]:
-    """The packaged migrations in version order; versions must be 1, 2, 3, … without gaps."""
+@functools.cache
+def load_migrations() -> tuple[Migration, ...]:
+    """The packaged migrations in version order; versions must be 1, 2, 3, … without gaps (read once)."""
     found: list[Migration] = []
     for entry in resources.files("reconciler.store").joinpath("migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
@@ -74,7 +76,7 @@ def load_migrations() -> list[Migration]:
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):  # pragma: no cover - a packaging bug
         raise StateError(f"the packaged store migrations are not numbered 1..N: {versions}")
-    return found
+    return tuple(found)
 
 
 def split_statements(sql: str) -> list[str]:

@@ -47,7 +47,6 @@ GRANT_COLUMNS = (
     "lost_response",
     "details_json",
 )
-TOKEN_FIELDS = ("access_token", "refresh_token")
 _SELECT_GRANTS = (
     "SELECT l.name, "
     + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)

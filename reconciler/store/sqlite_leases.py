@@ -169,7 +169,7 @@ class SQLiteLeases:
                     uid,
                 ),
             )
-            return self._read(conn, name)
+            return self._read(name)
 
     # -- scheduling ------------------------------------------------------------------
     def due_links(self, now: float, *, limit: int) -> list[str]:
@@ -197,7 +197,7 @@ class SQLiteLeases:
             if cursor.rowcount != 1:
                 self._uid_and_spec(conn, name)  # raises for an unknown link
                 return None
-            return self._read(conn, name, with_tokens=True)
+            return self._read(name, with_tokens=True)
 
     def mark_in_flight(
         self, name: str, *, owner: str, token_version: int, now: float, ttl: float | None = None
@@ -244,7 +244,7 @@ class SQLiteLeases:
             )
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, expected_version, "store refreshed tokens")
-            return self._read(conn, name)
+            return self._read(name)
 
     def record_failure(
         self,
@@ -273,7 +273,7 @@ class SQLiteLeases:
             cursor = conn.execute(_FAIL, self._failure_params(record, owner=owner, now=now))
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, expected_version, "record a failed refresh")
-            return self._read(conn, name)
+            return self._read(name)
 
     def release_lease(self, name: str, *, owner: str) -> bool:
         """Give up a lease without writing tokens; False if ``owner`` no longer held it.
@@ -433,11 +433,11 @@ class SQLiteLeases:
             expires_at,
         )
 
-    def _read(self, conn: sqlite3.Connection, name: str, *, with_tokens: bool = False) -> grants.Grant:
-        rows = list(self._iter_grant_rows("l.name = ?", (name,)))
-        if not rows:  # pragma: no cover - the caller checked inside the same transaction
+    def _read(self, name: str, *, with_tokens: bool = False) -> grants.Grant:
+        grant = self.get_grant(name, with_tokens=with_tokens)
+        if grant is None:  # pragma: no cover - the caller checked inside the same transaction
             raise StateError(f"no link named {name!r} in the store")
-        return self._grant_from_row(rows[0], with_tokens=with_tokens)
+        return grant
 
     def _lease_lost(
         self, conn: sqlite3.Connection, name: str, owner: str, version: int, action: str

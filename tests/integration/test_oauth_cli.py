@@ -69,7 +69,7 @@ def put_link(settings: Settings, server: OidcServer, client: OracleClient, name:
 
 
 def start_cli(settings: Settings, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **settings.env, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "LINKCTL_STATE": settings.state_url, "PYTHONPATH": str(ROOT)}  # isolated_env
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     return subprocess.Popen(

@@ -51,8 +51,9 @@ def link(
 
 def child_env(settings: Settings) -> dict[str, str]:
     """Environment for a child Python process that opens the same store."""
-    env = dict(os.environ)
-    env.update(settings.env)
+    env = dict(os.environ)  # HOME and the XDG dirs: isolated_env put them there
+    if settings.state_key is not None:
+        env["LINKCTL_STATE_KEY"] = settings.state_key.reveal()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["LINKCTL_STATE"] = settings.state_url
     env["LINKCTL_STATE_KEY_FILE"] = str(settings.state_key_file)
