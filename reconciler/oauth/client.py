@@ -318,7 +318,7 @@ class TokenClient:
 
     def device_authorize(self, config: ClientConfig) -> DeviceAuthorization:
         """RFC 8628 §3.1-3.2: start a device authorization (user code + verification URI)."""
-        config = self._with_endpoints(config)
+        config = self.with_endpoints(config)
         endpoint = self._endpoint(config, config.device_authorization_endpoint, "deviceAuthorizationEndpoint")
         form: dict[str, str] = {}
         scope = self._scope(config)
@@ -395,7 +395,7 @@ class TokenClient:
     # -- other endpoints ---------------------------------------------------------------
     def revoke(self, config: ClientConfig, token: Secret, *, token_type_hint: str = "refresh_token") -> None:
         """RFC 7009: revoke a token (the provider answers 200 for unknown tokens too)."""
-        config = self._with_endpoints(config)
+        config = self.with_endpoints(config, revoking=True)
         if not config.revocation_endpoint:
             raise ProviderConfigError(
                 f"link {config.link!r}: provider {config.provider} has no revocation endpoint",
@@ -497,12 +497,9 @@ class TokenClient:
         self.close()
 
     # -- internals ---------------------------------------------------------------------
-    def with_endpoints(self, config: ClientConfig) -> ClientConfig:
-        """``config`` with endpoints discovered from its issuer when it lacks some."""
-        return self._with_endpoints(config)
-
-    def _with_endpoints(self, config: ClientConfig) -> ClientConfig:
-        if discovery.needs_discovery(config) or (config.issuer and config.token_endpoint is None):
+    def with_endpoints(self, config: ClientConfig, *, revoking: bool = False) -> ClientConfig:
+        """``config`` with endpoints discovered from its issuer when it lacks some it needs."""
+        if discovery.needs_discovery(config, revoking=revoking):
             assert config.issuer is not None
             return discovery.apply_metadata(config, self.discover(config.issuer))
         return config
@@ -527,7 +524,7 @@ class TokenClient:
     def _token_request(
         self, config: ClientConfig, form: dict[str, str], *, what: str, sent: list[str]
     ) -> TokenResponse:
-        config = self._with_endpoints(config)
+        config = self.with_endpoints(config)
         endpoint = self._endpoint(config, config.token_endpoint, "tokenEndpoint")
         body = {**config.token_params, **form}  # protocol fields win over declared extras
         response = self._post(config, endpoint, body, what=what, sent=sent)

@@ -114,11 +114,11 @@ def apply_metadata(config: ClientConfig, metadata: ProviderMetadata) -> ClientCo
     )
 
 
-def needs_discovery(config: ClientConfig) -> bool:
-    """True when a link declares an issuer but lacks an endpoint the grant needs."""
+def needs_discovery(config: ClientConfig, *, revoking: bool = False) -> bool:
+    """True when a link declares an issuer but lacks an endpoint the grant (or revocation) needs."""
     if not config.issuer:
         return False
-    if config.token_endpoint is None:
+    if config.token_endpoint is None or (revoking and config.revocation_endpoint is None):
         return True
     if config.grant == "authorization_code":
         return config.authorization_endpoint is None

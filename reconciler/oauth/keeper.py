@@ -72,7 +72,7 @@ class TokenClientLike(Protocol):
     def revoke(self, config: ClientConfig, token: Secret, *, token_type_hint: str = "refresh_token") -> None:
         """Token revocation (RFC 7009)."""
 
-    def with_endpoints(self, config: ClientConfig) -> ClientConfig:
+    def with_endpoints(self, config: ClientConfig, *, revoking: bool = False) -> ClientConfig:
         """``config`` with endpoints discovered from its issuer when it lacks some."""
 
 
@@ -1054,8 +1054,8 @@ def prepare_revocation(
     except LinkctlError as error:
         return RevocationResult(name, attempted=False, revoked=False, error=error.message, reason="no config")
     if not config.revocation_endpoint and config.issuer:
-        try:  # a custom link that declares only its issuer: the endpoint comes from discovery
-            config = client.with_endpoints(config)
+        try:  # a custom link with an issuer: the endpoint may come from discovery
+            config = client.with_endpoints(config, revoking=True)
         except LinkctlError as error:
             return RevocationResult(name, attempted=True, revoked=False, error=f"discovery: {error.message}")
     if not config.revocation_endpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -154,10 +155,18 @@ def test_lost_response_then_invalid_grant_names_the_cause(
     store.close()
 
 
-def test_revoke_grant_at_the_oracle(oracle: OidcServer, client: TokenClient, tmp_path: Path) -> None:
+@pytest.mark.parametrize("endpoint", ["declared", "discovered"])
+def test_revoke_grant_at_the_oracle(
+    oracle: OidcServer, client: TokenClient, tmp_path: Path, endpoint: str
+) -> None:
     env = state_env(tmp_path)
     store = open_store(env)
     registered = add_authorized_links(oracle, store, ["bye"], client)
+    if endpoint == "discovered":  # token and authorization endpoints declared, revocation's not
+        write = link_for(oracle, registered, "bye")
+        spec = {**write.spec, "revocationEndpoint": None, "issuer": oracle.issuer}
+        with store.write(expected_serial=None, actor="test") as tx:
+            tx.put_link(dataclasses.replace(write, spec=spec))
     before = store.get_grant("bye", with_tokens=True)
     assert before is not None and before.refresh_token is not None
     result = keeper.revoke_grant(store, "bye", client)
