@@ -37,6 +37,7 @@ EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 _CACHE_FORMAT = "1"  # bump whenever parsing or its diagnostics change
 SOPS_PREFIX = "ENC[AES256_GCM,"
+SECRET_KEYS = frozenset({"clientSecret"})  # values never repeated in diagnostics
 # Parsing is the costliest step of a cold plan: with two free cores and at least this much
 # unparsed YAML, a forked child parses part of the files while this process parses the rest.
 PARSE_AHEAD_MIN_BYTES = 256 * 1024
@@ -124,21 +125,21 @@ _AMBIGUOUS_CORE_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int")
 _LEGACY_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
 
 
-def _yaml11_surprise(value: str, core_tag: str) -> str | None:
-    """Why an unquoted scalar means something else to YAML 1.1 tools, or None."""
+def _yaml11_surprise(value: str, core_tag: str, shown: str) -> str | None:
+    """Why an unquoted scalar means something else to YAML 1.1 tools, or None (``shown`` names it)."""
     if core_tag == "tag:yaml.org,2002:int" and _LEGACY_OCTAL.match(value):
-        return f"unquoted `{value}` is an octal number to YAML 1.1 tools and a decimal one to others"
+        return f"{shown} is an octal number to YAML 1.1 tools and a decimal one to others"
     if core_tag != "tag:yaml.org,2002:str" or value[:1] not in _MAYBE_YAML11:
         return None
     old_tag = _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if old_tag == "tag:yaml.org,2002:bool":
-        return f"unquoted `{value}` is a boolean to YAML 1.1 tools"
+        return f"{shown} is a boolean to YAML 1.1 tools"
     if old_tag == "tag:yaml.org,2002:timestamp":
-        return f"unquoted `{value}` is a date to YAML tools"
+        return f"{shown} is a date to YAML tools"
     if old_tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-        return f"unquoted `{value}` is a number to YAML 1.1 tools"
+        return f"{shown} is a number to YAML 1.1 tools"
     if old_tag == "tag:yaml.org,2002:null":
-        return f"unquoted `{value}` is null to YAML 1.1 tools"
+        return f"{shown} is null to YAML 1.1 tools"
     return None
 
 
@@ -174,7 +175,7 @@ class Document:
 
     file: str
     index: int  # position of the document within its file (0-based)
-    data: Any
+    data: Any = dataclasses.field(repr=False)  # may hold decrypted SOPS values
     node: Node | None  # the composed tree, to locate paths lazily
     line: int
     encrypted_paths: frozenset[JsonPath] = frozenset()
@@ -251,6 +252,7 @@ class _Constructor:
         self.budget = budget
         self.diagnostics: list[Diagnostic] = []
         self.exhausted = False
+        self.in_secret = 0  # > 0 while building the value of a secret field
 
     def _error(self, node: Node, message: str, hint: str | None = None, code: str | None = None) -> None:
         mark = node.start_mark
@@ -287,12 +289,16 @@ class _Constructor:
         if node.style:  # quoted or block scalars are always text (libyaml says "" for plain)
             return value
         if tag in _AMBIGUOUS_CORE_TAGS:
-            surprise = _yaml11_surprise(value, tag)
+            # A plaintext secret that looks like a number must not be repeated in the output.
+            shown, quoted = (
+                ("this unquoted value", "it") if self.in_secret else (f"unquoted `{value}`", f'it ("{value}")')
+            )
+            surprise = _yaml11_surprise(value, tag, shown)
             if surprise:
                 self._error(
                     node,
                     surprise,
-                    f'quote it ("{value}") if you mean the text, or write true/false or a plain number',
+                    f"quote {quoted} if you mean the text, or write true/false or a plain number",
                     "yaml11-ambiguous",
                 )
                 return value
@@ -359,6 +365,12 @@ class _Constructor:
                 # Text that no YAML version reads as anything else (the common case): no calls.
                 self.budget -= 1
                 result[key] = value_node.value
+            elif key in SECRET_KEYS:
+                self.in_secret += 1
+                try:
+                    result[key] = self.build(value_node)
+                finally:
+                    self.in_secret -= 1
             else:
                 result[key] = self.build(value_node)
         return result
@@ -522,11 +534,24 @@ def remember_parsed(loaded: LoadResult, diagnostics: Sequence[Diagnostic]) -> No
     loaded.cache_candidates.clear()
 
 
-def _plaintext_secret(data: Any) -> bool:
-    spec = data.get("spec") if isinstance(data, dict) else None
+def _cacheable(data: Any) -> bool:
+    """A parsed document that may be copied into the parse cache.
+
+    Only linkctl documents (plain or with an encrypted apiVersion), and none with a
+    plaintext clientSecret: another tool's document (a Kubernetes Secret's stringData)
+    may hold anything.
+    """
+    if data is None:
+        return True
+    api_version = data.get("apiVersion") if isinstance(data, dict) else None
+    if not isinstance(api_version, str) or not api_version.startswith((API_GROUP + "/", SOPS_PREFIX)):
+        return False
+    spec = data.get("spec")
     secret = spec.get("clientSecret") if isinstance(spec, dict) else None
-    return secret is not None and not (
-        isinstance(secret, dict) or (isinstance(secret, str) and secret.startswith(SOPS_PREFIX))
+    return (
+        secret is None
+        or isinstance(secret, dict)
+        or (isinstance(secret, str) and secret.startswith(SOPS_PREFIX))
     )
 
 
@@ -594,7 +619,7 @@ def _load_text(
         return
     parsed, per_document, json_fallback = outcome
     source = None if json_fallback else _SourceText(text)
-    if cache is not None and not file.cached and not any(_plaintext_secret(data) for data, _, _ in parsed):
+    if cache is not None and not file.cached and all(_cacheable(data) for data, _, _ in parsed):
         # Encoded now: decryption later changes these objects (the sops block is removed).
         blob = file.encoded or cache.encode(parsed, per_document, json_fallback)
         result.cache_candidates[display] = (cache, text, blob)

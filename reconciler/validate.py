@@ -23,13 +23,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic, has_errors
-from reconciler.load import Document, LoadResult
+from reconciler.load import SECRET_KEYS, Document, LoadResult
 from reconciler.models import MODELS, FromEnv, FromFile, Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset, resolve
 from reconciler.secrets import Secret
 
 REDIRECT_PATH = "/oauth/callback/{name}"
-SECRET_FIELDS = ("clientSecret",)
 # pydantic names the members of the clientSecret union in error locations.
 _UNION_MEMBERS = {"str", "FromEnv", "FromFile"}
 
@@ -134,7 +133,14 @@ class _Validator:
         reported: set[tuple[Any, ...]] = set()
         for err in exc.errors(include_url=False, include_input=False):
             raw_loc = tuple(err["loc"])
-            cut = next((i for i, p in enumerate(raw_loc) if isinstance(p, str) and p in _UNION_MEMBERS), None)
+            cut = next(
+                (
+                    i
+                    for i, p in enumerate(raw_loc)
+                    if i and raw_loc[i - 1] == "clientSecret" and isinstance(p, str) and p in _UNION_MEMBERS
+                ),
+                None,
+            )
             union = cut is not None
             loc = raw_loc[:cut] if cut is not None else raw_loc
             kind = err["type"]
@@ -468,10 +474,11 @@ class _Validator:
             file = Path(os.path.dirname(doc.file)) / source.fromFile
             try:
                 value = file.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
                 self.error(
                     doc,
-                    f"cannot read secret file {str(file)!r}: {exc.strerror}",
+                    f"cannot read secret file {str(file)!r}: {reason}",
                     (*path, "fromFile"),
                     hint="fromFile paths are relative to the declaring file",
                     code="secret-unresolved",
@@ -556,7 +563,7 @@ class _Validator:
         sensitive = frozenset(
             str(p[1])
             for p in doc.encrypted_paths
-            if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_FIELDS
+            if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_KEYS
         )
         line = doc.line
         return DesiredLink(

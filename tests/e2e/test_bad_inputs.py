@@ -449,6 +449,7 @@ def test_bad_input_is_refused_and_store_unchanged(
     for fragment in case.also:
         assert fragment.format(dir=directory) in result.stderr, str(result)
     assert TRACEBACK not in result.output
+    assert "hunter2-plain" not in result.output, "a plaintext secret was repeated"
     assert "error(s) in the declared configuration" in result.stderr
     assert result.stdout == "", "a refused apply prints no plan"
     if case.id == "alias-bomb":

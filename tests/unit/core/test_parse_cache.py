@@ -78,3 +78,13 @@ def test_corrupt_entries_are_misses_and_the_cache_can_be_turned_off(
     assert _cycle(tmp_path, env) == []
     off = {**env, "LINKCTL_NO_CACHE": "1", "XDG_CACHE_HOME": str(tmp_path / "other")}
     assert _cycle(tmp_path, off) == [] and _entries(off) == []
+
+
+def test_other_tools_documents_keep_a_file_out_of_the_cache(tmp_path: Path, env: dict[str, str]) -> None:
+    # A Kubernetes Secret next to a link: the file validates (the Secret is skipped), but
+    # its stringData is plaintext that must not be copied to ~/.cache.
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: k8s-canary-9}\n"
+    (tmp_path / "links" / "mixed.yaml").write_text(LINK + "---\n" + secret)
+    assert _cycle(tmp_path, env) == []
+    assert b"k8s-canary-9" not in b"".join(p.read_bytes() for p in _entries(env))
+    assert len(_entries(env)) == 1  # the instance file only

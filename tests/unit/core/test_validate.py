@@ -197,3 +197,39 @@ def test_renamed_from_rules(tmp_path: Path) -> None:
     same = _link(GOOGLE).replace("  name: l1\n", "  name: l1\n  renamedFrom: l1\n")
     result = _validate(tmp_path, same, env={"S": "x"})
     assert codes(result) == ["bad-rename"]
+
+
+def test_a_secret_file_that_is_not_utf8_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "secret.bin").write_bytes(b"caf\xe9\n")
+    result = _validate(tmp_path, _link(GOOGLE.replace("{fromEnv: S}", "{fromFile: secret.bin}")))
+    assert codes(result) == ["secret-unresolved"]
+    assert "is not UTF-8 text" in result.diagnostics[0].message
+
+
+def test_union_member_names_elsewhere_are_not_taken_for_client_secret(tmp_path: Path) -> None:
+    # pydantic names union members (str, FromEnv, FromFile) in error locations; only under
+    # clientSecret do they mean "a secret source"; tokenParams may have a key called str.
+    result = _validate(tmp_path, _link(GOOGLE + "  tokenParams: {str: [1]}\n"))
+    assert codes(result) == ["wrong-type"]
+    assert "clientSecret" not in result.diagnostics[0].message
+
+
+def test_a_plaintext_secret_that_looks_like_a_number_is_not_repeated(tmp_path: Path) -> None:
+    instance = INSTANCE.replace(
+        "baseUrl: https://wiki.example.com",
+        "baseUrl: https://wiki.example.com\n  allowPlaintextSecrets: true",
+    )
+    result = _validate(
+        tmp_path,
+        _link(GOOGLE.replace("{fromEnv: S}", "0755123401").replace("clientId: abc", "clientId: 0755")),
+        instance=instance,
+    )
+    rendered = " ".join(d.render() for d in result.diagnostics)
+    assert "0755123401" not in rendered and "this unquoted value is an octal number" in rendered
+    assert "unquoted `0755` is an octal number" in rendered  # other fields still say which value
+
+
+def test_documents_do_not_show_their_data_in_repr(tmp_path: Path) -> None:
+    (tmp_path / "links.yaml").write_text(_link(GOOGLE.replace("{fromEnv: S}", "repr-canary-1")))
+    (doc,) = load_paths([str(tmp_path)], env={}).documents
+    assert "repr-canary-1" not in repr(doc)
