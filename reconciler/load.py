@@ -291,7 +291,9 @@ class _Constructor:
         if tag in _AMBIGUOUS_CORE_TAGS:
             # A plaintext secret that looks like a number must not be repeated in the output.
             shown, quoted = (
-                ("this unquoted value", "it") if self.in_secret else (f"unquoted `{value}`", f'it ("{value}")')
+                ("this unquoted value", "it")
+                if self.in_secret
+                else (f"unquoted `{value}`", f'it ("{value}")')
             )
             surprise = _yaml11_surprise(value, tag, shown)
             if surprise:

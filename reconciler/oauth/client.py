@@ -237,6 +237,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
+# A body that cannot be decoded (bad gzip, wrong charset) arrives after the provider acted:
+# it is a lost response like a dropped connection, not an internal error.
+_NETWORK_ERRORS = (httpx.TransportError, httpx.DecodingError)
+
+
 class TokenClient:
     """HTTP client for token, device authorization, revocation and discovery endpoints.
 
@@ -424,7 +429,7 @@ class TokenClient:
             tried.append(url)
             try:
                 response = self._http.get(url)
-            except httpx.TransportError as error:
+            except _NETWORK_ERRORS as error:
                 raise self._transport_error(
                     f"discovery for issuer {issuer}", url, error, sent=False
                 ) from None
@@ -549,7 +554,7 @@ class TokenClient:
         if not self._keepalive:
             try:
                 return self._http.post(url, data=body, headers=headers)
-            except httpx.TransportError as error:
+            except _NETWORK_ERRORS as error:
                 raise self._transport_error(
                     f"{what} for link {config.link!r}", url, error, sent=True
                 ) from None
@@ -563,7 +568,7 @@ class TokenClient:
         events: list[str] = []
         try:
             return self._http.post(url, data=body, headers=headers, extensions={"trace": _recorder(events)})
-        except httpx.TransportError as error:
+        except _NETWORK_ERRORS as error:
             delivered = _request_sent(events)
             fresh_connection = any(e.startswith(_CONNECT_PREFIX) for e in events)
             # A timeout is not the idle-close race, and retrying it could double the time
@@ -575,13 +580,13 @@ class TokenClient:
         retry: list[str] = []
         try:
             return self._fresh.post(url, data=body, headers=headers, extensions={"trace": _recorder(retry)})
-        except httpx.TransportError as error:
+        except _NETWORK_ERRORS as error:
             raise self._transport_error(
                 f"{what} for link {config.link!r}", url, error, sent=_request_sent(retry) is not False
             ) from None
 
     def _transport_error(
-        self, what: str, url: str, error: httpx.TransportError, *, sent: bool
+        self, what: str, url: str, error: httpx.TransportError | httpx.DecodingError, *, sent: bool
     ) -> ProviderError:
         host = urlsplit(url).netloc
         if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
@@ -589,7 +594,8 @@ class TokenClient:
                 f"{what}: cannot connect to {host} ({type(error).__name__})",
                 hint="check network access to the provider (DNS, proxy, firewall); linkctl retries",
             )
-        if sent and isinstance(error, (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError)):
+        lost = (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)
+        if sent and isinstance(error, lost):
             # The whole request went out: the provider may have acted on it (rotated the
             # refresh token) even though its answer never arrived.
             return ResponseLost(

@@ -221,6 +221,20 @@ def test_transport_failures(exc: Exception, error_type: type[Exception]) -> None
     assert type(caught.value) is error_type
 
 
+@pytest.mark.parametrize("keepalive", [False, True])
+def test_an_undecodable_body_is_a_lost_response(keepalive: bool) -> None:
+    # The provider answered (and may have rotated the refresh token), but the body is
+    # declared gzip and is not: httpx raises DecodingError while reading it.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip at all")
+
+    client = TokenClient(transport=httpx.MockTransport(handler), keepalive=keepalive)
+    with pytest.raises(ResponseLost) as caught:
+        client.refresh(config(), Secret(REFRESH))
+    assert "DecodingError" in str(caught.value)
+    assert_clean(caught.value, SECRET, REFRESH)
+
+
 def device(interval: float = 5.0, expires_in: float = 600.0) -> DeviceAuthorization:
     return DeviceAuthorization(
         Secret("dc-secret"), "ABCD-EFGH", "https://x/device", None, expires_in, interval, 1000.0
