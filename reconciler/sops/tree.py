@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from reconciler.errors import CryptoError
+from reconciler.errors import CryptoError, LinkctlError
 from reconciler.sops import age, keys, shamir, yamlv3
 from reconciler.sops.config import EncryptionRule
 from reconciler.sops.yamlv3 import Comment
@@ -343,7 +343,8 @@ class _Walker:
         try:
             return _from_bytes(enc.kind, raw)
         except (ValueError, KeyError, UnicodeDecodeError):
-            raise CryptoError(f"{where}: decrypted value is not a valid {enc.kind!r}") from None
+            pass  # raised below, outside this block: the parse error quotes the decrypted value
+        raise CryptoError(f"{where}: decrypted value is not a valid {enc.kind!r}")
 
     def digest(self) -> str:
         return self.mac.hexdigest().upper()
@@ -500,6 +501,8 @@ def decrypt_documents(
         rule = EncryptionRule.from_mapping(meta, f"{filename}: sops metadata")
     except CryptoError:
         raise
+    except LinkctlError as exc:  # its message already names the file and the field
+        raise CryptoError(exc.message) from None
     except Exception as exc:
         raise CryptoError(f"{filename}: {exc}") from None
     key = recover_data_key(meta, filename, ring_factory())

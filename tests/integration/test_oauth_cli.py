@@ -141,7 +141,9 @@ def test_authorize_by_pasting_the_redirect(
     out, err = process.communicate(callback + "\n", timeout=30)
     assert process.returncode == 0, err
     assert "paste" in err
-    assert_clean(url + out + err, *stored_tokens(settings, "mail"), registered.client_secret)
+    saved = stored_tokens(settings, "mail")
+    assert saved, "no tokens were saved"
+    assert_clean(url + out + err, *saved, registered.client_secret)
 
 
 def test_authorize_without_refresh_token_fails_with_causes(
@@ -175,7 +177,9 @@ def test_authorize_device_flow(
     threading.Timer(0.2, oracle.approve_device, args=(user_code,)).start()
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert_clean(line + out + err, *stored_tokens(settings, "tv"), registered.client_secret)
+    saved = stored_tokens(settings, "tv")
+    assert saved, "no tokens were saved"
+    assert_clean(line + out + err, *saved, registered.client_secret)
 
 
 def test_authorize_client_credentials_obtains_tokens_directly(
@@ -189,7 +193,9 @@ def test_authorize_client_credentials_obtains_tokens_directly(
     assert process.returncode == 0, err
     assert "no consent is needed" in err
     assert '"refresh_token": false' in out
-    assert_clean(out + err, *stored_tokens(settings, "robot"), registered.client_secret)
+    saved = stored_tokens(settings, "robot")
+    assert saved, "no tokens were saved"
+    assert_clean(out + err, *saved, registered.client_secret)
 
 
 def test_doctor_reports_findings(

@@ -112,6 +112,7 @@ def test_json_round_trip_and_same_changes() -> None:
     plan = compute([desired("a"), desired("b")], [])
     copy = plans.Plan.from_json(json.loads(json.dumps(plan.to_json())))
     assert copy.same_changes(plan) and copy.serial == plan.serial
+    assert copy == plan  # everything apply --plan reuses: inputs, prune, fields, renames
     edited = compute([desired("a", scopes=["z"]), desired("b")], [])
     assert not edited.same_changes(plan)
 

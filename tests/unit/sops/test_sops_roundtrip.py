@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import traceback
 from typing import Any
 
 import pytest
@@ -98,6 +99,31 @@ def test_tampering_is_rejected_and_names_the_file(case: str) -> None:
     doc = yamlv3.load_all(enc)[0]
     data_key = tree.recover_data_key(doc["sops"], "x", keys.load_keyring(ENV))
     assert data_key.hex() not in message.lower()
+
+
+def test_a_value_moved_to_another_key_fails_by_its_path_not_only_by_the_mac() -> None:
+    # The MAC would catch the move too; with it ignored, the key path bound to each value
+    # (the AEAD's additional data) must still refuse it.
+    enc = _enc(LINK, rule=sops.EncryptionRule(encrypted_regex="^(clientSecret|provider)$"))
+    with pytest.raises(CryptoError, match="moved from another key path"):
+        _dec(_tamper_cases(enc)["value moved to another key"], ignore_mac=True)
+
+
+def test_a_retyped_value_fails_without_keeping_the_plaintext_in_the_exception() -> None:
+    # The type tag is not authenticated: str -> float decrypts, then cannot be parsed. Python
+    # keeps the parse error as __context__ unless the CryptoError is raised outside it.
+    retyped = _enc(LINK).replace(",type:str]", ",type:float]", 1)
+    with pytest.raises(CryptoError, match="is not a valid 'float'") as info:
+        _dec(retyped, ignore_mac=True)
+    assert info.value.__context__ is None
+    assert CANARY not in "".join(traceback.format_exception(info.value))
+
+
+def test_bad_sops_metadata_names_the_field_once() -> None:
+    enc = _enc(LINK).replace("    version:", "    unencrypted_suffix: 5\n    version:", 1)
+    with pytest.raises(CryptoError) as info:
+        _dec(enc)
+    assert str(info.value).count("link.yaml") == 1 and "unencrypted_suffix" in str(info.value)
 
 
 def test_wrong_identity_lists_recipients_and_tried_keys() -> None:

@@ -156,8 +156,8 @@ def test_vector(rel: str) -> None:
             sops.decrypt_text(text, filename=str(path), fmt=fmt, env=env)
         assert "post-quantum" in str(info.value) and str(path) in str(info.value)
         return
-    if kind == "tampered":
-        with pytest.raises(CryptoError) as info:
+    if kind == "tampered":  # refused for the edit, not for a missing key
+        with pytest.raises(CryptoError, match="cannot decrypt the value|MAC mismatch") as info:
             sops.decrypt_text(text, filename=str(path), fmt=fmt, env=env)
         assert str(path) in str(info.value)
         return
