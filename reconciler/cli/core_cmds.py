@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.cli.output import write_atomic
 from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError
 
 if TYPE_CHECKING:
@@ -315,7 +316,8 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     result = _validated(args, ctx, args.paths, ahead)
     plan = _compute(ctx, result, prune=args.prune, inputs=args.paths, state=ahead.state)
     if args.out:
-        _write_atomically(Path(args.out), json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
+        plan_text = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
+        write_atomic(args.out, plan_text, new_mode=0o644)  # a plan holds no secret
     _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
     if args.out and args.output == "text":
         ctx.notice(f"plan saved to {args.out}; apply it with `linkctl apply --plan {args.out}`")
@@ -450,16 +452,6 @@ def _read_plan(path: Path) -> Plan:
         raise LinkctlError(
             f"{path} is not a linkctl plan file ({exc})", hint="create one with `linkctl plan --out FILE`"
         ) from None
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise LinkctlError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _iso(ts: float | None) -> str | None:

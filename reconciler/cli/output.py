@@ -8,11 +8,15 @@ whose traceback only ``--debug`` shows.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reconciler.errors import EXIT_ERROR, InvalidConfiguration, LinkctlError
@@ -98,6 +102,32 @@ class Context:
     def json(self, data: Any) -> None:
         """Write JSON to stdout (sorted keys, stable for scripts)."""
         self.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_atomic(path: str | Path, text: str, *, new_mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` (temporary file, fsync, rename); an existing file keeps its mode."""
+    target = Path(path)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = new_mode
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent) or ".")
+    except OSError as exc:
+        raise LinkctlError(f"cannot write {target}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise LinkctlError(f"cannot write {target}: {exc.strerror}") from None
+        raise
 
 
 def render_error(error: LinkctlError, stream: TextIO) -> None:

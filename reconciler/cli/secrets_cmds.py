@@ -7,12 +7,11 @@ named like sops's so muscle memory carries over. Heavy modules load inside handl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.cli.output import write_atomic
 from reconciler.errors import ConfigError, CryptoError, LinkctlError
 
 if TYPE_CHECKING:
@@ -68,27 +67,6 @@ def _read(path: str) -> str:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {type(exc).__name__}") from None
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file and rename, keeping the file mode."""
-    target = Path(path)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _encrypt(args: argparse.Namespace, ctx: Context) -> int:
