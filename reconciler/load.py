@@ -403,7 +403,6 @@ def load_paths(
     *,
     env: Mapping[str, str],
     ignore_mac: bool = False,
-    decrypt: bool = True,
     meanwhile: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Read every file under ``paths`` into documents (never raises for bad input).
@@ -434,7 +433,7 @@ def load_paths(
                 continue
             if file.parsed is None and file.display in ahead.names:
                 file.parsed, file.encoded = ahead.result(file.display) or (None, None)
-            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
+            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac)
     finally:
         ahead.close()
     return result
@@ -611,7 +610,6 @@ def _load_text(
     *,
     env: Mapping[str, str],
     ignore_mac: bool,
-    decrypt: bool,
 ) -> None:
     """Parse a read file (unless the cache or the child did) and add its documents to ``result``."""
     assert file.text is not None
@@ -635,7 +633,6 @@ def _load_text(
         result,
         env=env,
         ignore_mac=ignore_mac,
-        decrypt=decrypt,
     )
 
 
@@ -819,7 +816,6 @@ def _documents_of(
     *,
     env: Mapping[str, str],
     ignore_mac: bool,
-    decrypt: bool,
 ) -> None:
     """Turn parsed documents into ours (decrypting SOPS files), skipping other tools' documents."""
     documents = [
@@ -831,24 +827,19 @@ def _documents_of(
             isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith(SOPS_PREFIX)
             for d in documents
         )
-        if not _is_ours(documents) and not hidden:
+        ours = _is_ours(documents)
+        if not ours and not hidden:
             result.skipped.append(f"{display}: SOPS file with no {API_GROUP} document")
             return
-        if not _is_ours(documents):
+        if not ours:
             # apiVersion itself is encrypted (sops's default rule): only decryption can tell
             # whether this is ours; a file we cannot open is another tool's business.
             probe = LoadResult([], [], [], [])
-            if not decrypt or not _decrypt_into(
-                display, path, text, documents, probe, env=env, ignore_mac=ignore_mac
-            ):
+            if not _decrypt_into(display, path, text, documents, probe, env=env, ignore_mac=ignore_mac):
                 result.skipped.append(
                     f"{display}: SOPS file whose apiVersion is encrypted and that cannot be decrypted here"
                 )
                 return
-        elif not decrypt:
-            for doc in documents:
-                if isinstance(doc.data, dict):
-                    doc.data.pop("sops", None)
         elif not _decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
             return
 

@@ -12,8 +12,6 @@ place where linkctl writes a token to stdout, because that is what the caller as
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -206,22 +204,3 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
         for name, message in sorted({**report.broken, **report.failed}.items()):
             ctx.notice(f"  {name}: {message}")
     return EXIT_OK if report.ok else EXIT_ERROR
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``token``/``keeper`` without the rest of the CLI (tests, minimal start-up)."""
-    import os
-
-    from reconciler.cli.output import Context, run_handler
-
-    parser = argparse.ArgumentParser(prog="linkctl")
-    parser.add_argument("--state", metavar="URL")
-    parser.add_argument("--debug", action="store_true")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    ctx = Context(args=args, env=os.environ, stdout=sys.stdout, stderr=sys.stderr)
-    return run_handler(args.handler, args, ctx)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

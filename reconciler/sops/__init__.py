@@ -1,6 +1,6 @@
 """SOPS-compatible encrypted files with age recipients, read and written without a sops binary.
 
-The public surface is this module: :func:`is_encrypted`, :func:`decrypt_text`,
+The public surface is this module: :func:`decrypt_text`,
 :func:`encrypt_text`, :func:`detect_format` and :class:`EncryptionRule`. The loader
 (``reconciler.load``) calls :func:`decrypt_text` for files with a ``sops:`` block;
 the CLI (``linkctl secrets …``) calls both directions. Everything else in the package
@@ -29,17 +29,11 @@ __all__ = [
     "detect_format",
     "dump_documents",
     "encrypt_text",
-    "is_encrypted",
     "is_encrypted_comment",
 ]
 
 LINK_API_PREFIX = "linkctl.dev/"
 LINK_DEFAULT_RULE = EncryptionRule(encrypted_regex="^(clientSecret)$")
-
-
-def is_encrypted(document: object) -> bool:
-    """True for a mapping with a top-level ``sops`` mapping."""
-    return isinstance(document, Mapping) and isinstance(document.get("sops"), Mapping)
 
 
 def detect_format(filename: str, text: str | None = None) -> str:

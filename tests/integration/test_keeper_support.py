@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.cli import COMMAND_MODULES
 from reconciler.oauth import flows
 from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
 from reconciler.secrets import Secret
@@ -43,10 +42,8 @@ def open_store(env: dict[str, str]) -> Store:
 
 
 def linkctl(*args: str) -> list[str]:
-    """argv running ``linkctl`` (or the keeper commands alone until they are registered)."""
-    if "reconciler.cli.keeper_cmds" in COMMAND_MODULES:
-        return [sys.executable, "-m", "reconciler", *args]
-    return [sys.executable, "-m", "reconciler.cli.keeper_cmds", *args]
+    """argv running ``linkctl``."""
+    return [sys.executable, "-m", "reconciler", *args]
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
