@@ -3,8 +3,9 @@
 Owns scheduling policy (backoff, classification of failures into grant statuses), the
 single-flight refresh of one link (:func:`refresh_link`), the worker pool of
 ``linkctl keeper`` (:class:`Keeper`), the on-demand path of ``linkctl token``
-(:func:`fresh_token`) and revocation before a link is deleted (:func:`revoke_grant`,
-called by apply's prune). Everything it stores goes through the
+(:func:`fresh_token`) and revocation (:func:`prepare_revocation` then
+:meth:`PendingRevocation.send`, around apply's prune; :func:`revoke_grant` for a link
+that stays). Everything it stores goes through the
 :class:`~reconciler.store.grants.GrantStore` lease API, so the invariants of
 DESIGN.md §5 (one refresh in flight per link, fencing, rotated refresh token durable
 before anything else, classified errors) hold across processes and machines.
