@@ -121,6 +121,10 @@ def _is_x25519_recipient(text: str) -> bool:
 def parse_recipient(text: str) -> bytes:
     """The 32-byte public key of an ``age1…`` X25519 recipient; refuse other types by name."""
     text = text.strip()
+    if text.upper().startswith("AGE-SECRET-KEY-"):  # never repeat any of it: it is a secret key
+        raise UnsupportedKey(
+            "an age secret key was given as a recipient; give its public key (age-keygen -y KEYFILE)"
+        )
     if text.startswith("age1pq1"):
         raise UnsupportedKey(f"unsupported age recipient type: post-quantum hybrid ({text[:12]}…)")
     if text.startswith("age1") and not _is_x25519_recipient(text) and text.count("1") > 1:

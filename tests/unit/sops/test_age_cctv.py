@@ -102,3 +102,11 @@ def test_unsupported_recipient_types_named() -> None:
         age.parse_recipient("ssh-ed25519 AAAAC3Nza")
     with pytest.raises(age.UnsupportedKey, match="plugin"):
         age.parse_identity("AGE-PLUGIN-YUBIKEY-1QQQQ")
+
+
+def test_a_secret_key_given_as_recipient_is_refused_without_repeating_it() -> None:
+    key = age.X25519Identity(bytes(range(32))).encode()
+    for given in (key, key.lower(), "  " + key):
+        with pytest.raises(age.UnsupportedKey, match="secret key was given as a recipient") as info:
+            age.parse_recipient(given)
+        assert key[len("AGE-SECRET-KEY-") :].upper() not in str(info.value).upper()
