@@ -346,11 +346,8 @@ def diagnose_link(ctx: Context, client: TokenClient, name: str) -> list[Finding]
         severity = (
             "error" if grant.error_class in ("configuration_error", "needs_authorization") else "warning"
         )
-        meaning = None
-        try:
-            meaning = providers.get_preset(config.provider).explain(None, grant.last_error)
-        except KeyError:
-            meaning = None
+        preset = providers.find_preset(config.provider)
+        meaning = preset.explain(None, grant.last_error) if preset else None
         add("last error", severity, grant.last_error, meaning.fix if meaning else None)
     elif grant is None or grant.access_expires_at is None:
         add("grant", "warning", "not authorized yet", f"run `linkctl authorize {name}`")

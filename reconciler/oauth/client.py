@@ -304,7 +304,7 @@ class TokenClient:
     def client_credentials(self, config: ClientConfig) -> TokenResponse:
         """RFC 6749 §4.4: obtain an access token for the client itself."""
         form = {"grant_type": "client_credentials"}
-        scope = self._scope(config)
+        scope = providers.join_scopes(config.provider, config.scopes)
         if scope:
             form["scope"] = scope
         return self._token_request(config, form, what="client credentials grant", sent=[])
@@ -326,7 +326,7 @@ class TokenClient:
         config = self.with_endpoints(config)
         endpoint = self._endpoint(config, config.device_authorization_endpoint, "deviceAuthorizationEndpoint")
         form: dict[str, str] = {}
-        scope = self._scope(config)
+        scope = providers.join_scopes(config.provider, config.scopes)
         if scope:
             form["scope"] = scope
         what = "device authorization"
@@ -518,14 +518,6 @@ class TokenClient:
             )
         return url
 
-    @staticmethod
-    def _scope(config: ClientConfig) -> str:
-        try:
-            separator = providers.get_preset(config.provider).scope_separator
-        except KeyError:
-            separator = " "
-        return separator.join(config.scopes)
-
     def _token_request(
         self, config: ClientConfig, form: dict[str, str], *, what: str, sent: list[str]
     ) -> TokenResponse:
@@ -657,10 +649,8 @@ class TokenClient:
             else None
         )
         code = _scrub(code, sent + self._client_secret(config))[:64]
-        try:
-            meaning = providers.get_preset(config.provider).explain(code, raw_description)
-        except KeyError:
-            meaning = None
+        preset = providers.find_preset(config.provider)
+        meaning = preset.explain(code, raw_description) if preset else None
         message = f"{what} for link {config.link!r}: HTTP {status} {code}"
         if meaning:
             message += f": {meaning.meaning}"

@@ -91,21 +91,12 @@ class AuthorizationRequest:
 
 def scope_string(config: ClientConfig) -> str:
     """The link's scopes joined by its preset's separator."""
-    return _preset_separator(config.provider).join(config.scopes)
-
-
-def _preset_separator(provider: str) -> str:
-    try:
-        return providers.get_preset(provider).scope_separator
-    except KeyError:
-        return " "
+    return providers.join_scopes(config.provider, config.scopes)
 
 
 def _preset_params(provider: str) -> Mapping[str, str]:
-    try:
-        return providers.get_preset(provider).authorize_params
-    except KeyError:
-        return {}
+    preset = providers.find_preset(provider)
+    return preset.authorize_params if preset else {}
 
 
 def build_authorization_request(
@@ -214,10 +205,8 @@ def parse_callback(callback_url: str, request: AuthorizationRequest) -> str:
 
 def authorization_error(link: str, error: str, description: str, provider: str = "custom") -> ProviderError:
     """The classified error for an ``error=`` callback (RFC 6749 §4.1.2.1)."""
-    try:
-        meaning = providers.get_preset(provider).explain(error, description)
-    except KeyError:
-        meaning = None
+    preset = providers.find_preset(provider)
+    meaning = preset.explain(error, description) if preset else None
     text = f"link {link!r}: the provider refused the authorization: {error[:64]}"
     if meaning:
         text += f": {meaning.meaning}"

@@ -282,12 +282,10 @@ def client_config(store: Store, link: StoredLink) -> ClientConfig:
 
 
 def _inactivity_days(provider: str) -> float | None:
-    from reconciler.oauth.providers import get_preset
+    from reconciler.oauth.providers import find_preset
 
-    try:
-        days = get_preset(provider).refresh_token_inactivity_days
-    except KeyError:
-        return None
+    preset = find_preset(provider)
+    days = preset.refresh_token_inactivity_days if preset else None
     return float(days) if days else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,17 @@ class ResolvedEndpoints:
     authorize_params: Mapping[str, str]  # preset params merged with declared extras
     added_authorize_params: Mapping[str, str]
     client_auth: str
+
+
+def find_preset(name: str) -> Preset | None:
+    """The preset of a provider name, or None for an unknown one (a hand-built config)."""
+    return get_preset(name) if name in PROVIDERS else None
+
+
+def join_scopes(provider: str, scopes: Iterable[str]) -> str:
+    """Scopes joined as the provider expects them (a space unless its preset says otherwise)."""
+    preset = find_preset(provider)
+    return (preset.scope_separator if preset else " ").join(scopes)
 
 
 @functools.cache
