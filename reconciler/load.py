@@ -44,7 +44,7 @@ PARSE_AHEAD_MIN_BYTES = 256 * 1024
 PARSE_AHEAD_SHARE = 0.5  # the child's share by bytes; this process also builds the documents
 MEANWHILE_SHARE = 0.25  # more for the child while this process imports and reads the store
 
-Parsed = list[tuple[Any, None, int]]  # (data, node placeholder, first line) per document
+Parsed = list[tuple[Any, int]]  # (data, first line) per document
 ParseOutcome = tuple[Parsed, dict[int, list[Diagnostic]], bool]  # + diagnostics, JSON fallback
 
 try:  # libyaml's parser+composer is several times faster than the pure-Python one
@@ -482,7 +482,7 @@ class ParseCache:
         """Inverse of :meth:`encode`; ``None`` for a damaged blob."""
         try:
             parsed_raw, diagnostics_raw, json_fallback = marshal.loads(blob)
-            parsed: Parsed = [(data, None, int(line)) for data, line in parsed_raw]
+            parsed: Parsed = [(data, int(line)) for data, line in parsed_raw]
             per_document = {
                 int(index): [
                     Diagnostic(sev, msg, display, line, col, tuple(path), hint, code)
@@ -499,7 +499,7 @@ class ParseCache:
         """The cache form of a parse."""
         return marshal.dumps(
             (
-                [(data, line) for data, _, line in parsed],
+                parsed,
                 {
                     index: [(d.severity, d.message, d.line, d.column, d.path, d.hint, d.code) for d in items]
                     for index, items in per_document.items()
@@ -619,7 +619,7 @@ def _load_text(
         return
     parsed, per_document, json_fallback = outcome
     source = None if json_fallback else _SourceText(text)
-    if cache is not None and not file.cached and all(_cacheable(data) for data, _, _ in parsed):
+    if cache is not None and not file.cached and all(_cacheable(data) for data, _ in parsed):
         # Encoded now: decryption later changes these objects (the sops block is removed).
         blob = file.encoded or cache.encode(parsed, per_document, json_fallback)
         result.cache_candidates[display] = (cache, text, blob)
@@ -772,7 +772,7 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
                 if node is None:
                     continue
                 before = len(constructor.diagnostics)
-                parsed.append((constructor.build(node), None, node.start_mark.line + 1))
+                parsed.append((constructor.build(node), node.start_mark.line + 1))
                 per_document[len(parsed) - 1] = constructor.diagnostics[before:]
                 if constructor.exhausted:
                     break
@@ -783,7 +783,7 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
         problem = exc.problem or exc.context or "invalid YAML"
         if path.suffix == ".json" and not parsed:
             try:
-                parsed = [(strict_json.loads(text), None, 1)]
+                parsed = [(strict_json.loads(text), 1)]
                 json_fallback = True  # YAML cannot compose it: positions stay at the document
             except ValueError as json_exc:
                 fail(f"invalid JSON: {json_exc}", code="syntax")
@@ -819,8 +819,8 @@ def _documents_of(
 ) -> None:
     """Turn parsed documents into ours (decrypting SOPS files), skipping other tools' documents."""
     documents = [
-        Document(display, index, data, node, line, source=source)
-        for index, (data, node, line) in enumerate(parsed)
+        Document(display, index, data, None, line, source=source)  # node: composed on demand
+        for index, (data, line) in enumerate(parsed)
     ]
     if any(isinstance(d.data, dict) and isinstance(d.data.get("sops"), dict) for d in documents):
         hidden = any(
