@@ -465,14 +465,18 @@ class ParseCache:
             base = os.path.join(home, ".cache")
         return cls(Path(base) / "linkctl" / f"parse-{__version__}-{_CACHE_FORMAT}")
 
-    def _entry(self, text: str) -> Path:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return self.root / digest[:2] / digest
+    @staticmethod
+    def key(text: str) -> str:
+        """The cache key of a file's text (SHA-256)."""
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    def get(self, text: str, display: str) -> ParseOutcome | None:
-        """The parse of ``text`` if cached (diagnostics re-labelled with ``display``)."""
+    def _entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str, display: str) -> ParseOutcome | None:
+        """The parse of the text with ``key`` if cached (diagnostics re-labelled with ``display``)."""
         try:
-            blob = self._entry(text).read_bytes()
+            blob = self._entry(key).read_bytes()
         except OSError:
             return None
         return self.decode(blob, display)
@@ -508,9 +512,9 @@ class ParseCache:
             )
         )
 
-    def put(self, text: str, blob: bytes) -> None:
+    def put(self, key: str, blob: bytes) -> None:
         """Remember an encoded parse (best effort: a cache that cannot be written is no error)."""
-        entry = self._entry(text)
+        entry = self._entry(key)
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         try:
             entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -529,9 +533,9 @@ def remember_parsed(loaded: LoadResult, diagnostics: Sequence[Diagnostic]) -> No
     must not be copied into the cache.
     """
     failed = {d.file for d in diagnostics if d.is_error}
-    for display, (cache, text, blob) in loaded.cache_candidates.items():
+    for display, (cache, key, blob) in loaded.cache_candidates.items():
         if display not in failed:
-            cache.put(text, blob)
+            cache.put(key, blob)
     loaded.cache_candidates.clear()
 
 
@@ -565,8 +569,13 @@ class _File:
     text: str | None  # None: unreadable, see ``problems``
     problems: list[Diagnostic] = dataclasses.field(default_factory=list)
     parsed: ParseOutcome | None = None  # from the parse cache or a parse ahead
-    cached: bool = False  # ``parsed`` came from the cache (nothing to remember)
     encoded: bytes | None = None  # ``parsed`` in the cache's encoding, when the child made it
+    key: str = ""  # the parse cache's key of ``text``, when there is a cache
+
+    @property
+    def cached(self) -> bool:
+        """``parsed`` came from the cache (nothing to remember): the child's parses are encoded."""
+        return self.parsed is not None and self.encoded is None
 
 
 def _read_file(display: str, path: Path, cache: ParseCache | None) -> _File:
@@ -599,8 +608,10 @@ def _read_file(display: str, path: Path, cache: ParseCache | None) -> _File:
     except OSError as exc:
         problem = Diagnostic(ERROR, f"cannot read file: {exc.strerror}", display, None, None, (), None, "io")
         return _File(display, path, None, [problem])
-    hit = cache.get(text, display) if cache is not None else None
-    return _File(display, path, text, parsed=hit, cached=hit is not None)
+    if cache is None:
+        return _File(display, path, text)
+    key = cache.key(text)  # once: looked up now, written after validation
+    return _File(display, path, text, parsed=cache.get(key, display), key=key)
 
 
 def _load_text(
@@ -622,7 +633,7 @@ def _load_text(
     if cache is not None and not file.cached and all(_cacheable(data) for data, _ in parsed):
         # Encoded now: decryption later changes these objects (the sops block is removed).
         blob = file.encoded or cache.encode(parsed, per_document, json_fallback)
-        result.cache_candidates[display] = (cache, text, blob)
+        result.cache_candidates[display] = (cache, file.key, blob)
     _documents_of(
         display,
         path,
