@@ -17,11 +17,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import random
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.errors import ConflictError, StateError
 from reconciler.secrets import Secret
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from reconciler.oauth.client import TokenResponse
@@ -247,14 +249,10 @@ class GrantStore(abc.ABC):
         self, items: Sequence[tuple[str, int]], *, owner: str, now: float, ttl: float | None = None
     ) -> list[LeaseLost | None]:
         """:meth:`mark_in_flight` for ``(name, token_version)`` pairs; per item None or the fencing error."""
-        out: list[LeaseLost | None] = []
-        for name, version in items:
-            try:
-                self.mark_in_flight(name, owner=owner, token_version=version, now=now, ttl=ttl)
-                out.append(None)
-            except LeaseLost as fenced:
-                out.append(fenced)
-        return out
+        return _each_fenced(
+            items,
+            lambda item: self.mark_in_flight(item[0], owner=owner, token_version=item[1], now=now, ttl=ttl),
+        )
 
     def commit_tokens_many(
         self, commits: Sequence[TokenCommit], *, owner: str, now: float
@@ -264,41 +262,45 @@ class GrantStore(abc.ABC):
         Everything returned as committed is durable when this returns; a fenced-out link
         writes nothing and does not stop the others.
         """
-        out: list[LeaseLost | None] = []
-        for c in commits:
-            try:
-                self.commit_tokens(
-                    c.name,
-                    owner=owner,
-                    expected_version=c.expected_version,
-                    response=c.response,
-                    now=now,
-                    next_refresh_at=c.next_refresh_at,
-                )
-                out.append(None)
-            except LeaseLost as fenced:
-                out.append(fenced)
-        return out
+        return _each_fenced(
+            commits,
+            lambda c: self.commit_tokens(
+                c.name,
+                owner=owner,
+                expected_version=c.expected_version,
+                response=c.response,
+                now=now,
+                next_refresh_at=c.next_refresh_at,
+            ),
+        )
 
     def record_failures_many(
         self, failures: Sequence[FailureRecord], *, owner: str, now: float
     ) -> list[LeaseLost | None]:
         """:meth:`record_failure` for several links; per item None (recorded) or the fencing error."""
-        out: list[LeaseLost | None] = []
-        for f in failures:
-            try:
-                self.record_failure(
-                    f.name,
-                    owner=owner,
-                    expected_version=f.expected_version,
-                    status=f.status,
-                    error_class=f.error_class,
-                    message=f.message,
-                    retry_at=f.retry_at,
-                    lost_response=f.lost_response,
-                    now=now,
-                )
-                out.append(None)
-            except LeaseLost as fenced:
-                out.append(fenced)
-        return out
+        return _each_fenced(
+            failures,
+            lambda f: self.record_failure(
+                f.name,
+                owner=owner,
+                expected_version=f.expected_version,
+                status=f.status,
+                error_class=f.error_class,
+                message=f.message,
+                retry_at=f.retry_at,
+                lost_response=f.lost_response,
+                now=now,
+            ),
+        )
+
+
+def _each_fenced(items: Sequence[_T], write: Callable[[_T], object]) -> list[LeaseLost | None]:
+    """Run one fenced write per item; per item None or the fencing error (the others go on)."""
+    out: list[LeaseLost | None] = []
+    for item in items:
+        try:
+            write(item)
+            out.append(None)
+        except LeaseLost as fenced:
+            out.append(fenced)
+    return out

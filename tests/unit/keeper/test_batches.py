@@ -12,6 +12,7 @@ import dataclasses
 import random
 import sqlite3
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 from fakes import FakeClock, RotatingProvider, add_links, link_write, lose_response, response
@@ -103,7 +104,32 @@ def test_rotated_refresh_token_is_durable_before_any_lease_is_released(
     assert g.refresh_token is not None and g.refresh_token.reveal() == "rt-a-2"
 
 
-def test_a_fenced_out_link_does_not_fail_the_others(store: Store, clock: FakeClock) -> None:
+class _PerLinkBatches:
+    """The store with the GrantStore base-class batch methods: one transaction per link.
+
+    SQLite overrides all of them; another store (PostgreSQL) may start from these, so
+    they are held to the same per-link fencing as SQLite's.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+for _batch in ("acquire_leases", "mark_in_flight_many", "commit_tokens_many", "record_failures_many"):
+    setattr(_PerLinkBatches, _batch, getattr(grants.GrantStore, _batch))
+
+
+@pytest.fixture(params=["store batches", "base-class defaults"])
+def batches(request: pytest.FixtureRequest, store: Store) -> Store:
+    """The store, or the store with the per-link default batch methods."""
+    return store if request.param == "store batches" else cast(Store, _PerLinkBatches(store))
+
+
+def test_a_fenced_out_link_does_not_fail_the_others(batches: Store, clock: FakeClock) -> None:
+    store = batches
     _authorize_all(store, clock)
     leased = store.acquire_leases(NAMES, owner="K", ttl=30, now=clock())
     store.mark_in_flight_many(
@@ -130,7 +156,8 @@ def test_a_fenced_out_link_does_not_fail_the_others(store: Store, clock: FakeClo
         assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == f"rt-{n}-2"
 
 
-def test_mark_in_flight_many_fences_per_link(store: Store, clock: FakeClock) -> None:
+def test_mark_in_flight_many_fences_per_link(batches: Store, clock: FakeClock) -> None:
+    store = batches
     _authorize_all(store, clock)
     leased = store.acquire_leases(NAMES, owner="K", ttl=30, now=clock())
     items = [(g.link_name, g.token_version) for g in leased]
@@ -140,7 +167,8 @@ def test_mark_in_flight_many_fences_per_link(store: Store, clock: FakeClock) -> 
     assert store.get_grant("c") is not None and store.get_grant("c").in_flight_since is None  # type: ignore[union-attr]
 
 
-def test_record_failures_many_fences_per_link_and_keeps_lost_flag(store: Store, clock: FakeClock) -> None:
+def test_record_failures_many_fences_per_link_and_keeps_lost_flag(batches: Store, clock: FakeClock) -> None:
+    store = batches
     _authorize_all(store, clock)
     leased = store.acquire_leases(NAMES, owner="K", ttl=30, now=clock())
     store.mark_in_flight_many(
