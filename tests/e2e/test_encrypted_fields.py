@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs
 
 import pytest
@@ -27,7 +28,7 @@ from tests.conftest import require_tool
 class _Recorder(http.server.BaseHTTPRequestHandler):
     """A token endpoint that remembers each request body and answers with a token."""
 
-    bodies: list[dict[str, list[str]]] = []
+    bodies: ClassVar[list[dict[str, list[str]]]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -45,7 +46,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def token_endpoint() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
-    bodies: list[dict[str, list[str]]] = []
+    bodies: ClassVar[list[dict[str, list[str]]]] = []
     handler = type("Handler", (_Recorder,), {"bodies": bodies})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

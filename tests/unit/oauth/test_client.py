@@ -500,5 +500,5 @@ def test_sealed_spec_fields_are_opened_only_for_the_request() -> None:
     form = parse_qs(seen[0].content.decode())
     assert form["client_id"] == ["id-canary"] and form["client_assertion"] == ["jwt-canary"]
     assert form["audience"] == ["api"]
-    with pytest.raises(LinkctlError, match="tokenParams.client_assertion"):
+    with pytest.raises(LinkctlError, match=r"tokenParams\.client_assertion"):
         ClientConfig.from_spec("mail", spec, None, {"clientId": Secret("x")}.get)
