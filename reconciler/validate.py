@@ -200,7 +200,7 @@ class _Validator:
                     code="wrong-type",
                 )
             elif kind == "string_pattern_mismatch" and loc[:1] == ("metadata",):
-                value = "" if loc in doc.encrypted_paths else _value_at(doc, loc)
+                value = _value_at(doc, loc)
                 suggestion = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-") if value else ""
                 self.error(
                     doc,
