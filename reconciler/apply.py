@@ -11,7 +11,7 @@ so a failed apply never loses a grant.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler import plan as plans
 from reconciler.store.base import Event, LinkWrite, Store
@@ -38,11 +38,11 @@ class ApplyResult:
         return sum(1 for c in self.applied if c.action == action)
 
 
-def link_write(link: DesiredLink, *, fingerprint_key: bytes) -> LinkWrite:
-    """The store record for a desired link."""
+def link_write(link: DesiredLink, *, fingerprint_key: bytes, stored_fields: Iterable[str] = ()) -> LinkWrite:
+    """The store record for a desired link; sealed ``stored_fields`` it no longer declares are removed."""
     fps = plans.fingerprints(link, fingerprint_key)
     secrets = dict(link.secrets)
-    for field in ("clientSecret",):
+    for field in ("clientSecret", *stored_fields):
         secrets.setdefault(field, None)  # type: ignore[arg-type]
     return LinkWrite(
         name=link.name,
@@ -79,10 +79,19 @@ def apply_plan(
             if change.action == plans.DELETE:
                 tx.delete_link(change.link)
             else:
+                # A field that is no longer encrypted in the file must not stay sealed in the store.
+                previous = (
+                    store.get_link(change.renamed_from or change.link)
+                    if change.action != plans.CREATE
+                    else None
+                )
+                stored_fields = previous.secret_fingerprints if previous is not None else ()
                 if change.action == plans.RENAME and change.renamed_from:
                     tx.rename_link(change.renamed_from, change.link)
                     detail["from"] = change.renamed_from
-                tx.put_link(link_write(by_name[change.link], fingerprint_key=key))
+                tx.put_link(
+                    link_write(by_name[change.link], fingerprint_key=key, stored_fields=stored_fields)
+                )
             tx.add_event(Event(action=_EVENT[change.action], link=change.link, actor=actor, detail=detail))
             applied.append(change)
         if applied:

@@ -172,6 +172,11 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _is_marker(value: Any) -> bool:
+    """A ``{"$secret": field}`` marker: the value is sealed in the store."""
+    return isinstance(value, Mapping) and "$secret" in value
+
+
 def diff_specs(
     old: Mapping[str, Any],
     new: Mapping[str, Any],
@@ -191,7 +196,11 @@ def diff_specs(
         before, after = flat_old.get(path), flat_new.get(path)
         if before == after:
             continue
-        if path.split(".")[0] in hidden:
+        if (
+            _is_marker(before)
+            or _is_marker(after)
+            or any(path == h or path.startswith(h + ".") for h in hidden)
+        ):
             changes.append(FieldChange(path, None, None, sensitive=True))
         else:
             changes.append(FieldChange(path, before, after))

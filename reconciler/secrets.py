@@ -62,3 +62,8 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("Secret values must not be pickled")
+
+
+def reveal(value: str | Secret) -> str:
+    """The plaintext of a value that may be sealed (a ``Secret``) or plain; only for requests."""
+    return value.reveal() if isinstance(value, Secret) else value

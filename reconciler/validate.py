@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic, has_errors
-from reconciler.load import SECRET_KEYS, Document, LoadResult
+from reconciler.load import Document, LoadResult
 from reconciler.models import MODELS, FromEnv, FromFile, Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset, resolve
 from reconciler.secrets import Secret
@@ -31,6 +32,11 @@ from reconciler.secrets import Secret
 REDIRECT_PATH = "/oauth/callback/{name}"
 # pydantic names the members of the clientSecret union in error locations.
 _UNION_MEMBERS = {"str", "FromEnv", "FromFile"}
+# A document is found by these, so they stay readable even when sops encrypted them.
+IDENTITY_PATHS = frozenset({("apiVersion",), ("kind",), ("metadata", "name")})
+# Fields whose encrypted values are sealed in the store and revealed only in requests;
+# every other field is read by linkctl itself (discovery, URLs, plans) and stays readable.
+SEALABLE_MAPS = ("tokenParams", "authorizeParams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +51,7 @@ class DesiredLink:
     source_line: int
     deletion_policy: str
     renamed_from: str | None
-    sensitive_fields: frozenset[str]  # spec keys whose values were SOPS-encrypted
+    sensitive_fields: frozenset[str]  # dotted spec paths whose values were SOPS-encrypted
 
     @property
     def pending_credentials(self) -> bool:
@@ -264,8 +270,10 @@ class _Validator:
         self, doc: Document, url: str, path: Sequence[str | int], *, what: str, base: bool = False
     ) -> bool:
         parts = urlsplit(url)
+        encrypted = tuple(path) in doc.encrypted_paths  # checked, never quoted
         if parts.scheme not in ("https", "http") or not parts.hostname:
-            self.error(doc, f"{what} must be an absolute https:// URL, got {url!r}", path, code="bad-url")
+            shown = "an encrypted value" if encrypted else repr(url)
+            self.error(doc, f"{what} must be an absolute https:// URL, got {shown}", path, code="bad-url")
             return False
         if parts.scheme == "http":
             if not is_loopback_host(parts.hostname):
@@ -273,7 +281,7 @@ class _Validator:
                     doc,
                     f"{what} must use https (plain http is allowed only for loopback hosts)",
                     path,
-                    hint=f"use {url.replace('http://', 'https://', 1)}",
+                    hint="use https://" if encrypted else f"use {url.replace('http://', 'https://', 1)}",
                     code="insecure-url",
                 )
                 return False
@@ -560,11 +568,7 @@ class _Validator:
         if spec.provider == "microsoft":
             effective["tenant"] = spec.tenant or get_preset("microsoft").default_tenant
             effective["cloud"] = spec.cloud or "global"
-        sensitive = frozenset(
-            str(p[1])
-            for p in doc.encrypted_paths
-            if len(p) >= 2 and p[0] == "spec" and p[1] not in SECRET_KEYS
-        )
+        sensitive = self._seal_encrypted(doc, effective, secrets)
         line = doc.line
         return DesiredLink(
             name=link.metadata.name,
@@ -577,6 +581,54 @@ class _Validator:
             renamed_from=link.metadata.renamedFrom,
             sensitive_fields=sensitive,
         )
+
+    def _seal_encrypted(
+        self, doc: Document, effective: dict[str, Any], secrets: dict[str, Secret]
+    ) -> frozenset[str]:
+        """Move encrypted values into ``secrets`` (marker left in the spec); the paths plans redact."""
+        sensitive: set[str] = set()
+        readable: set[str] = set()
+        for path in sorted(doc.encrypted_paths, key=str):
+            if (
+                path in IDENTITY_PATHS
+                or path == ("spec", "clientSecret")
+                or path[:2] == ("metadata", "annotations")
+            ):
+                continue  # annotations are never stored or shown
+            value = _lookup(doc, path)
+            if path == ("spec", "clientId") and isinstance(value, str):
+                secrets["clientId"] = Secret(value)
+                effective["clientId"] = {"$secret": "clientId"}
+                sensitive.add("clientId")
+                continue
+            if (
+                len(path) == 3
+                and path[0] == "spec"
+                and path[1] in SEALABLE_MAPS
+                and isinstance(value, str)
+                and path[2] in effective[str(path[1])]
+            ):
+                field = f"{path[1]}.{path[2]}"
+                secrets[field] = Secret(value)
+                effective[str(path[1])][str(path[2])] = {"$secret": field}
+                sensitive.add(field)
+                continue
+            # Read by linkctl itself: plans redact its changes, but the store keeps it readable.
+            if path[:1] == ("spec",):
+                sensitive.add(_dotted(path[1:]))
+            elif path[:2] == ("metadata", "labels"):
+                sensitive.add(_dotted(("labels", *path[2:])))
+            readable.add(_dotted(path))
+        if readable:
+            self.warn(
+                doc,
+                f"encrypted values of {', '.join(sorted(readable))} are stored and shown in plain text:"
+                " linkctl reads them to plan, discover and build URLs",
+                code="encrypted-readable-field",
+                hint="encrypt only secrets, e.g. `sops encrypt --encrypted-regex "
+                "'^(clientSecret|clientId|client_assertion)$'`; see docs/sops.md",
+            )
+        return frozenset(sensitive)
 
     def _check_renames(self, links: list[tuple[Document, OutgoingLink]]) -> None:
         names = {link.metadata.name for _, link in links}
@@ -619,6 +671,11 @@ def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
 
 
 _MISSING = object()
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    """``spec.scopes`` for ``("spec", "scopes", 0)``: the named part of a path, as plans name fields."""
+    return ".".join(str(p) for p in itertools.takewhile(lambda p: isinstance(p, str), path))
 
 
 def _lookup(doc: Document, loc: Sequence[Any]) -> Any:

@@ -462,6 +462,16 @@ def _iso(ts: float | None) -> str | None:
     )
 
 
+SEALED = "(stored, encrypted)"
+
+
+def _sealed_view(value: Any) -> Any:
+    """A spec value as shown: each ``{"$secret": field}`` marker says it is sealed, never the value."""
+    if isinstance(value, dict):
+        return SEALED if "$secret" in value else {k: _sealed_view(v) for k, v in value.items()}
+    return value
+
+
 def _link_view(link: Any, grant: Any) -> dict[str, Any]:
     view: dict[str, Any] = {
         "name": link.name,
@@ -470,7 +480,7 @@ def _link_view(link: Any, grant: Any) -> dict[str, Any]:
         "source": f"{link.source_file}:{link.source_line}" if link.source_file else None,
         "redirect_url": link.spec.get("redirectUri"),
         "grant": link.spec.get("grant"),
-        "client_id": link.spec.get("clientId"),
+        "client_id": _sealed_view(link.spec.get("clientId")),
         "scopes": list(link.spec.get("scopes") or ()),
         "generation": link.generation,
         "updated_at": _iso(link.updated_at),
@@ -529,8 +539,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl show NAME``."""
     link = _stored(ctx, args.name)
     view = _link_view(link, ctx.store().get_grant(link.name))
-    spec = {k: v for k, v in link.spec.items() if k not in ("clientSecret", "presetAdded")}
-    spec["clientSecret"] = "(stored, encrypted)" if link.secret_fingerprints.get("clientSecret") else None
+    spec = {k: _sealed_view(v) for k, v in link.spec.items() if k not in ("clientSecret", "presetAdded")}
+    spec["clientSecret"] = SEALED if link.secret_fingerprints.get("clientSecret") else None
     view["spec"] = spec
     if args.output == "json":
         ctx.json(view)

@@ -77,7 +77,7 @@ def _load_config(ctx: Context, name: str) -> ClientConfig:
             "declare clientId/clientSecret and apply",
         )
     secret = store.read_secret(name, "clientSecret") if spec.get("clientSecret") else None
-    return ClientConfig.from_spec(name, spec, secret)
+    return ClientConfig.from_spec(name, spec, secret, lambda field: store.read_secret(name, field))
 
 
 def _display_available(env: Mapping[str, str]) -> bool:

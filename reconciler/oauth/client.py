@@ -27,11 +27,12 @@ from reconciler.errors import (
     ProviderConfigError,
     ProviderError,
     ResponseLost,
+    StateError,
     TransientProviderError,
 )
 from reconciler.oauth import discovery, providers
 from reconciler.oauth.discovery import ProviderMetadata
-from reconciler.secrets import REDACTED, Secret
+from reconciler.secrets import REDACTED, Secret, reveal
 
 __all__ = [
     "ClientConfig",
@@ -63,7 +64,7 @@ class ClientConfig:
 
     link: str
     provider: str
-    client_id: str | None
+    client_id: str | Secret | None  # a Secret when it was encrypted in the file
     client_secret: Secret | None
     client_auth: str  # client_secret_basic | client_secret_post | none
     token_endpoint: str | None
@@ -72,18 +73,37 @@ class ClientConfig:
     device_authorization_endpoint: str | None = None
     issuer: str | None = None
     scopes: tuple[str, ...] = ()
-    authorize_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    token_params: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    authorize_params: Mapping[str, str | Secret] = dataclasses.field(default_factory=dict)
+    token_params: Mapping[str, str | Secret] = dataclasses.field(default_factory=dict)
     redirect_uri: str | None = None
     grant: str = "authorization_code"
 
     @classmethod
-    def from_spec(cls, name: str, spec: Mapping[str, Any], client_secret: Secret | None) -> ClientConfig:
-        """Build from a stored link spec (``StoredLink.spec``, effective values)."""
+    def from_spec(
+        cls,
+        name: str,
+        spec: Mapping[str, Any],
+        client_secret: Secret | None,
+        read_secret: Callable[[str], Secret | None] | None = None,
+    ) -> ClientConfig:
+        """Build from a stored link spec (``StoredLink.spec``); ``read_secret`` opens sealed fields."""
+
+        def opened(value: Any) -> Any:
+            if not (isinstance(value, Mapping) and "$secret" in value):
+                return value
+            field = str(value["$secret"])
+            secret = read_secret(field) if read_secret is not None else None
+            if secret is None:
+                raise StateError(
+                    f"link {name!r}: the sealed value of {field} is missing from the store",
+                    hint="apply the link again to store it",
+                )
+            return secret
+
         return cls(
             link=name,
             provider=spec.get("provider", "custom"),
-            client_id=spec.get("clientId"),
+            client_id=opened(spec.get("clientId")),
             client_secret=client_secret,
             client_auth=spec.get("clientAuth") or "client_secret_basic",
             token_endpoint=spec.get("tokenEndpoint"),
@@ -92,8 +112,8 @@ class ClientConfig:
             device_authorization_endpoint=spec.get("deviceAuthorizationEndpoint"),
             issuer=spec.get("issuer"),
             scopes=tuple(spec.get("scopes") or ()),
-            authorize_params=dict(spec.get("authorizeParams") or {}),
-            token_params=dict(spec.get("tokenParams") or {}),
+            authorize_params={k: opened(v) for k, v in (spec.get("authorizeParams") or {}).items()},
+            token_params={k: opened(v) for k, v in (spec.get("tokenParams") or {}).items()},
             redirect_uri=spec.get("redirectUri"),
             grant=spec.get("grant") or "authorization_code",
         )
@@ -523,7 +543,8 @@ class TokenClient:
     ) -> TokenResponse:
         config = self.with_endpoints(config)
         endpoint = self._endpoint(config, config.token_endpoint, "tokenEndpoint")
-        body = {**config.token_params, **form}  # protocol fields win over declared extras
+        # Protocol fields win over declared extras; sealed extras are opened only here.
+        body = {**{k: reveal(v) for k, v in config.token_params.items()}, **form}
         response = self._post(config, endpoint, body, what=what, sent=sent)
         data = self._json_or_error(config, response, what=what, sent=sent)
         return self._token_response(config, data, what=what, status=response.status_code)
@@ -534,15 +555,16 @@ class TokenClient:
         headers: dict[str, str] = {}
         body = dict(form)
         secret = config.client_secret.reveal() if config.client_secret else None
-        if config.client_auth == "client_secret_basic" and config.client_id and secret is not None:
+        client_id = reveal(config.client_id) if config.client_id else None
+        if config.client_auth == "client_secret_basic" and client_id and secret is not None:
             # RFC 6749 §2.3.1: form-urlencode id and secret before joining and base64.
-            pair = f"{quote_plus(config.client_id, safe='')}:{quote_plus(secret, safe='')}"
+            pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        elif config.client_auth == "client_secret_post" and config.client_id and secret is not None:
-            body["client_id"] = config.client_id
+        elif config.client_auth == "client_secret_post" and client_id and secret is not None:
+            body["client_id"] = client_id
             body["client_secret"] = secret
-        elif config.client_id:
-            body["client_id"] = config.client_id
+        elif client_id:
+            body["client_id"] = client_id
         if not self._keepalive:
             try:
                 return self._http.post(url, data=body, headers=headers)

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from reconciler.errors import ConfigError, GrantError, ProviderConfigError, ProviderError
 from reconciler.oauth import providers
 from reconciler.oauth.client import ClientConfig, DeviceAuthorization, TokenClient, TokenResponse
-from reconciler.secrets import Secret
+from reconciler.secrets import Secret, reveal
 
 MIN_ACCESS_ONLY_LIFETIME = 24 * 3600.0  # without a refresh token, the access token must last a day
 PKCE_VERIFIER_BYTES = 48  # -> 64 base64url characters (RFC 7636 §4.1 allows 43-128)
@@ -128,11 +128,11 @@ def build_authorization_request(
     # again keeps a hand-built ClientConfig correct), then the protocol's own.
     for key, value in {**_preset_params(config.provider), **config.authorize_params}.items():
         if key not in PROTOCOL_PARAMS:
-            params[key] = str(value)
+            params[key] = reveal(value) if isinstance(value, Secret) else str(value)
     params.update(
         {
             "response_type": "code",
-            "client_id": config.client_id,
+            "client_id": reveal(config.client_id),
             "redirect_uri": redirect,
             "state": state,
             "code_challenge": pkce.challenge,

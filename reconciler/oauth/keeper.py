@@ -278,7 +278,9 @@ def client_config(store: Store, link: StoredLink) -> ClientConfig:
     secret = None
     if isinstance(ref, dict) and "$secret" in ref:
         secret = store.read_secret(link.name, str(ref["$secret"]))
-    return ClientConfig.from_spec(link.name, link.spec, secret)
+    return ClientConfig.from_spec(
+        link.name, link.spec, secret, lambda field: store.read_secret(link.name, field)
+    )
 
 
 def _inactivity_days(provider: str) -> float | None:

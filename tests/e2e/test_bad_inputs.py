@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 from _linkctl import INSTANCE, TRACEBACK, Linkctl, link_doc, make_linkctl
 
+from reconciler import sops
+from reconciler.sops import age
+
 GOOD_SECRET = "good-secret-value-1"
 LINK_HEAD = """\
 apiVersion: linkctl.dev/v1
@@ -54,6 +57,18 @@ BOMB = "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n  name: bomb\
 BOMB += '    a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
 for _i in range(1, 10):
     BOMB += f"    a{_i}: &a{_i} [{','.join([f'*a{_i - 1}'] * 10)}]\n"
+
+_AGE = age.generate_identity()  # decrypts the cases encrypted with _encrypt_to
+
+
+def _encrypt_to(path: Path, text: str, regex: str) -> None:
+    """Write ``text`` SOPS-encrypted for ``_AGE``, values matching ``regex`` only."""
+    rule = sops.EncryptionRule(encrypted_regex=regex)
+    encrypted = sops.encrypt_text(
+        text, filename=str(path), fmt="yaml", env={}, recipients=[_AGE.recipient], rule=rule
+    )
+    path.write_text(encrypted, encoding="utf-8")
+
 
 INSTANCE_HEAD = """\
 apiVersion: linkctl.dev/v1
@@ -370,6 +385,23 @@ CASES = [
         {},
         "",  # checked by the extra argument below
         "no such file or directory",
+    ),
+    # -- secrets encrypted outside clientSecret: checked like plain values, never quoted --
+    Case(
+        "encrypted-endpoint-not-https",
+        {
+            "bad.yaml": lambda path: _encrypt_to(
+                path,
+                _spec(
+                    "  provider: custom\n  clientId: a\n  grant: client_credentials\n"
+                    "  tokenEndpoint: ftp://hunter2-plain.example/token\n"
+                ),
+                "^tokenEndpoint$",
+            )
+        },
+        "bad.yaml:9:20",
+        "tokenEndpoint must be an absolute https:// URL, got an encrypted value",
+        env={"SOPS_AGE_KEY": _AGE.encode()},
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -55,3 +56,52 @@ def test_sops_default_rule_with_a_comment_in_a_list(tmp_path: Path) -> None:
     assert link.secrets["clientSecret"].reveal() == "canary-sops-link-secret"
     # Values that sops encrypted are sensitive in plans, secret or not.
     assert {"clientId", "scopes", "issuer"} <= link.sensitive_fields
+    # clientId is sealed; what linkctl reads itself stays readable, and a warning says so.
+    assert link.spec["clientId"] == {"$secret": "clientId"} and link.secrets["clientId"].reveal() == "wiki"
+    (warning,) = [d for d in result.diagnostics if d.code == "encrypted-readable-field"]
+    assert "spec.scopes" in warning.message and "spec.issuer" in warning.message
+    assert "apiVersion" not in warning.message and "metadata.name" not in warning.message
+
+
+def test_values_encrypted_with_a_regex_are_sealed_by_their_path(tmp_path: Path) -> None:
+    sops = require_tool("sops")
+    require_tool("age-keygen")
+    env = {**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1", "SOPS_AGE_KEY_FILE": str(tmp_path / "key.txt")}
+    recipient = _keygen(tmp_path, env)
+    plain = tmp_path / "tracker.yaml"
+    plain.write_text(
+        LINK.replace(
+            "  issuer: https://id.example.com\n",
+            "  tokenEndpoint: http://127.0.0.1:9/token\n  authorizationEndpoint: https://id.example.com/a\n",
+        )
+        + "  tokenParams:\n    client_assertion: canary-assertion\n    audience: api\n"
+        + "  authorizeParams:\n    login_hint: canary-hint\n"
+    )
+    regex = "^(clientSecret|client_assertion|login_hint|tokenEndpoint)$"
+    encrypted = subprocess.run(
+        [sops, "encrypt", "--age", recipient, "--encrypted-regex", regex, str(plain)],
+        check=True, capture_output=True, text=True, env=env,
+    ).stdout  # fmt: skip
+    plain.write_text(encrypted)
+    (tmp_path / "instance.yaml").write_text(INSTANCE)
+    result = validate(load_paths([str(tmp_path)], env=env), env=env)
+    # tokenEndpoint must be readable (http on loopback without allowInsecureLoopback is refused)
+    # and the refusal does not quote the decrypted URL.
+    (error,) = [d for d in result.diagnostics if d.is_error]
+    assert error.code == "insecure-url" and "127.0.0.1" not in error.render()
+    (tmp_path / "instance.yaml").write_text(INSTANCE.replace("com}", "com, allowInsecureLoopback: true}"))
+    result = validate(load_paths([str(tmp_path)], env=env), env=env)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    (link,) = result.links
+    assert link.spec["tokenParams"] == {
+        "client_assertion": {"$secret": "tokenParams.client_assertion"},
+        "audience": "api",
+    }
+    assert link.spec["authorizeParams"]["login_hint"] == {"$secret": "authorizeParams.login_hint"}
+    assert link.spec["clientId"] == "wiki" and link.spec["tokenEndpoint"] == "http://127.0.0.1:9/token"
+    assert link.secrets["tokenParams.client_assertion"].reveal() == "canary-assertion"
+    assert link.secrets["authorizeParams.login_hint"].reveal() == "canary-hint"
+    assert "canary" not in repr(link) and "canary" not in json.dumps(link.spec)
+    assert link.sensitive_fields == frozenset(
+        {"tokenParams.client_assertion", "authorizeParams.login_hint", "tokenEndpoint"}
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -142,3 +143,29 @@ def test_stored_spec_is_decoded_once_and_the_plan_keeps_none() -> None:
     other = stored(desired("b"))
     assert not compute([desired("b")], [other]).has_changes
     assert "spec" not in other.__dict__  # the planner's copy is not kept on the link
+
+
+def test_each_sealed_field_is_sensitive_on_its_own_path() -> None:
+    marker = {"$secret": "tokenParams.client_assertion"}
+    old = desired("a", tokenParams={"client_assertion": marker, "audience": "x"})
+    old = dataclasses.replace(
+        old,
+        secrets={**old.secrets, "tokenParams.client_assertion": Secret("jwt-canary-1")},
+        sensitive_fields=frozenset({"tokenParams.client_assertion", "scopes"}),
+    )
+    new = dataclasses.replace(
+        old,
+        spec={**old.spec, "tokenParams": {"client_assertion": marker, "audience": "y"}, "scopes": ["b"]},
+        secrets={**old.secrets, "tokenParams.client_assertion": Secret("jwt-canary-2")},
+    )
+    plan = compute([new], [stored(old)])
+    fields = {f.path: f for f in plan.changes[0].fields}
+    assert set(fields) == {"scopes", "tokenParams.audience", "tokenParams.client_assertion"}
+    assert fields["tokenParams.client_assertion"].sensitive and fields["scopes"].sensitive
+    assert (fields["tokenParams.audience"].old, fields["tokenParams.audience"].new) == ("x", "y")
+    text = render_text(plan) + json.dumps(plan.to_json())
+    assert "jwt-canary" not in text and "tokenParams.client_assertion: (sensitive value changed)" in text
+    created = compute([new], [])
+    assert [f.to_json() for f in created.changes[0].fields if f.path.startswith("tokenParams.c")] == [
+        {"path": "tokenParams.client_assertion", "sensitive": True}
+    ]

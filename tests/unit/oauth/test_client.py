@@ -482,3 +482,23 @@ def test_keepalive_real_socket_server_reset_idle_connection_is_retried() -> None
         listener.close()
     assert first.access_token.reveal() == "at-0" and second.access_token.reveal() == "at-1"
     assert answered == [0, 1]
+
+
+def test_sealed_spec_fields_are_opened_only_for_the_request() -> None:
+    spec = {
+        "provider": "custom",
+        "clientId": {"$secret": "clientId"},
+        "clientAuth": "client_secret_post",
+        "tokenEndpoint": TOKEN_URL,
+        "tokenParams": {"client_assertion": {"$secret": "tokenParams.client_assertion"}, "audience": "api"},
+    }
+    sealed = {"clientId": Secret("id-canary"), "tokenParams.client_assertion": Secret("jwt-canary")}
+    cfg = ClientConfig.from_spec("mail", spec, Secret(SECRET), sealed.get)
+    assert "canary" not in repr(cfg)
+    seen: list[httpx.Request] = []
+    make_client(lambda r: seen.append(r) or ok()).client_credentials(cfg)
+    form = parse_qs(seen[0].content.decode())
+    assert form["client_id"] == ["id-canary"] and form["client_assertion"] == ["jwt-canary"]
+    assert form["audience"] == ["api"]
+    with pytest.raises(LinkctlError, match=r"tokenParams\.client_assertion"):
+        ClientConfig.from_spec("mail", spec, None, {"clientId": Secret("x")}.get)

@@ -227,3 +227,9 @@ def test_pasted_redirect() -> None:
     assert prompts and "paste" in prompts[0]
     with pytest.raises(ProviderError, match="no redirect URL"):
         flows.read_pasted_redirect(io.StringIO("\n"), prompts.append)
+
+
+def test_sealed_client_id_and_params_reach_the_authorization_url() -> None:
+    cfg = config(client_id=Secret("cid-sealed"), authorize_params={"login_hint": Secret("hint-sealed")})
+    query = parse_qs(urlsplit(flows.build_authorization_request(cfg).url).query)
+    assert query["client_id"] == ["cid-sealed"] and query["login_hint"] == ["hint-sealed"]
