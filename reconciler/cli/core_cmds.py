@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.cli.output import write_atomic
-from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError
+from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError, UsageError
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
@@ -328,7 +328,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl apply PATHS | --plan FILE``."""
     if bool(args.paths) == bool(args.plan_file):
-        raise LinkctlError(
+        raise UsageError(
             "give either PATHS or --plan FILE",
             hint="linkctl apply links/  or  linkctl apply --plan plan.json",
         )

@@ -35,11 +35,15 @@ from reconciler.errors import (
     ConflictError,
     GrantError,
     LinkctlError,
+    NeedsAuthorization,
     ProviderConfigError,
     ProviderError,
+    ProviderUnavailable,
     ResponseLost,
     StateError,
+    TokenLifetimeTooShort,
     TransientProviderError,
+    UnknownLink,
 )
 from reconciler.store import grants
 from reconciler.store.grants import Grant, LeaseLost
@@ -230,6 +234,12 @@ def access_valid_for(grant: Grant, now: float) -> float | None:
     if grant.access_expires_at is None:
         return float("inf")
     return grant.access_expires_at - now
+
+
+def access_lifetime(grant: Grant) -> float | None:
+    """The lifetime (``expires_in``) the stored access token was issued with (None: not recorded)."""
+    stated = grant.details.get("expires_in")
+    return float(stated) if isinstance(stated, int | float) and stated > 0 else None
 
 
 def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
@@ -871,10 +881,33 @@ def _raise_for_status(grant: Grant, name: str) -> None:
             f"link {name!r} has no client credentials yet",
             hint="declare clientId/clientSecret and apply",
         )
-    raise GrantError(
+    raise NeedsAuthorization(
         f"link {name!r} needs authorization: {message or 'it has not been authorized yet'}",
         hint=f"run `linkctl authorize {name}`",
     )
+
+
+def _lifetime_too_short(name: str, lifetime: float, min_valid: float) -> TokenLifetimeTooShort:
+    """The refusal when no refresh can give ``min_valid`` seconds: say how long tokens live."""
+    return TokenLifetimeTooShort(
+        f"link {name!r}: the provider's access tokens live {lifetime:.0f} s, shorter than"
+        f" --min-valid {min_valid:g}",
+        lifetime=lifetime,
+        min_valid=min_valid,
+        hint=f"ask for at most --min-valid {max(int(lifetime) - 1, 0)}, or configure longer-lived"
+        " tokens at the provider",
+    )
+
+
+def _token_error(error: ProviderError, message: str) -> ProviderError:
+    """A failed refresh as ``linkctl token`` reports it: the class carries the exit code scripts read."""
+    if isinstance(error, GrantError):
+        kind: type[ProviderError] = NeedsAuthorization
+    elif isinstance(error, TransientProviderError):
+        kind = ProviderUnavailable
+    else:
+        kind = type(error)
+    return kind(message, hint=error.hint, oauth_error=error.oauth_error, retry_after=error.retry_after)
 
 
 def _resolve(client: TokenClientLike | Callable[[], TokenClientLike]) -> TokenClientLike:
@@ -900,23 +933,28 @@ def fresh_token(
     """An access token valid for at least ``min_valid`` s (refreshing through the lease if needed).
 
     If another process holds the lease, poll until it has committed and return its
-    token. A token refreshed during this call is accepted even if its whole lifetime is
-    shorter than ``min_valid``. ``client`` may be a factory, so the HTTP client is only
-    built when a request is really needed.
+    token. Never refreshes in a loop: when the stored token's recorded lifetime, or that
+    of a token refreshed during this call, is shorter than ``min_valid``, no refresh can
+    help and :class:`TokenLifetimeTooShort` says how long the provider's tokens live.
+    ``client`` may be a factory, so the HTTP client is only built when a request is
+    really needed.
     """
     policy = policy or KeeperPolicy()
     rng = rng or random.Random()
     start = clock()
     grant = store.get_grant(name, with_tokens=True)
     if grant is None:
-        raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
+        raise UnknownLink(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
 
     def usable(g: Grant, now: float) -> bool:
         left = access_valid_for(g, now)
         if left is None or left <= 0:
             return False
-        refreshed_meanwhile = g.token_version != grant.token_version and (g.last_refresh_at or 0) >= start
-        return left >= min_valid or refreshed_meanwhile
+        if left < min_valid and g.token_version != grant.token_version:
+            # Refreshed meanwhile (by us or another process) and still too short: say so.
+            lifetime = access_lifetime(g)
+            raise _lifetime_too_short(name, lifetime if lifetime is not None else left, min_valid)
+        return left >= min_valid
 
     if usable(grant, start):
         return grant
@@ -924,6 +962,9 @@ def fresh_token(
     cc = link is not None and link.spec.get("grant") == "client_credentials"
     if grant.status in grants.PARKED_STATUSES and not (cc and grant.access_token is None):
         _raise_for_status(grant, name)
+    recorded = access_lifetime(grant) if grant.access_token is not None else None
+    if recorded is not None and recorded < min_valid:
+        raise _lifetime_too_short(name, recorded, min_valid)  # a refresh would only repeat it
     owner = new_owner("token")
     delay = 0.02
     deadline = start + wait_timeout
@@ -931,7 +972,12 @@ def fresh_token(
         now = clock()
         leased = store.acquire_lease(name, owner=owner, ttl=policy.lease_ttl, now=now)
         if leased is not None:
-            if usable(leased, now):
+            try:
+                fresh_enough = usable(leased, now)
+            except TokenLifetimeTooShort:
+                store.release_lease(name, owner=owner)
+                raise
+            if fresh_enough:
                 store.release_lease(name, owner=owner)
                 return leased
             if leased.status in grants.PARKED_STATUSES and not (cc and leased.access_token is None):
@@ -943,23 +989,20 @@ def fresh_token(
             if outcome.result in (REFRESHED, OBTAINED):
                 fresh = store.get_grant(name, with_tokens=True)
                 assert fresh is not None
+                usable(fresh, clock())  # raises when even the new token is too short
                 return fresh
             if outcome.result == SKIPPED and isinstance(error, grants.LeaseLost):
                 # Fenced out: another holder wrote newer tokens meanwhile; read them below.
                 error = None
             if isinstance(error, LinkctlError):
-                if isinstance(error, ProviderError) and outcome.message:
-                    raise type(error)(
-                        f"cannot refresh link {name!r}: {outcome.message}",
-                        hint=error.hint,
-                        retry_after=error.retry_after,
-                    )
+                if isinstance(error, ProviderError):
+                    raise _token_error(error, f"cannot refresh link {name!r}: {outcome.message or error}")
                 raise error
             if error is not None or outcome.result != SKIPPED:
                 raise ConflictError(f"cannot refresh link {name!r}: {outcome.message}")
         current = store.get_grant(name, with_tokens=True)
         if current is None:
-            raise StateError(f"link {name!r} was deleted meanwhile")
+            raise UnknownLink(f"link {name!r} was deleted meanwhile")
         if usable(current, now):
             return current
         if current.status in grants.PARKED_STATUSES and current.token_version != grant.token_version:
