@@ -165,7 +165,9 @@ def fingerprints(link: DesiredLink, key: bytes) -> dict[str, str]:
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value and "$secret" not in value:
+    # The top level is always walked: an empty spec (the "old" of a create) has no fields,
+    # not one field named "" whose value is {}.
+    if isinstance(value, Mapping) and (value or not prefix) and "$secret" not in value:
         for key in value:
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:
