@@ -254,6 +254,40 @@ def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
     return due is not None and due <= now
 
 
+def process_actor() -> str:
+    """Who an audit event of this process names: ``$LINKCTL_ACTOR``, else ``user@host``."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return os.environ.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+def record_status_change(
+    store: Store, name: str, old: str, new: str, error: LinkctlError | None, *, now: float
+) -> None:
+    """Audit a failed refresh that moved a link to another status (never a token or a raw body)."""
+    if old == new:
+        return
+    from reconciler.store.base import Event
+
+    detail: dict[str, object] = {"old_status": old, "new_status": new}
+    if error is not None:
+        detail["error"] = type(error).__name__
+        if isinstance(error, ProviderError):
+            detail["error_class"] = error.error_class
+            if error.oauth_error:
+                detail["oauth_error"] = error.oauth_error
+            if error.status_code is not None:
+                detail["http_status"] = error.status_code
+    try:
+        store.add_event(Event("grant.status_changed", name, process_actor(), detail, at=now))
+    except LinkctlError as failure:  # the refresh outcome is stored; the audit line must not undo it
+        log.warning("%s: cannot record the status change: %s", name, failure.message)
+
+
 def new_owner(role: str) -> str:
     """A lease owner id: host, pid and a random part (unique per worker and call)."""
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -428,6 +462,7 @@ def refresh_leased(
             log.warning("%s: %s", name, fenced.message)
             return Outcome(name, SKIPPED, message=fenced.message), None, error
         log.warning("%s: %s: %s", name, record.status, record.message)
+        record_status_change(store, name, grant.status, record.status, error, now=now)
         return Outcome(name, FAILED, status=record.status, message=record.message), stored, error
 
     config = _prepare(store, link, grant, cc=cc)
@@ -619,7 +654,7 @@ def _finish_batch(
             for record, _, _ in failures:
                 outcomes[record.name] = Outcome(record.name, SKIPPED, message=error.message)
         else:
-            for (record, _, cause), fenced in zip(failures, fenced_failures, strict=True):
+            for (record, job, cause), fenced in zip(failures, fenced_failures, strict=True):
                 if fenced is not None:
                     log.warning("%s: %s", record.name, fenced.message)
                     outcomes[record.name] = Outcome(record.name, SKIPPED, message=fenced.message)
@@ -627,6 +662,7 @@ def _finish_batch(
                     outcomes[record.name] = Outcome(record.name, SKIPPED, message=record.message)
                 else:
                     log.warning("%s: %s: %s", record.name, record.status, record.message)
+                    record_status_change(store, record.name, job.grant.status, record.status, cause, now=now)
                     outcomes[record.name] = Outcome(
                         record.name, FAILED, status=record.status, message=record.message
                     )
@@ -1052,9 +1088,26 @@ class PendingRevocation:
     config: ClientConfig
     tokens: tuple[tuple[str, Secret], ...]  # (token_type_hint, token), refresh token first
     token_version: int
+    audit: Store | None = None  # where the revocation is recorded (grant.revoked)
 
     def send(self, client: TokenClientLike) -> RevocationResult:
         """Revoke every token at the provider (RFC 7009); failures are returned, never raised."""
+        result = self._send(client)
+        if self.audit is not None:
+            from reconciler.store.base import Event
+
+            detail = {
+                "endpoint": result.endpoint,
+                "revoked": result.revoked,
+                "revoked_tokens": list(result.revoked_tokens),
+            }
+            try:
+                self.audit.add_event(Event("grant.revoked", self.name, process_actor(), detail))
+            except LinkctlError as failure:
+                log.warning("%s: cannot record the revocation: %s", self.name, failure.message)
+        return result
+
+    def _send(self, client: TokenClientLike) -> RevocationResult:
         done: list[str] = []
         errors: list[str] = []
         for hint, token in self.tokens:
@@ -1136,7 +1189,7 @@ def prepare_revocation(
         return RevocationResult(
             name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
         )
-    return PendingRevocation(name, owner, config, tokens, grant.token_version)
+    return PendingRevocation(name, owner, config, tokens, grant.token_version, audit=store)
 
 
 def revoke_grant(
