@@ -987,8 +987,11 @@ def fresh_token(
         if left is None or left <= 0:
             return False
         if left < min_valid and g.token_version != grant.token_version:
-            # Refreshed meanwhile (by us or another process) and still too short: say so.
+            # Refreshed meanwhile (by us or another process): as fresh as it gets when its
+            # lifetime covers min_valid (the request's latency ate the rest); else say so.
             lifetime = access_lifetime(g)
+            if lifetime is not None and lifetime >= min_valid:
+                return True
             raise _lifetime_too_short(name, lifetime if lifetime is not None else left, min_valid)
         return left >= min_valid
 

@@ -164,7 +164,7 @@ class SQLiteLeases:
                 " status = ?, obtained_at = ?, last_refresh_at = NULL, next_refresh_at = ?, retry_at = NULL,"
                 " attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
                 " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0,"
-                f" details_json = {_DETAILS_AFTER_TOKENS}"
+                f" details_json = json_set({_DETAILS_AFTER_TOKENS}, '$.authorized_scopes', json(?))"
                 " WHERE link_uid = ?",
                 (
                     *self._token_columns(uid, response),
@@ -172,6 +172,8 @@ class SQLiteLeases:
                     clock_now,
                     next_at,
                     response.expires_in,
+                    # What was consented to: the declared scopes the authorization asked for.
+                    json.dumps(list(spec.get("scopes") or ())),
                     uid,
                 ),
             )
