@@ -3,18 +3,31 @@
 Catch by what the caller should do, not by where the error came from::
 
     LinkctlError                      exit 1: anything linkctl reports (base class)
+    ├── UsageError                    exit 64: the command line is wrong (flag, argument, value)
     ├── ConfigError                   exit 3: the declared files are wrong; fix them
     │   └── InvalidConfiguration      exit 3: carries many Diagnostics (validate)
     ├── ConflictError                 exit 4: someone else holds the lock, or the plan is stale
     │   ├── LockTimeout
     │   └── StalePlan
     ├── StateError                    exit 1: the store cannot be opened/read (wrong key, bad URL)
+    │   └── UnknownLink               exit 6: ``token``: no link of that name in the store
+    ├── TokenLifetimeTooShort         exit 8: ``token --min-valid S`` above the provider's token lifetime
     ├── CryptoError                   exit 3: a SOPS/age file cannot be decrypted or verified
     └── ProviderError                 exit 1: an OAuth provider answered with an error
         ├── TransientProviderError    retry later (network, 5xx, 429)
-        │   └── ResponseLost          sent, but no answer: the refresh token may be consumed
+        │   ├── ResponseLost          sent, but no answer: the refresh token may be consumed
+        │   └── ProviderUnavailable   exit 7: ``token``: the provider failed; retry later
         ├── GrantError                the link needs re-authorization (invalid_grant)
+        │   └── NeedsAuthorization    exit 5: ``token``: run ``linkctl authorize`` first
         └── ProviderConfigError       client registration is wrong (invalid_client, ...)
+
+The ``token`` codes (5-8) are raised only by ``linkctl token`` so that scripts can act on
+them; every other command keeps the codes above. ``error_code`` is the stable string
+``-o json`` prints as ``error``.
+
+A usage error (unknown flag, missing argument, bad choice, a ``--min-valid`` of nan)
+exits 64 (``EX_USAGE`` of sysexits), never 2: 2 means "changes present", and
+``plan --detailed-exitcode || [ $? = 2 ]`` must not pass on a typo.
 
 Messages never contain secret values: callers pass names and locations, not values.
 Rendering happens once, at the edge (``reconciler.cli``, ``reconciler.server``).
@@ -27,12 +40,18 @@ EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_INVALID = 3
 EXIT_CONFLICT = 4
+EXIT_NEEDS_AUTHORIZATION = 5
+EXIT_UNKNOWN_LINK = 6
+EXIT_PROVIDER_UNAVAILABLE = 7
+EXIT_TOKEN_LIFETIME_TOO_SHORT = 8
+EXIT_USAGE = 64  # sysexits.h EX_USAGE; argparse's own 2 would read as "changes present"
 
 
 class LinkctlError(Exception):
     """Base class of every error linkctl reports to a user."""
 
     exit_code = EXIT_ERROR
+    error_code = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -42,11 +61,28 @@ class LinkctlError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def as_json(self) -> dict[str, object]:
+        """The error as ``-o json`` prints it: stable code, message, hint, exit code (no secrets)."""
+        return {
+            "error": self.error_code,
+            "message": self.message,
+            "hint": self.hint,
+            "exit_code": self.exit_code,
+        }
+
+
+class UsageError(LinkctlError):
+    """The command line itself is wrong (flag, argument or value): nothing was run."""
+
+    exit_code = EXIT_USAGE
+    error_code = "usage_error"
+
 
 class ConfigError(LinkctlError):
     """The declared configuration is wrong; ``location`` says where (file:line:col)."""
 
     exit_code = EXIT_INVALID
+    error_code = "invalid_configuration"
 
     def __init__(
         self,
@@ -95,6 +131,7 @@ class ConflictError(LinkctlError):
     """Another writer got there first; retry later or re-plan."""
 
     exit_code = EXIT_CONFLICT
+    error_code = "conflict"
 
 
 class LockTimeout(ConflictError):
@@ -108,6 +145,31 @@ class StalePlan(ConflictError):
 class StateError(LinkctlError):
     """The store cannot be opened, read or decrypted."""
 
+    error_code = "state_error"
+
+
+class UnknownLink(StateError):
+    """``linkctl token`` was asked for a link the store does not hold."""
+
+    exit_code = EXIT_UNKNOWN_LINK
+    error_code = "unknown_link"
+
+
+class TokenLifetimeTooShort(LinkctlError):
+    """The provider's access tokens live shorter than ``--min-valid``: refreshing cannot help."""
+
+    exit_code = EXIT_TOKEN_LIFETIME_TOO_SHORT
+    error_code = "token_lifetime_too_short"
+
+    def __init__(self, message: str, *, lifetime: float, min_valid: float, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.lifetime = lifetime
+        self.min_valid = min_valid
+
+    def as_json(self) -> dict[str, object]:
+        """Also says how long the provider's tokens live, and what was asked for."""
+        return {**super().as_json(), "token_lifetime": round(self.lifetime), "min_valid": self.min_valid}
+
 
 class StoreNotReady(StateError):
     """Opening the store without writing was asked for, but it needs a write first."""
@@ -117,12 +179,14 @@ class CryptoError(LinkctlError):
     """A SOPS or age file cannot be decrypted or fails its integrity check."""
 
     exit_code = EXIT_INVALID
+    error_code = "crypto_error"
 
 
 class ProviderError(LinkctlError):
     """An OAuth provider refused or failed a request."""
 
     error_class = "provider_error"
+    error_code = "provider_error"
 
     def __init__(
         self,
@@ -138,11 +202,21 @@ class ProviderError(LinkctlError):
         self.status_code = status_code
         self.retry_after = retry_after
 
+    def as_json(self) -> dict[str, object]:
+        """Also the provider's OAuth error code and ``Retry-After``, when it sent them."""
+        data = super().as_json()
+        if self.oauth_error:
+            data["oauth_error"] = self.oauth_error
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        return data
+
 
 class TransientProviderError(ProviderError):
     """Network trouble, 5xx or 429: retry with backoff (honour ``retry_after``)."""
 
     error_class = "transient"
+    error_code = "provider_unavailable"
 
 
 class ResponseLost(TransientProviderError):
@@ -153,13 +227,27 @@ class ResponseLost(TransientProviderError):
     """
 
 
+class ProviderUnavailable(TransientProviderError):
+    """``linkctl token``: the provider could not be reached or failed (5xx, 429); retry later."""
+
+    exit_code = EXIT_PROVIDER_UNAVAILABLE
+
+
 class GrantError(ProviderError):
     """The grant is gone (``invalid_grant``): an admin must authorize the link again."""
 
     error_class = "needs_authorization"
+    error_code = "needs_authorization"
+
+
+class NeedsAuthorization(GrantError):
+    """``linkctl token``: the link has no usable grant; an admin must run ``linkctl authorize``."""
+
+    exit_code = EXIT_NEEDS_AUTHORIZATION
 
 
 class ProviderConfigError(ProviderError):
     """The client registration is wrong (``invalid_client``, expired secret, ...)."""
 
     error_class = "configuration_error"
+    error_code = "provider_configuration_error"

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.store.base import StoredLink
@@ -61,10 +61,12 @@ class Change:
     renamed_from: str | None = None
     preset_added: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     digest: str | None = None  # hash of the desired state; lets apply --plan detect edited files
+    reauthorize_scopes: tuple[str, ...] = ()  # declared scopes the stored grant was not consented to
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (see docs/plan-format.md)."""
         return {
+            "reauthorize_scopes": list(self.reauthorize_scopes),
             "action": self.action,
             "link": self.link,
             "provider": self.provider,
@@ -90,6 +92,7 @@ class Change:
             renamed_from=data.get("renamed_from"),
             preset_added=data.get("preset_added") or {},
             digest=data.get("digest"),
+            reauthorize_scopes=tuple(data.get("reauthorize_scopes") or ()),
         )
 
 
@@ -165,7 +168,9 @@ def fingerprints(link: DesiredLink, key: bytes) -> dict[str, str]:
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping) and value and "$secret" not in value:
+    # The top level is always walked: an empty spec (the "old" of a create) has no fields,
+    # not one field named "" whose value is {}.
+    if isinstance(value, Mapping) and (value or not prefix) and "$secret" not in value:
         for key in value:
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:
@@ -267,3 +272,27 @@ def compute_plan(
         else:
             changes.append(Change(ORPHAN, old.name, old.provider))
     return Plan(serial=serial, changes=tuple(changes), prune=prune, inputs=tuple(inputs))
+
+
+def missing_scopes(declared: Any, authorized: Any) -> tuple[str, ...]:
+    """Declared scopes that a grant authorized for ``authorized`` lacks (nothing if unknown)."""
+    if not isinstance(authorized, list | tuple) or not isinstance(declared, list | tuple):
+        return ()
+    return tuple(str(scope) for scope in declared if scope not in authorized)
+
+
+def mark_reauthorization(plan: Plan, authorized_scopes: Callable[[str], Any]) -> Plan:
+    """Flag changes that add scopes the link's stored grant was not authorized for.
+
+    ``authorized_scopes(name)`` returns the scopes consented to at the last authorization
+    (None when unknown or never authorized). Only changes of the ``scopes`` field look.
+    """
+    changes: list[Change] = []
+    for change in plan.changes:
+        scopes = next((f for f in change.fields if f.path == "scopes"), None)
+        if scopes is not None and change.action in (UPDATE, DRIFT, RENAME):
+            missing = missing_scopes(scopes.new, authorized_scopes(change.renamed_from or change.link))
+            if missing:
+                change = dataclasses.replace(change, reauthorize_scopes=missing)
+        changes.append(change)
+    return dataclasses.replace(plan, changes=tuple(changes))

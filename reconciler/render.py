@@ -71,6 +71,11 @@ def render_text(plan: plans.Plan, *, verbose: bool = False) -> str:
             if change.action == plans.CREATE and field.new in (None, {}, []) and not field.sensitive:
                 continue
             lines.append("      " + render_field(field, change.action))
+        if change.reauthorize_scopes:
+            lines.append(
+                f"      needs re-authorization for new scopes: {', '.join(change.reauthorize_scopes)}"
+                f" (after apply, run `linkctl authorize {change.link}`; the current grant keeps working)"
+            )
         added = describe_preset_added(change.preset_added)
         if added and change.action in (plans.CREATE, plans.UPDATE, plans.RENAME, plans.DRIFT):
             lines.append(f"      (the {change.provider} preset adds: {added})")

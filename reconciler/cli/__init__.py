@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from reconciler import __version__
 
@@ -26,16 +27,29 @@ COMMAND_MODULES = (
 
 EPILOG = """\
 exit codes: 0 success / no changes, 1 unexpected error, 2 changes present
-(with --detailed-exitcode), 3 invalid configuration, 4 conflict (lock timeout, stale plan)
+(with --detailed-exitcode), 3 invalid configuration, 4 conflict (lock timeout, stale plan),
+64 usage error (unknown flag, missing argument, bad value); `token` adds 5-8 (see README)
 
 environment: LINKCTL_STATE (state URL), LINKCTL_STATE_KEY / LINKCTL_STATE_KEY_FILE
 (state encryption key), SOPS_AGE_KEY / SOPS_AGE_KEY_FILE / SOPS_AGE_KEY_CMD (age identities)
 """
 
 
+class UsageExitParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit 64, not argparse's 2 ("changes present")."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print usage and the message to stderr, then exit with the usage code."""
+        from reconciler.errors import EXIT_USAGE
+
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    # Subparsers are built with the parent's class, so every command exits 64 on a typo.
+    parser = UsageExitParser(
         prog="linkctl",
         description="Manage outgoing OAuth 2.0 links from files in git.",
         epilog=EPILOG,

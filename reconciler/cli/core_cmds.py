@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.cli.output import write_atomic
-from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError
+from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError, UsageError
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
@@ -245,11 +245,11 @@ def _compute(
     inputs: Sequence[str],
     state: _StoredState | None = None,
 ) -> Plan:
-    from reconciler.plan import compute_plan
+    from reconciler.plan import compute_plan, mark_reauthorization
 
     store = ctx.store()
     state = state or _StoredState.read(store)
-    return compute_plan(
+    plan = compute_plan(
         result.links,
         state.links,
         serial=state.serial,
@@ -257,6 +257,12 @@ def _compute(
         prune=prune,
         inputs=[os.path.abspath(p) for p in inputs],
     )
+    return mark_reauthorization(plan, lambda name: _authorized_scopes(store.get_grant(name)))
+
+
+def _authorized_scopes(grant: Any) -> Any:
+    """The scopes a grant was consented to, as recorded at authorization (None: unknown)."""
+    return None if grant is None else grant.details.get("authorized_scopes")
 
 
 def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None:
@@ -328,7 +334,7 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl apply PATHS | --plan FILE``."""
     if bool(args.paths) == bool(args.plan_file):
-        raise LinkctlError(
+        raise UsageError(
             "give either PATHS or --plan FILE",
             hint="linkctl apply links/  or  linkctl apply --plan plan.json",
         )
@@ -497,6 +503,10 @@ def _link_view(link: Any, grant: Any) -> dict[str, Any]:
                 "error_class": grant.error_class,
             }
         )
+    from reconciler.plan import missing_scopes
+
+    # The grant keeps working with what was consented; new scopes need a new consent.
+    view["reauthorize_scopes"] = list(missing_scopes(view["scopes"], _authorized_scopes(grant)))
     return view
 
 
@@ -513,12 +523,21 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_OK
     headers = ("NAME", "PROVIDER", "STATUS", "SOURCE", "REDIRECT URL")
     rows = [
-        (v["name"], v["provider"], v["status"], v["source"] or "-", v["redirect_url"] or "-") for v in views
+        (v["name"], v["provider"], _status_text(v), v["source"] or "-", v["redirect_url"] or "-")
+        for v in views
     ]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
         ctx.out("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return EXIT_OK
+
+
+def _status_text(view: dict[str, Any]) -> str:
+    """The status column: the grant's status, and new scopes that need a new consent."""
+    missing = view.get("reauthorize_scopes")
+    if missing:
+        return f"{view['status']}; needs re-authorization for new scopes: {', '.join(missing)}"
+    return str(view["status"])
 
 
 def _stored(ctx: Context, name: str) -> Any:
@@ -561,6 +580,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         "next_refresh_at",
         "retry_at",
         "last_error",
+        "reauthorize_scopes",
     ):
         if key in view and view[key] not in (None, [], ""):
             value = view[key]

@@ -24,6 +24,19 @@ DEFAULT_MIN_VALID = 60.0
 DEFAULT_HTTP_TIMEOUT = 10.0
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds (nan, inf, -1 are usage errors)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``token`` and ``keeper`` to the ``linkctl`` parser."""
     token = subparsers.add_parser(
@@ -35,7 +48,7 @@ def register(subparsers: Any) -> None:
     token.add_argument("name", metavar="NAME", help="link name")
     token.add_argument(
         "--min-valid",
-        type=float,
+        type=seconds,
         default=DEFAULT_MIN_VALID,
         metavar="SECONDS",
         help=f"minimum remaining validity (default {DEFAULT_MIN_VALID:g})",
@@ -43,12 +56,13 @@ def register(subparsers: Any) -> None:
     token.add_argument("--output", "-o", choices=("text", "json"), default="text")
     token.add_argument(
         "--wait",
-        type=float,
+        type=seconds,
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for another process's refresh (default 60)",
     )
-    token.set_defaults(handler=token_command)
+    # json_errors: with -o json a failure is a JSON object on stdout (see render_json_error).
+    token.set_defaults(handler=token_command, json_errors=True)
 
     keeper = subparsers.add_parser(
         "keeper",

@@ -22,6 +22,7 @@ from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError, LinkctlError
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
     from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
+    from reconciler.store.base import Store
 
 DEFAULT_TIMEOUT = 300.0
 MAX_CLOCK_SKEW = 60.0  # seconds; beyond this, expiry maths and JWT checks go wrong
@@ -122,9 +123,25 @@ def authorize_command(args: argparse.Namespace, ctx: Context) -> int:
                 stdin=sys.stdin,
                 timeout=args.timeout,
             )
-    ctx.store().save_authorization(config.link, response, clock_now=time.time())
+    store = ctx.store()
+    store.save_authorization(config.link, response, clock_now=time.time())
+    _audit_authorization(ctx, store, config, response)
     _report(ctx, args, config, response)
     return EXIT_OK
+
+
+def _audit_authorization(ctx: Context, store: Store, config: ClientConfig, response: TokenResponse) -> None:
+    """Record who consented, when, to which grant type and scopes (never a token)."""
+    from reconciler.cli.core_cmds import _actor
+    from reconciler.store.base import Event
+
+    detail = {
+        "grant": config.grant,
+        "scope": response.scope,
+        "refresh_token": response.refresh_token is not None,
+        "expires_in": response.expires_in,
+    }
+    store.add_event(Event("grant.authorized", config.link, _actor(ctx), detail, at=response.received_at))
 
 
 def _url_on_stdout(ctx: Context) -> Any:

@@ -146,12 +146,24 @@ def render_error(error: LinkctlError, stream: TextIO) -> None:
         stream.write(f"  hint: {error.hint}\n")
 
 
+def render_json_error(error: LinkctlError, stream: TextIO) -> None:
+    """A failure of a command run with ``-o json`` as one JSON object.
+
+    On stdout, where the command's JSON goes: a script parses exactly one document either
+    way and tells them apart by the exit code (stderr may also carry log lines).
+    """
+    stream.write(json.dumps(error.as_json(), indent=2, sort_keys=True, default=str) + "\n")
+
+
 def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int:
     """Run a command handler and turn its outcome into an exit code."""
     try:
         return handler(args, ctx)
     except LinkctlError as error:
-        render_error(error, ctx.stderr)
+        if getattr(args, "json_errors", False) and getattr(args, "output", None) == "json":
+            render_json_error(error, ctx.stdout)
+        else:
+            render_error(error, ctx.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         ctx.stderr.write("interrupted\n")

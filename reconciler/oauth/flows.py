@@ -99,6 +99,22 @@ def _preset_params(provider: str) -> Mapping[str, str]:
     return preset.authorize_params if preset else {}
 
 
+def authorize_params(config: ClientConfig) -> dict[str, str]:
+    """The extra authorization parameters sent, sealed ones revealed: preset's, declared, implied.
+
+    A custom link asking for ``offline_access`` gets ``prompt=consent`` unless it sets
+    ``authorizeParams.prompt`` itself: OpenID Connect Core §11 makes consent a condition
+    of the refresh token, and oidc-provider drops ``offline_access`` without it.
+    """
+    params = {
+        key: reveal(value) if isinstance(value, Secret) else str(value)
+        for key, value in {**_preset_params(config.provider), **config.authorize_params}.items()
+    }
+    if config.provider == "custom" and "offline_access" in config.scopes and "prompt" not in params:
+        params["prompt"] = "consent"
+    return params
+
+
 def build_authorization_request(
     config: ClientConfig,
     *,
@@ -123,12 +139,9 @@ def build_authorization_request(
         )
     state = state or new_state()
     pkce = pkce or new_pkce()
-    params: dict[str, str] = {}
     # Preset params first, then declared ones (the stored spec already merges them; merging
     # again keeps a hand-built ClientConfig correct), then the protocol's own.
-    for key, value in {**_preset_params(config.provider), **config.authorize_params}.items():
-        if key not in PROTOCOL_PARAMS:
-            params[key] = reveal(value) if isinstance(value, Secret) else str(value)
+    params = {key: value for key, value in authorize_params(config).items() if key not in PROTOCOL_PARAMS}
     params.update(
         {
             "response_type": "code",
@@ -344,7 +357,7 @@ def check_offline(config: ClientConfig, response: TokenResponse) -> None:
 
 def offline_diagnosis(config: ClientConfig) -> tuple[list[str], list[str]]:
     """Causes and fixes for a missing refresh token, for this link's provider and settings."""
-    params = {**_preset_params(config.provider), **config.authorize_params}
+    params = authorize_params(config)
     scopes = set(config.scopes)
     causes: list[str] = []
     fixes: list[str] = []

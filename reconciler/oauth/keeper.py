@@ -35,11 +35,15 @@ from reconciler.errors import (
     ConflictError,
     GrantError,
     LinkctlError,
+    NeedsAuthorization,
     ProviderConfigError,
     ProviderError,
+    ProviderUnavailable,
     ResponseLost,
     StateError,
+    TokenLifetimeTooShort,
     TransientProviderError,
+    UnknownLink,
 )
 from reconciler.store import grants
 from reconciler.store.grants import Grant, LeaseLost
@@ -232,6 +236,12 @@ def access_valid_for(grant: Grant, now: float) -> float | None:
     return grant.access_expires_at - now
 
 
+def access_lifetime(grant: Grant) -> float | None:
+    """The lifetime (``expires_in``) the stored access token was issued with (None: not recorded)."""
+    stated = grant.details.get("expires_in")
+    return float(stated) if isinstance(stated, int | float) and stated > 0 else None
+
+
 def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
     """Whether a leased grant still needs work (another process may have refreshed it)."""
     if grant.in_flight_since is not None or (grant.lost_response and grant.status == grants.TRANSIENT_ERROR):
@@ -242,6 +252,40 @@ def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
         return False
     due = grant.retry_at if grant.retry_at is not None else grant.next_refresh_at
     return due is not None and due <= now
+
+
+def process_actor() -> str:
+    """Who an audit event of this process names: ``$LINKCTL_ACTOR``, else ``user@host``."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return os.environ.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
+def record_status_change(
+    store: Store, name: str, old: str, new: str, error: LinkctlError | None, *, now: float
+) -> None:
+    """Audit a failed refresh that moved a link to another status (never a token or a raw body)."""
+    if old == new:
+        return
+    from reconciler.store.base import Event
+
+    detail: dict[str, object] = {"old_status": old, "new_status": new}
+    if error is not None:
+        detail["error"] = type(error).__name__
+        if isinstance(error, ProviderError):
+            detail["error_class"] = error.error_class
+            if error.oauth_error:
+                detail["oauth_error"] = error.oauth_error
+            if error.status_code is not None:
+                detail["http_status"] = error.status_code
+    try:
+        store.add_event(Event("grant.status_changed", name, process_actor(), detail, at=now))
+    except LinkctlError as failure:  # the refresh outcome is stored; the audit line must not undo it
+        log.warning("%s: cannot record the status change: %s", name, failure.message)
 
 
 def new_owner(role: str) -> str:
@@ -420,6 +464,7 @@ def refresh_leased(
             log.warning("%s: %s", name, fenced.message)
             return Outcome(name, SKIPPED, message=fenced.message), None, error
         log.warning("%s: %s: %s", name, record.status, record.message)
+        record_status_change(store, name, grant.status, record.status, error, now=now)
         return Outcome(name, FAILED, status=record.status, message=record.message), stored, error
 
     config = _prepare(store, link, grant, cc=cc)
@@ -611,7 +656,7 @@ def _finish_batch(
             for record, _, _ in failures:
                 outcomes[record.name] = Outcome(record.name, SKIPPED, message=error.message)
         else:
-            for (record, _, cause), fenced in zip(failures, fenced_failures, strict=True):
+            for (record, job, cause), fenced in zip(failures, fenced_failures, strict=True):
                 if fenced is not None:
                     log.warning("%s: %s", record.name, fenced.message)
                     outcomes[record.name] = Outcome(record.name, SKIPPED, message=fenced.message)
@@ -619,6 +664,7 @@ def _finish_batch(
                     outcomes[record.name] = Outcome(record.name, SKIPPED, message=record.message)
                 else:
                     log.warning("%s: %s: %s", record.name, record.status, record.message)
+                    record_status_change(store, record.name, job.grant.status, record.status, cause, now=now)
                     outcomes[record.name] = Outcome(
                         record.name, FAILED, status=record.status, message=record.message
                     )
@@ -873,10 +919,33 @@ def _raise_for_status(grant: Grant, name: str) -> None:
             f"link {name!r} has no client credentials yet",
             hint="declare clientId/clientSecret and apply",
         )
-    raise GrantError(
+    raise NeedsAuthorization(
         f"link {name!r} needs authorization: {message or 'it has not been authorized yet'}",
         hint=f"run `linkctl authorize {name}`",
     )
+
+
+def _lifetime_too_short(name: str, lifetime: float, min_valid: float) -> TokenLifetimeTooShort:
+    """The refusal when no refresh can give ``min_valid`` seconds: say how long tokens live."""
+    return TokenLifetimeTooShort(
+        f"link {name!r}: the provider's access tokens live {lifetime:.0f} s, shorter than"
+        f" --min-valid {min_valid:g}",
+        lifetime=lifetime,
+        min_valid=min_valid,
+        hint=f"ask for at most --min-valid {max(int(lifetime) - 1, 0)}, or configure longer-lived"
+        " tokens at the provider",
+    )
+
+
+def _token_error(error: ProviderError, message: str) -> ProviderError:
+    """A failed refresh as ``linkctl token`` reports it: the class carries the exit code scripts read."""
+    if isinstance(error, GrantError):
+        kind: type[ProviderError] = NeedsAuthorization
+    elif isinstance(error, TransientProviderError):
+        kind = ProviderUnavailable
+    else:
+        kind = type(error)
+    return kind(message, hint=error.hint, oauth_error=error.oauth_error, retry_after=error.retry_after)
 
 
 def _resolve(client: TokenClientLike | Callable[[], TokenClientLike]) -> TokenClientLike:
@@ -902,23 +971,31 @@ def fresh_token(
     """An access token valid for at least ``min_valid`` s (refreshing through the lease if needed).
 
     If another process holds the lease, poll until it has committed and return its
-    token. A token refreshed during this call is accepted even if its whole lifetime is
-    shorter than ``min_valid``. ``client`` may be a factory, so the HTTP client is only
-    built when a request is really needed.
+    token. Never refreshes in a loop: when the stored token's recorded lifetime, or that
+    of a token refreshed during this call, is shorter than ``min_valid``, no refresh can
+    help and :class:`TokenLifetimeTooShort` says how long the provider's tokens live.
+    ``client`` may be a factory, so the HTTP client is only built when a request is
+    really needed.
     """
     policy = policy or KeeperPolicy()
     rng = rng or random.Random()
     start = clock()
     grant = store.get_grant(name, with_tokens=True)
     if grant is None:
-        raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
+        raise UnknownLink(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
 
     def usable(g: Grant, now: float) -> bool:
         left = access_valid_for(g, now)
         if left is None or left <= 0:
             return False
-        refreshed_meanwhile = g.token_version != grant.token_version and (g.last_refresh_at or 0) >= start
-        return left >= min_valid or refreshed_meanwhile
+        if left < min_valid and g.token_version != grant.token_version:
+            # Refreshed meanwhile (by us or another process): as fresh as it gets when its
+            # lifetime covers min_valid (the request's latency ate the rest); else say so.
+            lifetime = access_lifetime(g)
+            if lifetime is not None and lifetime >= min_valid:
+                return True
+            raise _lifetime_too_short(name, lifetime if lifetime is not None else left, min_valid)
+        return left >= min_valid
 
     if usable(grant, start):
         return grant
@@ -926,6 +1003,9 @@ def fresh_token(
     cc = link is not None and link.spec.get("grant") == "client_credentials"
     if grant.status in grants.PARKED_STATUSES and not (cc and grant.access_token is None):
         _raise_for_status(grant, name)
+    recorded = access_lifetime(grant) if grant.access_token is not None else None
+    if recorded is not None and recorded < min_valid:
+        raise _lifetime_too_short(name, recorded, min_valid)  # a refresh would only repeat it
     owner = new_owner("token")
     delay = 0.02
     deadline = start + wait_timeout
@@ -933,7 +1013,12 @@ def fresh_token(
         now = clock()
         leased = store.acquire_lease(name, owner=owner, ttl=policy.lease_ttl, now=now)
         if leased is not None:
-            if usable(leased, now):
+            try:
+                fresh_enough = usable(leased, now)
+            except TokenLifetimeTooShort:
+                store.release_lease(name, owner=owner)
+                raise
+            if fresh_enough:
                 store.release_lease(name, owner=owner)
                 return leased
             if leased.status in grants.PARKED_STATUSES and not (cc and leased.access_token is None):
@@ -945,23 +1030,20 @@ def fresh_token(
             if outcome.result in (REFRESHED, OBTAINED):
                 fresh = store.get_grant(name, with_tokens=True)
                 assert fresh is not None
+                usable(fresh, clock())  # raises when even the new token is too short
                 return fresh
             if outcome.result == SKIPPED and isinstance(error, grants.LeaseLost):
                 # Fenced out: another holder wrote newer tokens meanwhile; read them below.
                 error = None
             if isinstance(error, LinkctlError):
-                if isinstance(error, ProviderError) and outcome.message:
-                    raise type(error)(
-                        f"cannot refresh link {name!r}: {outcome.message}",
-                        hint=error.hint,
-                        retry_after=error.retry_after,
-                    )
+                if isinstance(error, ProviderError):
+                    raise _token_error(error, f"cannot refresh link {name!r}: {outcome.message or error}")
                 raise error
             if error is not None or outcome.result != SKIPPED:
                 raise ConflictError(f"cannot refresh link {name!r}: {outcome.message}")
         current = store.get_grant(name, with_tokens=True)
         if current is None:
-            raise StateError(f"link {name!r} was deleted meanwhile")
+            raise UnknownLink(f"link {name!r} was deleted meanwhile")
         if usable(current, now):
             return current
         if current.status in grants.PARKED_STATUSES and current.token_version != grant.token_version:
@@ -1011,9 +1093,26 @@ class PendingRevocation:
     config: ClientConfig
     tokens: tuple[tuple[str, Secret], ...]  # (token_type_hint, token), refresh token first
     token_version: int
+    audit: Store | None = None  # where the revocation is recorded (grant.revoked)
 
     def send(self, client: TokenClientLike) -> RevocationResult:
         """Revoke every token at the provider (RFC 7009); failures are returned, never raised."""
+        result = self._send(client)
+        if self.audit is not None:
+            from reconciler.store.base import Event
+
+            detail = {
+                "endpoint": result.endpoint,
+                "revoked": result.revoked,
+                "revoked_tokens": list(result.revoked_tokens),
+            }
+            try:
+                self.audit.add_event(Event("grant.revoked", self.name, process_actor(), detail))
+            except LinkctlError as failure:
+                log.warning("%s: cannot record the revocation: %s", self.name, failure.message)
+        return result
+
+    def _send(self, client: TokenClientLike) -> RevocationResult:
         done: list[str] = []
         errors: list[str] = []
         for hint, token in self.tokens:
@@ -1095,7 +1194,7 @@ def prepare_revocation(
         return RevocationResult(
             name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
         )
-    return PendingRevocation(name, owner, config, tokens, grant.token_version)
+    return PendingRevocation(name, owner, config, tokens, grant.token_version, audit=store)
 
 
 def revoke_grant(

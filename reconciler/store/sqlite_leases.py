@@ -91,6 +91,11 @@ _MARK = (
     f" WHERE link_uid = {_LINK_UID} AND token_version = ? AND lease_owner = ?"
     " AND lease_expires_at > ?"
 )
+# Every token write records the lifetime the provider stated (``linkctl token --min-valid``
+# refuses from it without refreshing) and forgets an earlier lost response.
+_DETAILS_AFTER_TOKENS = (
+    "json_set(json_remove(COALESCE(details_json, '{}'), '$.lost_response_sent_at'), '$.expires_in', ?)"
+)
 # Fenced token write; also releases the lease, in the same transaction (invariant 4).
 _COMMIT = (
     "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"
@@ -99,7 +104,7 @@ _COMMIT = (
     " last_refresh_at = ?, next_refresh_at = ?, retry_at = NULL, attempts = 0,"
     " last_error = NULL, error_class = NULL, lease_owner = NULL, lease_expires_at = NULL,"
     " in_flight_since = NULL, lost_response = 0,"
-    " details_json = json_remove(details_json, '$.lost_response_sent_at')"
+    f" details_json = {_DETAILS_AFTER_TOKENS}"
     " WHERE link_uid = ? AND token_version = ? AND (lease_owner = ? OR lease_owner IS NULL)"
 )
 _FAIL = (
@@ -159,13 +164,16 @@ class SQLiteLeases:
                 " status = ?, obtained_at = ?, last_refresh_at = NULL, next_refresh_at = ?, retry_at = NULL,"
                 " attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
                 " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0,"
-                " details_json = json_remove(details_json, '$.lost_response_sent_at')"
+                f" details_json = json_set({_DETAILS_AFTER_TOKENS}, '$.authorized_scopes', json(?))"
                 " WHERE link_uid = ?",
                 (
                     *self._token_columns(uid, response),
                     grants.HEALTHY,
                     clock_now,
                     next_at,
+                    response.expires_in,
+                    # What was consented to: the declared scopes the authorization asked for.
+                    json.dumps(list(spec.get("scopes") or ())),
                     uid,
                 ),
             )
@@ -237,6 +245,7 @@ class SQLiteLeases:
                     now,
                     now,
                     next_refresh_at,
+                    response.expires_in,
                     uid,
                     expected_version,
                     owner,
@@ -346,6 +355,7 @@ class SQLiteLeases:
                         now,
                         now,
                         c.next_refresh_at,
+                        c.response.expires_in,
                         uid,
                         c.expected_version,
                         owner,

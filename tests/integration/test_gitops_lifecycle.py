@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -91,8 +92,27 @@ def test_declare_apply_authorize_token_prune(
     ]
 
     first = linkctl("token", "tracker").stdout.strip()
-    rotated = linkctl("token", "tracker", "--min-valid", "999999").stdout.strip()
-    assert first and rotated and first != rotated  # --min-valid beyond the TTL forced a refresh
+    time.sleep(2.5)  # less than 58 s left of the 60 s token
+    rotated = linkctl("token", "tracker", "--min-valid", "58").stdout.strip()
+    assert first and rotated and first != rotated  # --min-valid above what is left forced a refresh
+    too_long = linkctl("token", "tracker", "--min-valid", "999999", check=False)
+    assert too_long.returncode == 8 and "tokens live 60 s" in too_long.stderr  # beyond the TTL: refused
+
+    # A new scope: the plan and then list/show say a new consent is needed; the grant keeps working.
+    tracker = links / "tracker.yaml"
+    tracker.write_text(tracker.read_text().replace("api:read]", "api:read, api:write]"))
+    planned = linkctl("plan", str(links)).stdout
+    assert "needs re-authorization for new scopes: api:write" in planned
+    change = json.loads(linkctl("plan", str(links), "-o", "json").stdout)["changes"][0]
+    assert change["action"] == "update" and change["reauthorize_scopes"] == ["api:write"]
+    linkctl("apply", str(links))
+    view = json.loads(linkctl("show", "tracker", "-o", "json").stdout)
+    assert view["status"] == "healthy" and view["reauthorize_scopes"] == ["api:write"]
+    assert "needs re-authorization for new scopes: api:write" in linkctl("list").stdout
+    assert "reauthorize scopes: api:write" in linkctl("show", "tracker").stdout
+    time.sleep(2.5)
+    still = linkctl("token", "tracker", "--min-valid", "58").stdout.strip()
+    assert still and still != rotated  # refreshed with the grant consented before
 
     settings = Settings.from_env(isolated_env)
     with open_store(settings) as store:

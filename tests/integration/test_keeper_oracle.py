@@ -75,7 +75,9 @@ def test_token_min_valid_forces_a_refresh(oracle: OidcServer, client: TokenClien
     fresh = run(env, "token", "cli", "--min-valid", "10")
     assert fresh.returncode == 0, fresh.stderr
     assert oracle.requests() == []  # fresh enough: no request
-    forced = run(env, "token", "cli", "--min-valid", "3600", "--output", "json")
+    time.sleep(2.5)  # the 60 s token has less than 58 s left: --min-valid 58 needs a refresh
+    # (more than its 60 s lifetime would be refused: see test_token_truth.py)
+    forced = run(env, "token", "cli", "--min-valid", "58", "--output", "json")
     assert forced.returncode == 0, forced.stderr
     data = json.loads(forced.stdout)
     assert data["access_token"] != fresh.stdout.strip()

@@ -150,7 +150,8 @@ def test_authorize_without_refresh_token_fails_with_causes(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
     registered = oracle.register_client(redirect_uris=("https://linkctl.example.com/cb",))
-    put_link(settings, oracle, registered, "mail", authorizeParams={})
+    # An explicit prompt other than consent (no prompt at all now implies prompt=consent).
+    put_link(settings, oracle, registered, "mail", authorizeParams={"prompt": "login"})
     process = start_cli(settings, "authorize", "mail", "--no-browser")
     processes.append(process)
     assert process.stdout is not None

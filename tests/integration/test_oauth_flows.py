@@ -122,11 +122,25 @@ def test_wrong_client_auth_method_is_a_configuration_error(oracle: OidcServer, c
     assert_no_secrets(caught.value, registered.client_secret)
 
 
+def test_offline_access_sends_prompt_consent_by_default_and_gets_a_refresh_token(
+    oracle: OidcServer, client: TokenClient
+) -> None:
+    registered = oracle.register_client()
+    config = oracle.client_config(registered, authorize_params={})  # no prompt declared
+    assert "prompt=consent" in flows.build_authorization_request(config).url
+    response = authorize(oracle, client, config)
+    assert response.refresh_token is not None and "offline_access" in (response.scope or "").split()
+    refreshed = client.refresh(config, response.refresh_token)
+    assert refreshed.access_token.reveal() != response.access_token.reveal()
+
+
 def test_missing_prompt_consent_yields_no_refresh_token_and_a_clear_error(
     oracle: OidcServer, client: TokenClient
 ) -> None:
     registered = oracle.register_client()
-    config = oracle.client_config(registered, authorize_params={})
+    # The link says otherwise (an explicit prompt): it is sent as declared, and diagnosed.
+    config = oracle.client_config(registered, authorize_params={"prompt": "login"})
+    assert "prompt=login" in flows.build_authorization_request(config).url
     with pytest.raises(ProviderConfigError) as caught:
         authorize(oracle, client, config)
     text = f"{caught.value} {caught.value.hint}"

@@ -10,7 +10,16 @@ from collections.abc import Callable
 import pytest
 from fakes import FakeClock, RotatingProvider, add_links, link_write
 
-from reconciler.errors import ConflictError, GrantError, ProviderConfigError, TransientProviderError
+from reconciler.errors import (
+    ConflictError,
+    GrantError,
+    NeedsAuthorization,
+    ProviderConfigError,
+    ProviderUnavailable,
+    TokenLifetimeTooShort,
+    TransientProviderError,
+    UnknownLink,
+)
 from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
@@ -38,11 +47,29 @@ def test_fresh_token_is_returned_without_a_request(
 def test_min_valid_forces_a_refresh(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
     _authorize(store, provider, clock)
     before = store.get_grant("a", with_tokens=True)
-    grant = keeper.fresh_token(store, "a", min_valid=60.5, client=provider, clock=clock)
+    clock.advance(5)  # 55 s left of 60: asking for 58 refreshes
+    grant = keeper.fresh_token(store, "a", min_valid=58, client=provider, clock=clock)
     assert provider.refresh_count() == 1 and grant.access_token != before.access_token  # type: ignore[union-attr]
-    # The new token's whole life is 60 s: accepted although 60 < min_valid would be asked again.
-    grant = keeper.fresh_token(store, "a", min_valid=3600, client=provider, clock=clock)
-    assert provider.refresh_count() == 2
+    # The new token's whole life is 60 s: asking for 3600 s is refused from the recorded
+    # lifetime, without another refresh (refreshing again would only repeat it).
+    with pytest.raises(TokenLifetimeTooShort, match="live 60 s") as info:
+        keeper.fresh_token(store, "a", min_valid=3600, client=provider, clock=clock)
+    assert info.value.exit_code == 8 and info.value.lifetime == 60
+    assert provider.refresh_count() == 1
+
+
+def test_one_refresh_shows_the_lifetime_is_too_short(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    add_links(store, link_write("cc", grant="client_credentials"))  # no token yet: lifetime unknown
+    with pytest.raises(TokenLifetimeTooShort, match="shorter than --min-valid 3600"):
+        keeper.fresh_token(store, "cc", min_valid=3600, client=provider, clock=clock)
+    with pytest.raises(TokenLifetimeTooShort):
+        keeper.fresh_token(store, "cc", min_valid=3600, client=provider, clock=clock)
+    # One request showed it; the second call sent none.
+    assert [c.kind for c in provider.calls] == ["client_credentials"]
+    grant = store.get_grant("cc")
+    assert grant is not None and grant.lease_owner is None
 
 
 def test_waits_for_the_lease_holder_and_returns_its_token(
@@ -114,8 +141,17 @@ def test_parked_links_raise_a_clear_status(
 
 def test_never_authorized_link(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:
     add_links(store, link_write("a"))
-    with pytest.raises(GrantError, match="needs authorization"):
+    with pytest.raises(GrantError, match="needs authorization") as info:
         keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
+    assert isinstance(info.value, NeedsAuthorization) and info.value.exit_code == 5
+
+
+def test_unknown_link_has_its_own_exit_code(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    with pytest.raises(UnknownLink, match="no link named 'nope'") as info:
+        keeper.fresh_token(store, "nope", min_valid=30, client=provider, clock=clock)
+    assert info.value.exit_code == 6 and info.value.as_json()["error"] == "unknown_link"
 
 
 def test_transient_failure_is_raised_with_retry_after(
@@ -127,6 +163,14 @@ def test_transient_failure_is_raised_with_retry_after(
     with pytest.raises(TransientProviderError) as info:
         keeper.fresh_token(store, "a", min_valid=30, client=provider, clock=clock)
     assert info.value.retry_after == 9
+    assert isinstance(info.value, ProviderUnavailable) and info.value.exit_code == 7
+    assert info.value.as_json() == {
+        "error": "provider_unavailable",
+        "message": info.value.message,
+        "hint": None,
+        "exit_code": 7,
+        "retry_after": 9,
+    }
 
 
 def test_client_credentials_token_on_demand(

@@ -242,3 +242,25 @@ def test_run_forever_stops_on_the_event(open_store: Callable[[], Store], provide
     stop.set()
     thread.join(10)
     assert not thread.is_alive() and result[0].obtained == ["cc"]
+
+
+def test_a_failure_that_changes_the_status_is_audited_once(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    add_links(store, link_write("a"))
+    _authorize(store, provider, clock, "a")
+    k = _keeper(store, provider, clock)
+    for _ in range(2):  # the second 503 leaves the status as it was: no second event
+        provider.faults.append(fail_before(TransientProviderError("HTTP 503", status_code=503)))
+        clock.advance(3600)
+        assert k.run_once().failed
+    provider.faults.append(fail_before(GrantError("HTTP 400 invalid_grant", oauth_error="invalid_grant")))
+    clock.advance(3600)
+    assert k.run_once().failed
+    changes = [e for e in store.list_events(link="a") if e.action == "grant.status_changed"]
+    assert [(e.detail["old_status"], e.detail["new_status"]) for e in reversed(changes)] == [
+        (grants.HEALTHY, grants.TRANSIENT_ERROR),
+        (grants.TRANSIENT_ERROR, grants.NEEDS_AUTHORIZATION),
+    ]
+    assert changes[0].detail["oauth_error"] == "invalid_grant" and changes[0].detail["error_class"]
+    assert all("" not in e.detail and "HTTP" not in str(e.detail) for e in changes)  # no message text

@@ -233,3 +233,25 @@ def test_sealed_client_id_and_params_reach_the_authorization_url() -> None:
     cfg = config(client_id=Secret("cid-sealed"), authorize_params={"login_hint": Secret("hint-sealed")})
     query = parse_qs(urlsplit(flows.build_authorization_request(cfg).url).query)
     assert query["client_id"] == ["cid-sealed"] and query["login_hint"] == ["hint-sealed"]
+
+
+@pytest.mark.parametrize(
+    ("provider", "scopes", "params", "prompt"),
+    [
+        ("custom", ("openid", "offline_access"), {}, ["consent"]),  # OIDC Core §11: implied
+        ("custom", ("openid", "offline_access"), {"prompt": "login"}, ["login"]),  # the link says otherwise
+        ("custom", ("openid", "offline_access"), {"prompt": ""}, [""]),  # explicitly empty: sent as is
+        ("custom", ("openid",), {}, None),  # no offline_access: nothing implied
+        ("microsoft", ("Mail.Read",), {}, None),  # presets decide for themselves
+    ],
+)
+def test_offline_access_implies_prompt_consent_for_custom_links(
+    provider: str, scopes: tuple[str, ...], params: dict[str, str], prompt: list[str] | None
+) -> None:
+    cfg = config(provider=provider, scopes=scopes, authorize_params=params)
+    query = parse_qs(urlsplit(flows.build_authorization_request(cfg).url).query, keep_blank_values=True)
+    assert query.get("prompt") == prompt
+    causes, _fixes = flows.offline_diagnosis(cfg)
+    assert any("unless prompt=consent" in c for c in causes) == (
+        provider == "custom" and prompt != ["consent"]
+    )
