@@ -46,6 +46,7 @@ class DesiredLink:
     deletion_policy: str
     renamed_from: str | None
     sensitive_fields: frozenset[str]  # spec keys whose values were SOPS-encrypted
+    renamed_from_at: Diagnostic | None = None  # where renamedFrom is written (for errors found later)
 
     @property
     def pending_credentials(self) -> bool:
@@ -576,10 +577,14 @@ class _Validator:
             deletion_policy=deletion_policy,
             renamed_from=link.metadata.renamedFrom,
             sensitive_fields=sensitive,
+            renamed_from_at=None
+            if link.metadata.renamedFrom is None
+            else doc.diagnostic(ERROR, "", ("metadata", "renamedFrom")),
         )
 
     def _check_renames(self, links: list[tuple[Document, OutgoingLink]]) -> None:
         names = {link.metadata.name for _, link in links}
+        claimed: dict[str, tuple[Document, str]] = {}
         for doc, link in links:
             old = link.metadata.renamedFrom
             if old is None:
@@ -600,6 +605,18 @@ class _Validator:
                     hint="remove the old document when renaming",
                     code="bad-rename",
                 )
+            elif old in claimed:
+                first_doc, first_name = claimed[old]
+                self.error(
+                    doc,
+                    f"renamedFrom {old!r} is also claimed by link {first_name!r}"
+                    f" ({first_doc.file}:{first_doc.line}); one link can be renamed only once",
+                    ("metadata", "renamedFrom"),
+                    hint=f"keep renamedFrom: {old} on one of the two links",
+                    code="bad-rename",
+                )
+            else:
+                claimed[old] = (doc, link.metadata.name)
 
 
 def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
