@@ -1049,7 +1049,7 @@ def revokes_on_delete(store: Store, link: StoredLink) -> bool:
     if link.spec.get("revocationEndpoint"):
         return True
     issuer = link.spec.get("issuer")
-    if not issuer:
+    if not issuer or link.provider != "custom":  # a preset without one (Microsoft) has none
         return False
     cached = store.get_provider_metadata(str(issuer))
     return cached is None or bool(cached[0].get("revocation_endpoint"))
