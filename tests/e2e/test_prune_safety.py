@@ -190,3 +190,20 @@ def test_never_authorized_link_is_deleted_offline(cli: Linkctl, doc: str) -> Non
     pruned = cli("apply", "--prune", links)  # exit 0: no discovery, no request
     assert "discovery" not in pruned.stderr and "warning" not in pruned.stderr
     assert [link["name"] for link in cli.snapshot()["links"]] == ["alpha"]
+
+
+def test_rename_onto_a_stored_link_is_refused(cli: Linkctl) -> None:
+    links = _applied(cli)  # alpha and beta are stored
+    (cli.cwd / links / "alpha.yaml").unlink()
+    (cli.cwd / links / "beta.yaml").write_text(
+        link_doc("beta", secret_env="ALPHA_SECRET", metadata_extra="renamedFrom: alpha"), encoding="utf-8"
+    )
+    before = _state(cli)
+    for args in (("plan", "--prune", links), ("apply", "--prune", links)):
+        refused = cli(*args, expect=3)
+        assert (
+            f"{links}/beta.yaml:5:16: error: renamedFrom 'alpha': both 'alpha' and 'beta' are already stored"
+            in (refused.stderr)
+        )
+        assert "remove renamedFrom" in refused.stderr
+        assert _state(cli) == before
