@@ -252,7 +252,7 @@ def _actor(ctx: Context) -> str:
     return ctx.env.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
 
 
-def _check_prune_inputs(result: ValidationResult, *, allow_empty: bool) -> None:
+def _check_prune_inputs(result: ValidationResult, inputs: Sequence[str], *, allow_empty: bool) -> None:
     """Refuse ``--prune`` over inputs that declare nothing: an empty or broken checkout looks so."""
     if allow_empty or (result.instance is not None and result.links):
         return
@@ -260,12 +260,15 @@ def _check_prune_inputs(result: ValidationResult, *, allow_empty: bool) -> None:
     raise ConfigError(
         f"refusing to prune: the inputs declare {missing}, so every stored link would be deleted"
         f" ({len(result.files)} file(s) read)",
+        file=" ".join(inputs),
         hint="check the paths (an empty or partial checkout?); to delete every stored link on purpose,"
         " add --allow-empty-prune",
     )
 
 
-def _check_instance(store: Store, recorded: str | None, declared: str | None, adopt: str | None) -> None:
+def _check_instance(
+    store: Store, inputs: Sequence[str], recorded: str | None, declared: str | None, adopt: str | None
+) -> None:
     """A store belongs to the Instance it was applied from; another one must adopt it explicitly."""
     if adopt is not None:
         if adopt != recorded:
@@ -273,6 +276,7 @@ def _check_instance(store: Store, recorded: str | None, declared: str | None, ad
                 f"--adopt-store {adopt}: the store {store.url} records Instance {recorded!r}, not {adopt!r}"
                 if recorded is not None
                 else f"--adopt-store {adopt}: the store {store.url} records no Instance yet",
+                file=" ".join(inputs),
                 hint="name the Instance the store records (see the error without --adopt-store)"
                 if recorded is not None
                 else "drop --adopt-store: the next apply records the declared Instance",
@@ -283,6 +287,7 @@ def _check_instance(store: Store, recorded: str | None, declared: str | None, ad
     raise ConfigError(
         f"the store {store.url} belongs to Instance {recorded!r}, but these files declare Instance"
         f" {declared!r}; its links would show as orphans and --prune would delete them",
+        file=" ".join(inputs),
         hint=f"use the store of {declared!r} (--state or $LINKCTL_STATE), or take this one over"
         f" with --adopt-store {recorded}",
     )
@@ -303,11 +308,11 @@ def _compute(
     from reconciler.plan import compute_plan, rename_conflicts
 
     if prune:
-        _check_prune_inputs(result, allow_empty=allow_empty_prune)
+        _check_prune_inputs(result, inputs, allow_empty=allow_empty_prune)
     store = ctx.store()
     state = state or _StoredState.read(store)
     declared = result.instance.metadata.name if result.instance is not None else None
-    _check_instance(store, state.instance, declared, adopt_store)
+    _check_instance(store, inputs, state.instance, declared, adopt_store)
     conflicts = rename_conflicts(result.links, state.links)
     if conflicts:
         raise InvalidConfiguration(list(conflicts))
