@@ -455,7 +455,7 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
             allow_empty_prune=allow_empty_prune,
         )
         if saved is not None:
-            if saved.instance != plan.instance:
+            if saved.instance is not None and saved.instance != plan.instance:  # None: an older plan
                 raise ConfigError(
                     f"the plan was made for Instance {saved.instance!r}"
                     f" but its files now declare {plan.instance!r}",
