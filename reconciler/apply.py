@@ -63,8 +63,12 @@ def apply_plan(
     desired: Sequence[DesiredLink],
     *,
     actor: str,
+    instance: str | None = None,
 ) -> ApplyResult:
-    """Write every mutating change of ``plan`` atomically; ``StalePlan`` if the store moved on."""
+    """Write every mutating change of ``plan`` atomically; ``StalePlan`` if the store moved on.
+
+    ``instance`` (the declared Instance's name) is recorded in the store when it differs.
+    """
     by_name: Mapping[str, DesiredLink] = {link.name: link for link in desired}
     key = store.fingerprint_key()
     applied: list[plans.Change] = []
@@ -94,6 +98,17 @@ def apply_plan(
                 )
             tx.add_event(Event(action=_EVENT[change.action], link=change.link, actor=actor, detail=detail))
             applied.append(change)
+        recorded = store.instance_name()
+        if instance is not None and instance != recorded:
+            tx.set_instance(instance)
+            tx.add_event(
+                Event(
+                    action="store.instance_recorded" if recorded is None else "store.adopted",
+                    link=None,
+                    actor=actor,
+                    detail={"instance": instance, **({"from": recorded} if recorded else {})},
+                )
+            )
         if applied:
             tx.add_event(
                 Event(

@@ -383,19 +383,56 @@ def iter_files(paths: Iterable[str]) -> Iterator[tuple[str, Path | None, str | N
     for arg in paths:
         path = Path(arg)
         if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix in EXTENSIONS
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            for p in found:
-                yield str(p), p, None
+            yield from _scan_directory(path)
         elif path.is_file():
             yield str(path), path, None
         else:
             yield arg, None, "no such file or directory"
+
+
+def _scan_directory(root: Path) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Every declared file under ``root``: hidden entries skipped, symlinked directories followed.
+
+    A directory that cannot be listed is reported like an unreadable file, since skipping it would
+    make ``--prune`` delete the links it declares. Each directory is entered once by
+    (st_dev, st_ino), which stops symlink loops and reads a directory linked twice only once.
+    """
+    found: list[Path] = []
+    problems: list[tuple[str, Path | None, str | None]] = []
+    visited: set[tuple[int, int]] = set()
+
+    def scan(directory: Path) -> None:
+        try:
+            info = directory.stat()
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append((str(directory), None, f"cannot read directory: {exc.strerror or exc}"))
+            return
+        if (info.st_dev, info.st_ino) in visited:
+            return
+        visited.add((info.st_dev, info.st_ino))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = directory / entry.name
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError as exc:  # a symlink loop (ELOOP) or a target we may not stat
+                problems.append((str(child), None, f"cannot read: {exc.strerror or exc}"))
+                continue
+            if is_dir:
+                scan(child)
+            elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and (
+                is_file or entry.is_symlink()  # a dangling link is reported when it is read
+            ):
+                found.append(child)
+
+    scan(root)
+    for p in sorted(found):
+        yield str(p), p, None
+    yield from problems
 
 
 def load_paths(
@@ -792,7 +829,7 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if path.suffix == ".json" and not parsed:
+        if path.suffix.lower() == ".json" and not parsed:
             try:
                 parsed = [(strict_json.loads(text), 1)]
                 json_fallback = True  # YAML cannot compose it: positions stay at the document
@@ -942,7 +979,7 @@ def _decrypt_into(
         plain = sops.decrypt_text(
             text,
             filename=display,
-            fmt="json" if path.suffix == ".json" else "yaml",
+            fmt="json" if path.suffix.lower() == ".json" else "yaml",
             env=env,
             ignore_mac=ignore_mac,
         )

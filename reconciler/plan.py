@@ -13,9 +13,10 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from reconciler.diagnostics import Diagnostic
 from reconciler.store.base import StoredLink
 from reconciler.validate import DesiredLink
 
@@ -62,9 +63,11 @@ class Change:
     preset_added: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     digest: str | None = None  # hash of the desired state; lets apply --plan detect edited files
     reauthorize_scopes: tuple[str, ...] = ()  # declared scopes the stored grant was not consented to
+    revokes_tokens: bool | None = None  # delete only: revoke at the provider, or delete locally only
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (see docs/plan-format.md)."""
+        extra = {"revokes_tokens": bool(self.revokes_tokens)} if self.action == DELETE else {}
         return {
             "reauthorize_scopes": list(self.reauthorize_scopes),
             "action": self.action,
@@ -75,6 +78,7 @@ class Change:
             "renamed_from": self.renamed_from,
             "preset_added": dict(self.preset_added),
             "digest": self.digest,
+            **extra,
         }
 
     @classmethod
@@ -93,6 +97,7 @@ class Change:
             preset_added=data.get("preset_added") or {},
             digest=data.get("digest"),
             reauthorize_scopes=tuple(data.get("reauthorize_scopes") or ()),
+            revokes_tokens=data.get("revokes_tokens"),
         )
 
 
@@ -106,6 +111,9 @@ class Plan:
     inputs: tuple[str, ...] = ()
     created_at: float = dataclasses.field(default_factory=time.time)
     format_version: str = FORMAT_VERSION
+    instance: str | None = None  # the declared Instance's metadata.name
+    adopt_store: str | None = None  # the recorded Instance this plan takes the store over from
+    allow_empty_prune: bool = False  # prune although the inputs declare no Instance or no link
 
     @property
     def has_changes(self) -> bool:
@@ -128,6 +136,9 @@ class Plan:
             "serial": self.serial,
             "prune": self.prune,
             "inputs": list(self.inputs),
+            "instance": self.instance,
+            "adopt_store": self.adopt_store,
+            "allow_empty_prune": self.allow_empty_prune,
             "created_at": self.created_at,
             "has_changes": self.has_changes,
             "summary": self.summary(),
@@ -145,6 +156,9 @@ class Plan:
             prune=bool(data.get("prune")),
             inputs=tuple(data.get("inputs") or ()),
             created_at=float(data.get("created_at") or 0),
+            instance=data.get("instance"),
+            adopt_store=data.get("adopt_store"),
+            allow_empty_prune=bool(data.get("allow_empty_prune")),
         )
 
     def same_changes(self, other: Plan) -> bool:
@@ -224,8 +238,12 @@ def compute_plan(
     fingerprint_key: bytes,
     prune: bool,
     inputs: Sequence[str] = (),
+    revoking: Collection[str] = (),
+    instance: str | None = None,
+    adopt_store: str | None = None,
+    allow_empty_prune: bool = False,
 ) -> Plan:
-    """Diff desired against stored state into a plan (no I/O)."""
+    """Diff desired against stored state into a plan (no I/O); ``revoking``: links with tokens to revoke."""
     by_name = {link.name: link for link in stored}
     claimed: set[str] = set()
     changes: list[Change] = []
@@ -268,10 +286,43 @@ def compute_plan(
         if old.deletion_policy == "retain":
             changes.append(Change(RETAIN, old.name, old.provider))
         elif prune:
-            changes.append(Change(DELETE, old.name, old.provider))
+            changes.append(Change(DELETE, old.name, old.provider, revokes_tokens=old.name in revoking))
         else:
             changes.append(Change(ORPHAN, old.name, old.provider))
-    return Plan(serial=serial, changes=tuple(changes), prune=prune, inputs=tuple(inputs))
+    return Plan(
+        serial=serial,
+        changes=tuple(changes),
+        prune=prune,
+        inputs=tuple(inputs),
+        instance=instance,
+        adopt_store=adopt_store,
+        allow_empty_prune=allow_empty_prune,
+    )
+
+
+def rename_conflicts(desired: Sequence[DesiredLink], stored: Sequence[StoredLink]) -> list[Diagnostic]:
+    """Renames the store cannot honour: both the old and the new name are already stored.
+
+    The plan would update the new name and leave the old one to ``--prune``, deleting it (and
+    its grant) although the file says it is the same link.
+    """
+    names = {link.name for link in stored}
+    problems: list[Diagnostic] = []
+    for link in desired:
+        old = link.renamed_from
+        if old is None or link.renamed_from_at is None or old not in names or link.name not in names:
+            continue
+        problems.append(
+            dataclasses.replace(
+                link.renamed_from_at,
+                message=f"renamedFrom {old!r}: both {old!r} and {link.name!r} are already stored,"
+                " so the rename cannot move one onto the other",
+                hint=f"remove renamedFrom to keep both, or delete {link.name!r} first"
+                f" (`linkctl apply --prune` without it declared) and apply the rename again",
+                code="bad-rename",
+            )
+        )
+    return problems
 
 
 def missing_scopes(declared: Any, authorized: Any) -> tuple[str, ...]:

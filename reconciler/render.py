@@ -67,6 +67,12 @@ def render_text(plan: plans.Plan, *, verbose: bool = False) -> str:
         lines.append(head)
         if change.action in _NOTES:
             lines.append(f"      {_NOTES[change.action]}")
+        if change.action == plans.DELETE:
+            lines.append(
+                "      revokes its tokens at the provider, then deletes it"
+                if change.revokes_tokens
+                else "      deletes it locally only (no tokens to revoke at the provider)"
+            )
         for field in change.fields:
             if change.action == plans.CREATE and field.new in (None, {}, []) and not field.sensitive:
                 continue

@@ -52,6 +52,7 @@ class DesiredLink:
     deletion_policy: str
     renamed_from: str | None
     sensitive_fields: frozenset[str]  # dotted spec paths whose values were SOPS-encrypted
+    renamed_from_at: Diagnostic | None = None  # where renamedFrom is written (for errors found later)
 
     @property
     def pending_credentials(self) -> bool:
@@ -580,6 +581,9 @@ class _Validator:
             deletion_policy=deletion_policy,
             renamed_from=link.metadata.renamedFrom,
             sensitive_fields=sensitive,
+            renamed_from_at=None
+            if link.metadata.renamedFrom is None
+            else doc.diagnostic(ERROR, "", ("metadata", "renamedFrom")),
         )
 
     def _seal_encrypted(
@@ -632,6 +636,7 @@ class _Validator:
 
     def _check_renames(self, links: list[tuple[Document, OutgoingLink]]) -> None:
         names = {link.metadata.name for _, link in links}
+        claimed: dict[str, tuple[Document, str]] = {}
         for doc, link in links:
             old = link.metadata.renamedFrom
             if old is None:
@@ -652,6 +657,18 @@ class _Validator:
                     hint="remove the old document when renaming",
                     code="bad-rename",
                 )
+            elif old in claimed:
+                first_doc, first_name = claimed[old]
+                self.error(
+                    doc,
+                    f"renamedFrom {old!r} is also claimed by link {first_name!r}"
+                    f" ({first_doc.file}:{first_doc.line}); one link can be renamed only once",
+                    ("metadata", "renamedFrom"),
+                    hint=f"keep renamedFrom: {old} on one of the two links",
+                    code="bad-rename",
+                )
+            else:
+                claimed[old] = (doc, link.metadata.name)
 
 
 def _known_fields(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:

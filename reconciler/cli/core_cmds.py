@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.cli.output import write_atomic
-from reconciler.errors import EXIT_CHANGES, EXIT_OK, LinkctlError, StalePlan, StateError, UsageError
+from reconciler.errors import (
+    EXIT_CHANGES,
+    EXIT_OK,
+    ConfigError,
+    LinkctlError,
+    StalePlan,
+    StateError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
@@ -61,6 +69,20 @@ def _lock_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _prune_args(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--prune", action="store_true", help=help_text)
+    parser.add_argument(
+        "--allow-empty-prune",
+        action="store_true",
+        help="prune even when the inputs declare no Instance or no link (deletes every stored link)",
+    )
+    parser.add_argument(
+        "--adopt-store",
+        metavar="OLD_INSTANCE",
+        help="use a store applied from Instance OLD_INSTANCE for the Instance these files declare",
+    )
+
+
 def register(subparsers: Any) -> None:
     """Add the core subcommands."""
     p = subparsers.add_parser("validate", help="check declared files; report every problem with file:line")
@@ -72,7 +94,7 @@ def register(subparsers: Any) -> None:
     _paths_args(p)
     _output_arg(p)
     p.add_argument("--out", metavar="FILE", help="save the plan for `apply --plan FILE`")
-    p.add_argument("--prune", action="store_true", help="plan deletion of links no longer declared")
+    _prune_args(p, "plan deletion of links no longer declared")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
     p.set_defaults(handler=cmd_plan)
 
@@ -81,7 +103,7 @@ def register(subparsers: Any) -> None:
     _output_arg(p)
     _lock_arg(p)
     p.add_argument("--plan", dest="plan_file", metavar="FILE", help="apply a plan saved by `plan --out`")
-    p.add_argument("--prune", action="store_true", help="delete links no longer declared")
+    _prune_args(p, "delete links no longer declared")
     p.set_defaults(handler=cmd_apply)
 
     p = subparsers.add_parser(
@@ -90,7 +112,7 @@ def register(subparsers: Any) -> None:
     _paths_args(p)
     _output_arg(p)
     _lock_arg(p)
-    p.add_argument("--prune", action="store_true", help="delete links no longer declared")
+    _prune_args(p, "delete links no longer declared")
     p.set_defaults(handler=cmd_reconcile)
 
     p = subparsers.add_parser("list", help="list stored links with provider, source, redirect URL, status")
@@ -170,16 +192,17 @@ def _import_core() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _StoredState:
-    """What a plan is computed against: the store's serial and links."""
+    """What a plan is computed against: the store's serial, recorded Instance and links."""
 
     serial: int
     links: list[StoredLink]
+    instance: str | None = None
 
     @classmethod
     def read(cls, store: Store) -> _StoredState:
         """Serial first: an apply in between then makes the plan stale, never wrong."""
         serial = store.state_serial()
-        return cls(serial, store.list_links())
+        return cls(serial, store.list_links(), store.instance_name())
 
 
 class _ReadAhead:
@@ -237,6 +260,47 @@ def _actor(ctx: Context) -> str:
     return ctx.env.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
 
 
+def _check_prune_inputs(result: ValidationResult, inputs: Sequence[str], *, allow_empty: bool) -> None:
+    """Refuse ``--prune`` over inputs that declare nothing: an empty or broken checkout looks so."""
+    if allow_empty or (result.instance is not None and result.links):
+        return
+    missing = "no Instance" if result.instance is None else "no link"
+    raise ConfigError(
+        f"refusing to prune: the inputs declare {missing}, so every stored link would be deleted"
+        f" ({len(result.files)} file(s) read)",
+        file=" ".join(inputs),
+        hint="check the paths (an empty or partial checkout?); to delete every stored link on purpose,"
+        " add --allow-empty-prune",
+    )
+
+
+def _check_instance(
+    store: Store, inputs: Sequence[str], recorded: str | None, declared: str | None, adopt: str | None
+) -> None:
+    """A store belongs to the Instance it was applied from; another one must adopt it explicitly."""
+    if adopt is not None:
+        if adopt != recorded:
+            raise ConfigError(
+                f"--adopt-store {adopt}: the store {store.url} records Instance {recorded!r}, not {adopt!r}"
+                if recorded is not None
+                else f"--adopt-store {adopt}: the store {store.url} records no Instance yet",
+                file=" ".join(inputs),
+                hint="name the Instance the store records (see the error without --adopt-store)"
+                if recorded is not None
+                else "drop --adopt-store: the next apply records the declared Instance",
+            )
+        return
+    if recorded is None or declared is None or recorded == declared:
+        return
+    raise ConfigError(
+        f"the store {store.url} belongs to Instance {recorded!r}, but these files declare Instance"
+        f" {declared!r}; its links would show as orphans and --prune would delete them",
+        file=" ".join(inputs),
+        hint=f"use the store of {declared!r} (--state or $LINKCTL_STATE), or take this one over"
+        f" with --adopt-store {recorded}",
+    )
+
+
 def _compute(
     ctx: Context,
     result: ValidationResult,
@@ -244,11 +308,28 @@ def _compute(
     prune: bool,
     inputs: Sequence[str],
     state: _StoredState | None = None,
+    adopt_store: str | None = None,
+    allow_empty_prune: bool = False,
 ) -> Plan:
-    from reconciler.plan import compute_plan, mark_reauthorization
+    from reconciler.errors import InvalidConfiguration
+    from reconciler.oauth.keeper import revokes_on_delete
+    from reconciler.plan import compute_plan, mark_reauthorization, rename_conflicts
 
+    if prune:
+        _check_prune_inputs(result, inputs, allow_empty=allow_empty_prune)
     store = ctx.store()
     state = state or _StoredState.read(store)
+    declared = result.instance.metadata.name if result.instance is not None else None
+    _check_instance(store, inputs, state.instance, declared, adopt_store)
+    conflicts = rename_conflicts(result.links, state.links)
+    if conflicts:
+        raise InvalidConfiguration(list(conflicts))
+    names = {link.name for link in result.links}
+    revoking = (
+        {s.name for s in state.links if s.name not in names and revokes_on_delete(store, s)}
+        if prune
+        else set()
+    )
     plan = compute_plan(
         result.links,
         state.links,
@@ -256,6 +337,10 @@ def _compute(
         fingerprint_key=store.fingerprint_key(),
         prune=prune,
         inputs=[os.path.abspath(p) for p in inputs],
+        revoking=revoking,
+        instance=declared,
+        adopt_store=adopt_store,
+        allow_empty_prune=allow_empty_prune,
     )
     return mark_reauthorization(plan, lambda name: _authorized_scopes(store.get_grant(name)))
 
@@ -320,7 +405,15 @@ def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl plan PATHS``."""
     ahead = _ReadAhead(ctx)
     result = _validated(args, ctx, args.paths, ahead)
-    plan = _compute(ctx, result, prune=args.prune, inputs=args.paths, state=ahead.state)
+    plan = _compute(
+        ctx,
+        result,
+        prune=args.prune,
+        inputs=args.paths,
+        state=ahead.state,
+        adopt_store=args.adopt_store,
+        allow_empty_prune=args.allow_empty_prune,
+    )
     if args.out:
         plan_text = json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n"
         write_atomic(args.out, plan_text, new_mode=0o644)  # a plan holds no secret
@@ -357,14 +450,31 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
     saved: Plan | None = None
     paths: Sequence[str] = args.paths
     prune = args.prune
+    adopt_store, allow_empty_prune = args.adopt_store, args.allow_empty_prune
     if args.plan_file:
         saved = _read_plan(Path(args.plan_file))
         paths, prune = saved.inputs, saved.prune
+        adopt_store = adopt_store or saved.adopt_store
+        allow_empty_prune = allow_empty_prune or saved.allow_empty_prune
     result = _validated(args, ctx, paths)
     store = ctx.store()
     with locked(store, operation="apply", timeout=ctx.settings.lock_timeout):
-        plan = _compute(ctx, result, prune=prune, inputs=paths)
+        recorded = store.instance_name()
+        plan = _compute(
+            ctx,
+            result,
+            prune=prune,
+            inputs=paths,
+            adopt_store=adopt_store,
+            allow_empty_prune=allow_empty_prune,
+        )
         if saved is not None:
+            if saved.instance is not None and saved.instance != plan.instance:  # None: an older plan
+                raise ConfigError(
+                    f"the plan was made for Instance {saved.instance!r}"
+                    f" but its files now declare {plan.instance!r}",
+                    hint="run `linkctl plan --out FILE` again and review it",
+                )
             if saved.serial != plan.serial:
                 raise StalePlan(
                     f"the plan was computed against state serial {saved.serial}"
@@ -376,17 +486,23 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
                     "the declared files changed since the plan was made",
                     hint="run `linkctl plan --out FILE` again and review it",
                 )
-        if not plan.has_changes:
+        records_instance = plan.instance is not None and plan.instance != recorded
+        if not plan.has_changes and not records_instance:
             if not quiet or args.verbose:  # cron wants silence unless something changed
                 _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
             return EXIT_OK
         with _revocations(ctx, [c.link for c in plan.changes if c.action == DELETE]) as revoke:
-            applied = apply_plan(store, plan, result.links, actor=_actor(ctx))
+            applied = apply_plan(store, plan, result.links, actor=_actor(ctx), instance=plan.instance)
             revoked = revoke()
     if args.output == "json":
         ctx.json({**plan.to_json(), "applied": True, "new_serial": applied.serial})
     else:
         ctx.stdout.write(render_text(plan, verbose=args.verbose))
+        if records_instance:
+            ctx.out(
+                f"The store now belongs to Instance {plan.instance!r}"
+                + (f" (was {recorded!r})." if recorded is not None else ".")
+            )
         ctx.out(f"Applied: state serial is now {applied.serial}.")
     return revoked
 

@@ -1135,6 +1135,27 @@ class PendingRevocation:
         store.release_lease(self.name, owner=self.owner)
 
 
+def _has_tokens(grant: Grant | None) -> bool:
+    return grant is not None and (grant.obtained_at is not None or grant.has_refresh_token)
+
+
+def revokes_on_delete(store: Store, link: StoredLink) -> bool:
+    """True when deleting ``link`` revokes tokens at the provider (decided without the network).
+
+    That takes ``revokeOnDelete`` (default true), a stored grant with tokens, and a revocation
+    endpoint: declared, or expected from discovery unless the cached discovery document has none.
+    """
+    if not link.spec.get("revokeOnDelete", True) or not _has_tokens(store.get_grant(link.name)):
+        return False
+    if link.spec.get("revocationEndpoint"):
+        return True
+    issuer = link.spec.get("issuer")
+    if not issuer or link.provider != "custom":  # a preset without one (Microsoft) has none
+        return False
+    cached = store.get_provider_metadata(str(issuer))
+    return cached is None or bool(cached[0].get("revocation_endpoint"))
+
+
 def prepare_revocation(
     store: Store,
     name: str,
@@ -1153,7 +1174,16 @@ def prepare_revocation(
         config = client_config(store, link)
     except LinkctlError as error:
         return RevocationResult(name, attempted=False, revoked=False, error=error.message, reason="no config")
-    if not config.revocation_endpoint and config.issuer:
+    if not config.revocation_endpoint and not config.issuer:
+        return RevocationResult(
+            name, attempted=False, revoked=False, reason="the provider has no revocation endpoint (RFC 7009)"
+        )
+    if not _has_tokens(store.get_grant(name)):
+        # Never authorized: nothing to revoke, so no discovery, no request, no lease left behind.
+        return RevocationResult(
+            name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
+        )
+    if not config.revocation_endpoint:
         try:  # a custom link with an issuer: the endpoint may come from discovery
             config = client.with_endpoints(config, revoking=True)
         except LinkctlError as error:
@@ -1161,12 +1191,6 @@ def prepare_revocation(
     if not config.revocation_endpoint:
         return RevocationResult(
             name, attempted=False, revoked=False, reason="the provider has no revocation endpoint (RFC 7009)"
-        )
-    current = store.get_grant(name)
-    if current is None or (current.obtained_at is None and not current.has_refresh_token):
-        # Never authorized: nothing to revoke, and no lease to leave behind if we are killed.
-        return RevocationResult(
-            name, attempted=False, revoked=False, endpoint=config.revocation_endpoint, reason="no tokens"
         )
     owner = new_owner("revoke")
     deadline = clock() + wait_timeout

@@ -116,6 +116,10 @@ class WriteTransaction(abc.ABC):
     def add_event(self, event: Event) -> None:
         """Append an audit event that commits with the transaction."""
 
+    @abc.abstractmethod
+    def set_instance(self, name: str) -> None:
+        """Record the Instance (``metadata.name``) the store is applied from."""
+
 
 class Store(GrantStore):
     """A state backend. Implementations are safe to use from one thread each.
@@ -129,6 +133,10 @@ class Store(GrantStore):
     @abc.abstractmethod
     def state_serial(self) -> int:
         """The serial that every successful apply increments."""
+
+    @abc.abstractmethod
+    def instance_name(self) -> str | None:
+        """The Instance the store was last applied from (None before the first such apply)."""
 
     @abc.abstractmethod
     def list_links(self) -> list[StoredLink]:

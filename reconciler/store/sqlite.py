@@ -344,6 +344,11 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
         self._check_open()
         self._store._insert_event(event, default_actor=self._actor, now=self._now)
 
+    def set_instance(self, name: str) -> None:
+        """Record the Instance (``metadata.name``) the store is applied from."""
+        self._check_open()
+        self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('instance', ?)", (name,))
+
 
 class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.Store):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
@@ -513,6 +518,12 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         """The serial that every successful apply increments."""
         self._check_open()
         return _serial(self._conn)
+
+    def instance_name(self) -> str | None:
+        """The Instance the store was last applied from (None before the first such apply)."""
+        self._check_open()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
+        return None if row is None else str(row[0])
 
     def list_links(self) -> list[base.StoredLink]:
         """All links, ordered by name."""

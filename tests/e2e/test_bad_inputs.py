@@ -9,6 +9,7 @@ name the exact location, say something specific, print no traceback and leave th
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,25 @@ def _spec(body: str) -> str:
 def _huge(path: Path) -> None:
     with path.open("wb") as f:  # sparse: instant, and over the 16 MiB limit by one byte
         f.truncate(16 * 1024 * 1024 + 1)
+
+
+def _linked_dir(files: Mapping[str, str]) -> Callable[[Path], None]:
+    """A symlink to a directory outside the case directory holding ``files``."""
+
+    def make(path: Path) -> None:
+        target = path.parent.parent / f"{path.parent.name}-linked"
+        target.mkdir()
+        for name, text in files.items():
+            (target / name).write_text(text, encoding="utf-8")
+        path.symlink_to(target, target_is_directory=True)
+
+    return make
+
+
+def _unreadable_dir(path: Path) -> None:
+    path.mkdir()
+    (path / "bad.yaml").write_text(PLAIN_LINK, encoding="utf-8")
+    path.chmod(0)
 
 
 BOMB = "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n  name: bomb\n  annotations:\n"
@@ -380,6 +400,54 @@ CASES = [
         "bad.json:2:2",
         "duplicate key 'apiVersion'",
     ),
+    # -- prune safety: the directory scan and renamedFrom (a skipped file or an ignored rename
+    # -- would make --prune delete links that are still declared) --------------------------
+    Case(
+        "upper-case-extension",
+        {"bad.YAML": _spec("  provider: google\n  scopes: [a, b\n")},
+        "bad.YAML:8:1",
+        "YAML syntax error: did not find expected ',' or ']'",
+    ),
+    Case(
+        "symlinked-directory",
+        {"team": _linked_dir({"bad.yaml": _spec("  provider: google\n  scopes: [a, b\n")})},
+        "team/bad.yaml:8:1",
+        "YAML syntax error: did not find expected ',' or ']'",
+    ),
+    Case(
+        "symlink-loop",
+        {"loop": lambda path: path.symlink_to(path.name)},
+        "loop",
+        "cannot read: Too many levels of symbolic links",
+    ),
+    Case(
+        "unreadable-directory",
+        {"team": _unreadable_dir},
+        "team",
+        "cannot read directory: Permission denied",
+    ),
+    Case(
+        "vanished-file",  # listed by the scan, gone when read: a dangling link is the same case
+        {"gone.yaml": lambda path: path.symlink_to("deleted.yaml")},
+        "gone.yaml",
+        "cannot read file: No such file or directory",
+    ),
+    Case(
+        "renamed-from-still-declared",
+        {"bad.yaml": link_doc("bad", metadata_extra="renamedFrom: good")},
+        "bad.yaml:5:16",
+        "renamedFrom 'good' is still declared as a link",
+    ),
+    Case(
+        "renamed-from-twice",
+        {
+            "bad.yaml": link_doc("bad", metadata_extra="renamedFrom: old"),
+            "bad2.yaml": link_doc("bad-two", metadata_extra="renamedFrom: old"),
+        },
+        "bad2.yaml:5:16",
+        "renamedFrom 'old' is also claimed by link 'bad' ({dir}/bad.yaml:1)",
+        ("one link can be renamed only once",),
+    ),
     Case(
         "missing-file-argument",
         {},
@@ -463,6 +531,9 @@ def test_bad_input_is_refused_and_store_unchanged(
     baseline: tuple[Linkctl, dict[str, Any], int], case: Case
 ) -> None:
     cli, before, events_before = baseline
+    if case.id == "unreadable-directory" and os.geteuid() == 0:
+        # Root reads a 0000 directory; tests/unit/test_scan.py covers the same error as root.
+        pytest.skip("running as root: a directory with mode 0000 stays readable")
     directory = _materialize(cli, case)
     args = ["apply", directory]
     if case.id == "missing-file-argument":

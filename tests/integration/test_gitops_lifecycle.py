@@ -125,7 +125,13 @@ def test_declare_apply_authorize_token_prune(
 
     (links / "tracker.yaml").unlink()
     assert "orphan" in linkctl("plan", str(links)).stdout
-    pruned = linkctl("apply", str(links), "--prune")
+    # The last link goes: only the Instance is left, so the deletion must be asked for explicitly.
+    refused = linkctl("apply", str(links), "--prune", check=False)
+    assert refused.returncode == 3
+    assert "refusing to prune: the inputs declare no link" in refused.stderr
+    plan = linkctl("plan", str(links), "--prune", "--allow-empty-prune").stdout
+    assert "- delete tracker (custom)\n      revokes its tokens at the provider, then deletes it" in plan
+    pruned = linkctl("apply", str(links), "--prune", "--allow-empty-prune")
     assert "revoked the tokens of deleted link tracker" in pruned.stderr
     assert not introspect_active(oracle, registered, refresh_token)
     assert json.loads(linkctl("list", "-o", "json").stdout)["links"] == []

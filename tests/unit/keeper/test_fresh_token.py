@@ -265,3 +265,35 @@ def test_revocation_takes_over_the_lease_of_a_dead_process(
     pending = keeper.prepare_revocation(store, "a", provider, wait_timeout=2)
     assert isinstance(pending, keeper.PendingRevocation)
     pending.abandon(store)
+
+
+class _Offline:
+    """A client that fails the test if anything would reach the provider."""
+
+    def with_endpoints(self, *_: object, **__: object) -> object:
+        raise AssertionError("discovery ran for a link that has no tokens")
+
+    def revoke(self, *_: object, **__: object) -> object:
+        raise AssertionError("a revocation was sent for a link that has no tokens")
+
+
+def test_never_authorized_link_is_not_discovered(store: Store, clock: FakeClock) -> None:
+    add_links(store, link_write("ms", revocationEndpoint=None, issuer="https://login.example.invalid/v2.0"))
+    result = keeper.prepare_revocation(store, "ms", _Offline(), clock=clock)  # type: ignore[arg-type]
+    assert isinstance(result, keeper.RevocationResult)
+    assert result.reason == "no tokens" and not result.attempted and not result.failed
+
+
+def test_revokes_on_delete_needs_tokens_and_an_endpoint(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    add_links(store, link_write("never"), link_write("local", revokeOnDelete=False))
+    _authorize(store, provider, clock, "a")
+    for name in ("local",):
+        store.save_authorization(
+            name, dataclasses.replace(provider.authorize(name), received_at=clock()), clock_now=clock()
+        )
+    links = {link.name: link for link in store.list_links()}
+    assert keeper.revokes_on_delete(store, links["a"])
+    assert not keeper.revokes_on_delete(store, links["never"])  # no grant, no tokens
+    assert not keeper.revokes_on_delete(store, links["local"])  # revokeOnDelete: false
