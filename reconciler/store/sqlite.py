@@ -741,7 +741,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise StateError(f"cannot open the store {path}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise StateError(f"the store {path} cannot use WAL journaling (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
@@ -753,6 +753,27 @@ def _connect(path: Path) -> sqlite3.Connection:
             hint="is it a linkctl SQLite state file? check LINKCTL_STATE / --state",
         ) from None
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Turn WAL on, retrying with bounded backoff while concurrent first opens hold the file.
+
+    Switching the journal mode of a brand-new file can fail with "database is locked"
+    without SQLite calling the busy handler, so ``busy_timeout`` alone does not cover
+    several processes creating the same store at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _read_meta(conn: sqlite3.Connection) -> tuple[int, bytes | None]:
