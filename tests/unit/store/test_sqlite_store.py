@@ -709,7 +709,7 @@ def test_concurrent_first_opens_agree_on_one_key(settings: Settings, tmp_path: P
 
 
 def test_sqlite_url_forms() -> None:
-    assert sqlite_path("sqlite:///var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
+    assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
     # Settings.from_env writes f"sqlite:///{absolute}", i.e. four slashes: the same file.
     assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
 
