@@ -172,6 +172,20 @@ def render_error(error: LinkctlError, stream: TextIO) -> None:
         stream.write(f"  hint: {error.hint}\n")
 
 
+def _store_failure(error: Exception, ctx: Context) -> LinkctlError | None:
+    """A SQLite failure (corrupted or truncated file, full disk, read-only directory) as a store error."""
+    sqlite3 = sys.modules.get("sqlite3")  # loaded only if the store was opened
+    if sqlite3 is None or not isinstance(error, sqlite3.DatabaseError):
+        return None
+    from reconciler.store.sqlite import store_failure
+
+    try:
+        url = ctx.settings.state_url
+    except LinkctlError:
+        url = "(the configured store)"
+    return store_failure(error, url)
+
+
 def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int:
     """Run a command handler and turn its outcome into an exit code."""
     try:
@@ -185,6 +199,10 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as error:
+        failure = _store_failure(error, ctx)
+        if failure is not None:
+            render_error(failure, ctx.stderr)
+            return failure.exit_code
         if getattr(args, "debug", False):
             traceback.print_exc(file=ctx.stderr)
         # Without --debug only the type: a library's message may quote input, and input may

@@ -445,7 +445,14 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
                     " with (restore it from your backup); linkctl never re-keys a store silently",
                 )
             if key is None:
-                key, created = sealing.create_key_file(settings.state_key_file)
+                try:
+                    key, created = sealing.create_key_file(settings.state_key_file)
+                except OSError as exc:
+                    raise StateError(
+                        f"cannot create the state key file {settings.state_key_file}: {exc.strerror}",
+                        hint=f"make {settings.state_key_file.parent} writable by this user, or set"
+                        " LINKCTL_STATE_KEY_FILE to a writable place (or LINKCTL_STATE_KEY)",
+                    ) from None
                 key_source = f"the key file {settings.state_key_file}"
                 if created:
                     say(
@@ -789,7 +796,10 @@ def _create_private_file(path: Path) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise StateError(f"cannot create the store file {path}: {exc.strerror}") from None
+        raise StateError(
+            f"cannot create the store file {path}: {exc.strerror}",
+            hint=f"make {path.parent} writable by this user, or pick another place (--state, LINKCTL_STATE)",
+        ) from None
     try:
         os.fchmod(fd, 0o600)
     finally:
@@ -834,6 +844,15 @@ def _refuse_unless_store(path: Path) -> None:
             hint="point --state / LINKCTL_STATE at a linkctl store or at a new file;"
             " linkctl never adds its tables to another database, and nothing was changed",
         )
+
+
+def store_failure(error: sqlite3.DatabaseError, url: str) -> StateError:
+    """A SQLite failure met while using the store, as the error the user sees (file and what to do)."""
+    try:
+        path = sqlite_path(url)
+    except StateError:
+        return StateError(f"the store {url} failed: {error}", hint="check LINKCTL_STATE / --state")
+    return StateError(f"the store {path} failed: {error}", hint=_hint_for(str(error), path))
 
 
 def _hint_for(reason: str, path: Path) -> str:
