@@ -183,11 +183,27 @@ def _spec_json(name: str, spec: Mapping[str, Any]) -> str:
 
 
 def _warn_if_shared(path: Path, what: str, say: Notice) -> None:
-    """Tell the user when a file holding secrets is readable by group or others."""
+    """Refuse a file holding secrets that another user controls; warn when others can read it.
+
+    Owned by someone other than this user (or root), or writable by group or others, it can
+    have been planted or replaced (a key that seals our secrets for them, a store that redirects
+    a token endpoint): refused. Only readable by others: a warning, as before.
+    """
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except OSError:
         return
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise StateError(
+            f"{what} {path} is owned by another user (uid {info.st_uid}, this is uid {os.geteuid()})",
+            hint=f"linkctl trusts only files of this user or root: `chown {os.geteuid()} {path}` if yours",
+        )
+    if mode & 0o022:
+        raise StateError(
+            f"{what} {path} is writable by other users (mode {mode:04o}), so it may have been replaced",
+            hint=f"check its content, then run `chmod 600 {path}`",
+        )
     if mode & 0o077:
         say(f"{what} {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")
 
@@ -510,6 +526,8 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
                 )
             if key is not None and settings.state_key is None:
                 _warn_if_shared(settings.state_key_file, "the state key file", say)
+            if path.is_file():
+                _warn_if_shared(path, "the store file", say)
             # No key yet means nothing sealed yet: a throwaway key reads the same (empty) state.
             sealer = sealing.Sealer(key if key is not None else os.urandom(sealing.KEY_BYTES))
             if key_check is not None:

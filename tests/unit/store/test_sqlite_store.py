@@ -658,6 +658,42 @@ def test_files_readable_by_others_are_reported(
     assert all(key_text not in n for n in notices)
 
 
+@pytest.mark.parametrize("which", ["key", "store"])
+@pytest.mark.parametrize("read_only", [False, True], ids=["open", "read-only"])
+def test_files_others_can_replace_are_refused(
+    open_: OpenStore, settings: Settings, which: str, read_only: bool
+) -> None:
+    open_().close()
+    path = settings.state_key_file if which == "key" else db_path(settings)
+    for mode in (0o620, 0o602, 0o666):
+        path.chmod(mode)
+        before = file_digest(db_path(settings))
+        with pytest.raises(StateError, match="is writable by other users") as info:
+            open_store(settings, notice=lambda _: None, read_only=read_only)
+        assert str(path) in str(info.value) and "chmod 600" in (info.value.hint or "")
+        assert file_digest(db_path(settings)) == before
+    path.chmod(0o600)
+    if os.geteuid() == 0:  # only root can give a file away; elsewhere the owner rule is untestable
+        os.chown(path, 54321, -1)
+        with pytest.raises(StateError, match="is owned by another user"):
+            open_store(settings, notice=lambda _: None, read_only=read_only)
+        os.chown(path, 0, -1)
+    open_store(settings, notice=lambda _: None, read_only=read_only).close()
+
+
+def test_new_files_are_private_whatever_the_umask(settings: Settings) -> None:
+    old = os.umask(0)
+    try:
+        open_store(settings, notice=lambda _: None).close()
+    finally:
+        os.umask(old)
+    for path in (db_path(settings), settings.state_key_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+    for sidecar in db_path(settings).parent.glob("*-*"):  # -wal/-shm take the store's mode
+        assert stat.S_IMODE(sidecar.stat().st_mode) & 0o077 == 0, sidecar
+
+
 FIRST_OPEN_SCRIPT = """
 import os, sys, time
 from pathlib import Path
