@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.cli.output import write_atomic
+from reconciler.cli.output import reads_only, write_atomic
 from reconciler.errors import (
     EXIT_CHANGES,
     EXIT_OK,
@@ -360,6 +360,7 @@ def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None
 
 
 # -- commands ----------------------------------------------------------------------------
+@reads_only
 @_batch
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl validate PATHS``."""
@@ -400,6 +401,7 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_INVALID if has_errors(result.diagnostics) else EXIT_OK
 
 
+@reads_only(writes_when="out")
 @_batch
 def cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl plan PATHS``."""
@@ -626,6 +628,7 @@ def _link_view(link: Any, grant: Any) -> dict[str, Any]:
     return view
 
 
+@reads_only
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl list``."""
     store = ctx.store()
@@ -670,6 +673,7 @@ def _stored(ctx: Context, name: str) -> Any:
     return link
 
 
+@reads_only
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl show NAME``."""
     link = _stored(ctx, args.name)
@@ -716,6 +720,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+@reads_only
 def cmd_redirect_url(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl redirect-url NAME``: the URL to register at the provider."""
     if args.from_paths:
@@ -736,6 +741,7 @@ def cmd_redirect_url(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+@reads_only
 def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl state show``."""
     store = ctx.store()
@@ -758,7 +764,12 @@ def cmd_state_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.output == "json":
         ctx.json(info)
     else:
-        ctx.out(f"state: {info['state_url']}\nserial: {info['serial']}\nlinks: {info['links']}")
+        shown = str(info["state_url"])
+        if shown.startswith("sqlite:///") and not shown.startswith("sqlite:////"):
+            from reconciler.store.sqlite import sqlite_path
+
+            shown += f" ({sqlite_path(shown)})"  # what a relative URL resolved to
+        ctx.out(f"state: {shown}\nserial: {info['serial']}\nlinks: {info['links']}")
         ctx.out(
             "lock: none"
             if lock is None
@@ -775,6 +786,7 @@ def cmd_state_unlock(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+@reads_only
 def cmd_state_events(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl state events``."""
     events = ctx.store().list_events(link=args.link, limit=args.limit)

@@ -17,7 +17,7 @@ import tempfile
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, overload
 
 from reconciler.errors import EXIT_ERROR, InvalidConfiguration, LinkctlError
 
@@ -56,7 +56,12 @@ class Context:
         if self._store is None:
             from reconciler.store import open_store
 
-            self._store = open_store(self.settings, notice=self.notice)
+            handler = getattr(self.args, "handler", None)
+            writes_when = getattr(handler, "writes_when", None)
+            read_only = getattr(handler, "reads_only", False) and not (
+                writes_when and getattr(self.args, writes_when, None)
+            )
+            self._store = open_store(self.settings, notice=self.notice, read_only=read_only)
         for text in self._held_notices:  # from ready_store(), said where the command opens the store
             self.notice(text)
         self._held_notices.clear()
@@ -102,6 +107,27 @@ class Context:
     def json(self, data: Any) -> None:
         """Write JSON to stdout (sorted keys, stable for scripts)."""
         self.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@overload
+def reads_only(handler: Handler, *, writes_when: None = None) -> Handler: ...
+@overload
+def reads_only(handler: None = None, *, writes_when: str) -> Callable[[Handler], Handler]: ...
+def reads_only(
+    handler: Handler | None = None, *, writes_when: str | None = None
+) -> Handler | Callable[[Handler], Handler]:
+    """Mark a command that only reads the store: it opens it without creating or migrating anything.
+
+    ``writes_when`` names an option that makes it open the store as a writer would
+    (``plan --out``: a saved plan binds secret digests to the store's key, so the key must exist).
+    """
+
+    def mark(target: Handler) -> Handler:
+        target.reads_only = True  # type: ignore[attr-defined]
+        target.writes_when = writes_when  # type: ignore[attr-defined]
+        return target
+
+    return mark(handler) if handler is not None else mark
 
 
 def write_atomic(path: str | Path, text: str, *, new_mode: int = 0o600) -> None:
@@ -155,6 +181,20 @@ def render_json_error(error: LinkctlError, stream: TextIO) -> None:
     stream.write(json.dumps(error.as_json(), indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _store_failure(error: Exception, ctx: Context) -> LinkctlError | None:
+    """A SQLite failure (corrupted or truncated file, full disk, read-only directory) as a store error."""
+    sqlite3 = sys.modules.get("sqlite3")  # loaded only if the store was opened
+    if sqlite3 is None or not isinstance(error, sqlite3.DatabaseError):
+        return None
+    from reconciler.store.sqlite import store_failure
+
+    try:
+        url = ctx.settings.state_url
+    except LinkctlError:
+        url = "(the configured store)"
+    return store_failure(error, url)
+
+
 def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int:
     """Run a command handler and turn its outcome into an exit code."""
     try:
@@ -171,6 +211,10 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
     except BrokenPipeError:
         return EXIT_ERROR
     except Exception as error:
+        failure = _store_failure(error, ctx)
+        if failure is not None:
+            render_error(failure, ctx.stderr)
+            return failure.exit_code
         if getattr(args, "debug", False):
             traceback.print_exc(file=ctx.stderr)
         # Without --debug only the type: a library's message may quote input, and input may

@@ -5,8 +5,8 @@ else receives a :class:`~reconciler.store.base.Store` and uses its interface.
 Backends are imported lazily so that importing this package (e.g. for
 ``reconciler.store.base``) stays cheap and backends never import each other.
 
-Accepted URLs: ``sqlite:///absolute/path/state.db`` (the embedded default) and,
-later, ``postgresql://…``.
+Accepted URLs: ``sqlite:////absolute/path/state.db`` or ``sqlite:///relative/to/cwd.db``
+(the embedded default, SQLAlchemy's convention) and, later, ``postgresql://…``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,24 @@ if TYPE_CHECKING:
     from reconciler.settings import Settings
     from reconciler.store.base import Store
 
-ACCEPTED_FORMS = "sqlite:///absolute/path/state.db or postgresql://user@host/dbname"
+ACCEPTED_FORMS = (
+    "sqlite:////absolute/path/state.db, sqlite:///relative/path.db or postgresql://user@host/dbname"
+)
 
 
 def open_store(
-    settings: Settings, *, notice: Callable[[str], None] | None = None, create: bool = True
+    settings: Settings,
+    *,
+    notice: Callable[[str], None] | None = None,
+    create: bool = True,
+    read_only: bool = False,
 ) -> Store:
     """Open the store named by ``settings.state_url``; ``notice`` receives one-line messages for the user.
 
     ``create=False`` opens only a store that is ready as it is (it exists, its key is at hand,
     its schema is current): opening then writes nothing, else it raises ``StoreNotReady``.
+    ``read_only=True`` never writes either: a missing store reads as empty and an older
+    schema is migrated in a private in-memory copy; such a store refuses writes.
     """
     url = settings.state_url
     scheme, sep, _ = url.partition("://")
@@ -37,11 +45,11 @@ def open_store(
     if scheme == "sqlite":
         from reconciler.store.sqlite import SQLiteStore
 
-        return SQLiteStore.open(settings, notice=notice, create=create)
+        return SQLiteStore.open(settings, notice=notice, create=create, read_only=read_only)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         raise StateError(
             "PostgreSQL state stores are not supported yet",
-            hint="use the embedded store: sqlite:///absolute/path/state.db (the default without --state)",
+            hint="use the embedded store: sqlite:////absolute/path/state.db (the default without --state)",
         )
     shown = f"{scheme}://…" if scheme else "a value without a scheme"
     raise StateError(

@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import os
 import secrets as _random
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -134,7 +135,7 @@ def read_key(*, state_key: str | None, key_file: Path) -> tuple[bytes | None, st
     if state_key:
         return parse_key(state_key, source=f"${KEY_ENV}"), f"${KEY_ENV}"
     try:
-        text = key_file.read_text(encoding="ascii")
+        text = _read_small_regular_file(key_file).decode("ascii")
     except FileNotFoundError:
         return None, f"${KEY_ENV} (not set) and the key file {key_file} (absent)"
     except UnicodeDecodeError:
@@ -145,6 +146,33 @@ def read_key(*, state_key: str | None, key_file: Path) -> tuple[bytes | None, st
     except OSError as exc:
         raise StateError(f"cannot read the state key file {key_file}: {exc.strerror}") from None
     return parse_key(text, source=f"the key file {key_file}"), f"the key file {key_file}"
+
+
+KEY_FILE_MAX_BYTES = 4096  # a key file is ~45 bytes; a device like /dev/zero must not be read
+
+
+def _read_small_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``KEY_FILE_MAX_BYTES``; anything else is refused.
+
+    Opened non-blocking so a FIFO cannot hang the open; checked with fstat so the file
+    looked at is the one read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateError(
+                f"the state key file {path} is not a regular file",
+                hint="point LINKCTL_STATE_KEY_FILE at the key file itself",
+            )
+        data = os.read(fd, KEY_FILE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise StateError(
+            f"the state key file {path} is larger than {KEY_FILE_MAX_BYTES} bytes",
+            hint="it must hold the base64 encoding of 32 bytes and a newline",
+        )
+    return data
 
 
 def make_private_dirs(path: Path) -> None:

@@ -1,7 +1,7 @@
 """The embedded SQLite store: one file, zero set-up, the default backend.
 
 :class:`SQLiteStore` implements :class:`reconciler.store.base.Store`; it is created
-by :func:`reconciler.store.open_store` for ``sqlite:///absolute/path`` URLs and used
+by :func:`reconciler.store.open_store` for ``sqlite:///…`` URLs and used
 by apply, the keeper, the CLI and the server through that interface only.
 
 What it guarantees (DESIGN.md §5):
@@ -99,20 +99,36 @@ def _strip_comments(sql: str) -> str:
 
 
 def sqlite_path(url: str) -> Path:
-    """The absolute file path of a ``sqlite:///absolute/path`` URL."""
+    """The absolute file path of a SQLite state URL (SQLAlchemy's convention).
+
+    ``sqlite:///state.db`` is relative to the working directory, ``sqlite:////abs/state.db``
+    is absolute. A relative URL whose file is absent while the same path from ``/`` exists
+    is refused: that is a URL written for linkctl's older reading (three slashes meant absolute).
+    """
     prefix = "sqlite:///"
     if not url.startswith(prefix) or "?" in url or "#" in url:
         raise StateError(
             f"not a SQLite state URL: {url!r}",
-            hint="use sqlite:///absolute/path/state.db (three slashes, then an absolute path)",
+            hint=f"use {URL_FORMS} (after the scheme, three slashes, then the path)",
         )
-    path = Path("/" + url[len(prefix) :].lstrip("/"))
+    rest = url[len(prefix) :]
+    path = Path(rest) if rest.startswith("/") else Path.cwd() / rest
     if path.name in ("", ".", "..") or url.endswith("/"):
         raise StateError(
             f"the SQLite state URL {url!r} names a directory, not a file",
-            hint="use sqlite:///absolute/path/state.db",
+            hint=f"use {URL_FORMS}",
+        )
+    if not rest.startswith("/") and not path.exists() and Path("/" + rest).exists():
+        raise StateError(
+            f"the state URL {url!r} names {path} (relative to the working directory), which does"
+            f" not exist, while /{rest} does",
+            hint=f"for the absolute path write sqlite:////{rest} (four slashes); for a new store here,"
+            " create the directory or give the absolute path",
         )
     return path
+
+
+URL_FORMS = "sqlite:////absolute/path/state.db or sqlite:///path/relative/to/cwd.db"
 
 
 def _iso(ts: float) -> str:
@@ -167,11 +183,27 @@ def _spec_json(name: str, spec: Mapping[str, Any]) -> str:
 
 
 def _warn_if_shared(path: Path, what: str, say: Notice) -> None:
-    """Tell the user when a file holding secrets is readable by group or others."""
+    """Refuse a file holding secrets that another user controls; warn when others can read it.
+
+    Owned by someone other than this user (or root), or writable by group or others, it can
+    have been planted or replaced (a key that seals our secrets for them, a store that redirects
+    a token endpoint): refused. Only readable by others: a warning, as before.
+    """
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        info = path.stat()
     except OSError:
         return
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise StateError(
+            f"{what} {path} is owned by another user (uid {info.st_uid}, this is uid {os.geteuid()})",
+            hint=f"linkctl trusts only files of this user or root: `chown {os.geteuid()} {path}` if yours",
+        )
+    if mode & 0o022:
+        raise StateError(
+            f"{what} {path} is writable by other users (mode {mode:04o}), so it may have been replaced",
+            hint=f"check its content, then run `chmod 600 {path}`",
+        )
     if mode & 0o077:
         say(f"{what} {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")
 
@@ -367,10 +399,13 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         self._sealer = sealer
         self._notice = notice
         self._closed = False
+        self._read_only_path: Path | None = None
 
     # -- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: Settings, *, notice: Notice | None = None, create: bool = True) -> SQLiteStore:
+    def open(
+        cls, settings: Settings, *, notice: Notice | None = None, create: bool = True, read_only: bool = False
+    ) -> SQLiteStore:
         """Open (creating if needed) the store file of ``settings.state_url``.
 
         Order matters: the key is parsed and checked against an existing store before
@@ -385,8 +420,17 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             key_file=settings.state_key_file,
         )
         existed = path.exists()
+        if read_only:
+            if existed:
+                _refuse_unless_store(path)
+            try:
+                return cls.open(settings, notice=say, create=False)
+            except StoreNotReady:
+                return cls._open_copy(settings, path, key, key_source, say)
         if not create and (key is None or not existed or not _ready_as_is(path)):
             raise StoreNotReady(f"the store {path}, its key or its schema is not ready yet")
+        if existed:
+            _refuse_unless_store(path)
         if key is not None and settings.state_key is None:
             _warn_if_shared(settings.state_key_file, "the state key file", say)
         if existed:
@@ -422,7 +466,14 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
                     " with (restore it from your backup); linkctl never re-keys a store silently",
                 )
             if key is None:
-                key, created = sealing.create_key_file(settings.state_key_file)
+                try:
+                    key, created = sealing.create_key_file(settings.state_key_file)
+                except OSError as exc:
+                    raise StateError(
+                        f"cannot create the state key file {settings.state_key_file}: {exc.strerror}",
+                        hint=f"make {settings.state_key_file.parent} writable by this user, or set"
+                        " LINKCTL_STATE_KEY_FILE to a writable place (or LINKCTL_STATE_KEY)",
+                    ) from None
                 key_source = f"the key file {settings.state_key_file}"
                 if created:
                     say(
@@ -442,6 +493,57 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
         except BaseException:
             conn.close()
             raise
+        return store
+
+    @classmethod
+    def _open_copy(
+        cls, settings: Settings, path: Path, key: bytes | None, key_source: str, say: Notice
+    ) -> SQLiteStore:
+        """A private in-memory copy of the store (empty if absent), migrated there, refusing writes."""
+        conn = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            if path.is_file():
+                try:
+                    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+                    try:
+                        source.backup(conn)
+                    finally:
+                        source.close()
+                except sqlite3.DatabaseError as exc:
+                    raise StateError(
+                        f"cannot read the store {path}: {exc}", hint=_hint_for(str(exc), path)
+                    ) from None
+            conn.execute("PRAGMA foreign_keys = ON")
+            known = len(load_migrations())
+            version, key_check = _read_meta(conn)
+            if version > known:
+                raise StateError(
+                    f"the store {path} has schema version {version}, newer than this linkctl"
+                    f" understands ({known})",
+                    hint="upgrade linkctl; an older version must not write to a newer store",
+                )
+            if key_check is not None and key is None:
+                raise StateError(
+                    f"the store {path} is encrypted with a state key but none was found;"
+                    f" looked at {key_source}",
+                    hint="set LINKCTL_STATE_KEY or LINKCTL_STATE_KEY_FILE to the key this store was created"
+                    " with (restore it from your backup); linkctl never re-keys a store silently",
+                )
+            if key is not None and settings.state_key is None:
+                _warn_if_shared(settings.state_key_file, "the state key file", say)
+            if path.is_file():
+                _warn_if_shared(path, "the store file", say)
+            # No key yet means nothing sealed yet: a throwaway key reads the same (empty) state.
+            sealer = sealing.Sealer(key if key is not None else os.urandom(sealing.KEY_BYTES))
+            if key_check is not None:
+                _verify_key(sealer, key_check, path=path, key_source=key_source)
+            store = cls(settings.state_url, conn, sealer, notice=say)
+            if version < known:
+                store._migrate(path)
+        except BaseException:
+            conn.close()
+            raise
+        store._read_only_path = path
         return store
 
     def _migrate(self, path: Path) -> None:
@@ -480,6 +582,11 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
     def _immediate(self) -> Iterator[sqlite3.Connection]:
         """Run the block in ``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` on any exception."""
         self._check_open()
+        if self._read_only_path is not None:
+            raise StateError(
+                f"the store {self._read_only_path} was opened read-only (it is absent or needs a migration)",
+                hint="this command only reads; run `linkctl apply` to create or migrate the store",
+            )
         conn = self._conn
         _begin_immediate(conn, self.url)
         try:
@@ -718,11 +825,80 @@ def _create_private_file(path: Path) -> None:
     except FileExistsError:
         return
     except OSError as exc:
-        raise StateError(f"cannot create the store file {path}: {exc.strerror}") from None
+        raise StateError(
+            f"cannot create the store file {path}: {exc.strerror}",
+            hint=f"make {path.parent} writable by this user, or pick another place (--state, LINKCTL_STATE)",
+        ) from None
     try:
         os.fchmod(fd, 0o600)
     finally:
         os.close(fd)
+
+
+def _refuse_unless_store(path: Path) -> None:
+    """Refuse a file that is not a linkctl store (corrupted, truncated, another program's database).
+
+    Looked at read-only, before anything writes to it: linkctl never adds its tables to
+    another database nor switches it to WAL.
+    """
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return  # a directory is refused later; an empty file is a store being created
+    except OSError:
+        return
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except (sqlite3.Error, ValueError) as exc:
+        raise StateError(f"cannot open the store {path}: {exc}", hint=_hint_for(str(exc), path)) from None
+    try:
+        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return  # a store another process is creating (WAL on, no tables yet)
+        has_version = (
+            "meta" in tables and probe.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone()
+        )
+    except sqlite3.OperationalError as exc:
+        if "no such column" in str(exc):
+            has_version = False
+        else:
+            raise StateError(f"cannot read the store {path}: {exc}", hint=_hint_for(str(exc), path)) from None
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"cannot read the store {path}: {exc}", hint=_hint_for(str(exc), path)) from None
+    finally:
+        probe.close()
+    if not has_version:
+        shown = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise StateError(
+            f"{path} is a SQLite database but not a linkctl store (tables: {shown}; no linkctl metadata)",
+            hint="point --state / LINKCTL_STATE at a linkctl store or at a new file;"
+            " linkctl never adds its tables to another database, and nothing was changed",
+        )
+
+
+def store_failure(error: sqlite3.DatabaseError, url: str) -> StateError:
+    """A SQLite failure met while using the store, as the error the user sees (file and what to do)."""
+    try:
+        path = sqlite_path(url)
+    except StateError:
+        return StateError(f"the store {url} failed: {error}", hint="check LINKCTL_STATE / --state")
+    return StateError(f"the store {path} failed: {error}", hint=_hint_for(str(error), path))
+
+
+def _hint_for(reason: str, path: Path) -> str:
+    """What to do about a SQLite failure on the store file, by its reason."""
+    reason = reason.lower()
+    if "full" in reason:
+        return (
+            f"free space on the file system holding {path} (nothing was written: the transaction rolled back)"
+        )
+    if "readonly" in reason or "read-only" in reason or "unable to open" in reason or "permission" in reason:
+        return f"make {path} and its directory {path.parent} writable (and readable) by this user"
+    if "not a database" in reason or "malformed" in reason or "corrupt" in reason:
+        return (
+            f"{path} is damaged: restore it from your backup (or move it aside to start empty and"
+            " apply again; authorizations would be lost)"
+        )
+    return "check LINKCTL_STATE / --state and the file's permissions"
 
 
 def _ready_as_is(path: Path) -> bool:
@@ -749,21 +925,39 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as exc:
-        raise StateError(f"cannot open the store {path}: {exc}") from None
+        raise StateError(f"cannot open the store {path}: {exc}", hint=_hint_for(str(exc), path)) from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if str(mode).lower() != "wal":
             raise StateError(f"the store {path} cannot use WAL journaling (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise StateError(
-            f"cannot open the store {path}: {exc}",
-            hint="is it a linkctl SQLite state file? check LINKCTL_STATE / --state",
-        ) from None
+        raise StateError(f"cannot open the store {path}: {exc}", hint=_hint_for(str(exc), path)) from None
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """Turn WAL on, retrying with bounded backoff while concurrent first opens hold the file.
+
+    Switching the journal mode of a brand-new file can fail with "database is locked"
+    without SQLite calling the busy handler, so ``busy_timeout`` alone does not cover
+    several processes creating the same store at once.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _read_meta(conn: sqlite3.Connection) -> tuple[int, bytes | None]:

@@ -97,7 +97,9 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
 
     # Keep a connection open so the WAL survives between runs and its bytes can be inspected.
     db = linkctl.state_db
-    run("state", "show")  # creates the store
+    run("state", "show")  # a read-only command: it creates nothing ...
+    assert not db.exists()
+    run("plan", "--out", str(work / "plan-0.json"), str(links))  # ... a saved plan creates the store
     keep_open = sqlite3.connect(db)
     keep_open.execute("SELECT count(*) FROM links").fetchone()
     plan_files: list[Path] = []

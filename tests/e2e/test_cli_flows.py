@@ -110,11 +110,13 @@ def test_plan_reads_the_store_ahead_but_never_creates_one(cli: Linkctl) -> None:
     assert "provider" in bad.stderr and "state" not in bad.stderr
     state_dir = Path(cli.env["XDG_STATE_HOME"]) / "linkctl"
     assert not state_dir.exists() or not any(state_dir.iterdir())
-    # Fixed, the same plan creates the store as before, then reads it ahead on the next run.
+    # Fixed, the same plan still creates nothing (a read-only command, issue 8 §2); the first
+    # apply creates the store and its key, and the next plan reads it ahead.
     _links(cli, _alpha())
     first = cli("plan", "--detailed-exitcode", links, expect=2)
-    assert "created state encryption key" in first.stderr and "Plan: 1 to create" in first.stdout
-    cli("apply", links)
+    assert "created state encryption key" not in first.stderr and "Plan: 1 to create" in first.stdout
+    assert not state_dir.exists() or not any(state_dir.iterdir())
+    assert "created state encryption key" in cli("apply", links).stderr
     again = cli("plan", "--detailed-exitcode", links, expect=0)
     assert again.stderr == "" and again.stdout.startswith(
         "No changes. 1 link(s) up to date (state serial 1)."

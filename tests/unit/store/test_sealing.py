@@ -159,3 +159,9 @@ def test_read_key_prefers_the_environment(tmp_path: Path) -> None:
     assert key is None
     assert "absent.key" in source
     assert "LINKCTL_STATE_KEY" in source
+
+
+@pytest.mark.parametrize("key_file", [Path("/dev/zero"), Path("/")])
+def test_a_key_file_that_is_not_a_regular_file_is_refused(key_file: Path) -> None:
+    with pytest.raises(StateError, match="not a regular file"):
+        sealing.read_key(state_key=None, key_file=key_file)

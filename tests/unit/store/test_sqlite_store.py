@@ -658,6 +658,42 @@ def test_files_readable_by_others_are_reported(
     assert all(key_text not in n for n in notices)
 
 
+@pytest.mark.parametrize("which", ["key", "store"])
+@pytest.mark.parametrize("read_only", [False, True], ids=["open", "read-only"])
+def test_files_others_can_replace_are_refused(
+    open_: OpenStore, settings: Settings, which: str, read_only: bool
+) -> None:
+    open_().close()
+    path = settings.state_key_file if which == "key" else db_path(settings)
+    for mode in (0o620, 0o602, 0o666):
+        path.chmod(mode)
+        before = file_digest(db_path(settings))
+        with pytest.raises(StateError, match="is writable by other users") as info:
+            open_store(settings, notice=lambda _: None, read_only=read_only)
+        assert str(path) in str(info.value) and "chmod 600" in (info.value.hint or "")
+        assert file_digest(db_path(settings)) == before
+    path.chmod(0o600)
+    if os.geteuid() == 0:  # only root can give a file away; elsewhere the owner rule is untestable
+        os.chown(path, 54321, -1)
+        with pytest.raises(StateError, match="is owned by another user"):
+            open_store(settings, notice=lambda _: None, read_only=read_only)
+        os.chown(path, 0, -1)
+    open_store(settings, notice=lambda _: None, read_only=read_only).close()
+
+
+def test_new_files_are_private_whatever_the_umask(settings: Settings) -> None:
+    old = os.umask(0)
+    try:
+        open_store(settings, notice=lambda _: None).close()
+    finally:
+        os.umask(old)
+    for path in (db_path(settings), settings.state_key_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700, path.parent
+    for sidecar in db_path(settings).parent.glob("*-*"):  # -wal/-shm take the store's mode
+        assert stat.S_IMODE(sidecar.stat().st_mode) & 0o077 == 0, sidecar
+
+
 FIRST_OPEN_SCRIPT = """
 import os, sys, time
 from pathlib import Path
@@ -673,31 +709,43 @@ store.close()
 """
 
 
+FIRST_OPENERS = 8
+FIRST_OPEN_ROUNDS = 3
+
+
 def test_concurrent_first_opens_agree_on_one_key(settings: Settings, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [PYTHON, "-c", FIRST_OPEN_SCRIPT, str(go)],
-            env=child_env(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    # Several rounds, each on a fresh store and key: the race ("database is locked" on the
+    # first open) only shows when many processes create the same new file at once.
+    for round_ in range(FIRST_OPEN_ROUNDS):
+        here = tmp_path / f"round{round_}"
+        here.mkdir()
+        fresh = dataclasses.replace(
+            settings, state_url=f"sqlite:///{here / 'state.db'}", state_key_file=here / "key"
         )
-        for _ in range(4)
-    ]
-    time.sleep(0.5)
-    go.touch()
-    outputs = [p.communicate(timeout=60) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs
-    lines = [line for out, _ in outputs for line in out.splitlines()]
-    assert sum(line.startswith("NOTICE created state encryption key") for line in lines) == 1
-    assert len({line for line in lines if line.startswith("fp ")}) == 1
-    with open_store(settings) as store:
-        assert store.state_serial() == 0
+        go = here / "go"
+        procs = [
+            subprocess.Popen(
+                [PYTHON, "-c", FIRST_OPEN_SCRIPT, str(go)],
+                env=child_env(fresh),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(FIRST_OPENERS)
+        ]
+        time.sleep(1.0)
+        go.touch()
+        outputs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), (round_, outputs)
+        lines = [line for out, _ in outputs for line in out.splitlines()]
+        assert sum(line.startswith("NOTICE created state encryption key") for line in lines) == 1
+        assert len({line for line in lines if line.startswith("fp ")}) == 1
+        with open_store(fresh) as store:
+            assert store.state_serial() == 0
 
 
 def test_sqlite_url_forms() -> None:
-    assert sqlite_path("sqlite:///var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
+    assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
     # Settings.from_env writes f"sqlite:///{absolute}", i.e. four slashes: the same file.
     assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
 
