@@ -2,7 +2,8 @@
 
 A test that needs something a fresh machine may lack (PostgreSQL, node,
 chromium, the age CLI, ``../shared/vectors``) calls :func:`require`. Locally that
-skips with the reason; under ``CI=true`` it fails, so CI always runs them.
+skips with the reason; under CI (``CI`` set to any truthy value: ``1``, ``true``,
+``yes``, ``on``, case-insensitive) it fails, so CI always runs them.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LINKCTL_SHARED_DIR", ROOT.parent / "shared"))
 VECTORS = SHARED / "vectors"
-IN_CI = os.environ.get("CI", "").lower() == "true"
+TRUTHY = frozenset({"1", "true", "yes", "on"})
+IN_CI = os.environ.get("CI", "").strip().lower() in TRUTHY
 
 
 def require(condition: object, reason: str) -> None:
-    """Skip (locally) or fail (under CI=true) when a needed tool or service is missing."""
+    """Skip (locally) or fail (under CI) when a needed tool or service is missing."""
     if condition:
         return
     if IN_CI:
