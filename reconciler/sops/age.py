@@ -293,6 +293,9 @@ def _validate_x25519(stanza: Stanza) -> None:
 
 def unwrap_file_key(header: Header, identities: Iterable[X25519Identity]) -> bytes:
     """The 16-byte file key from the first stanza an identity opens; verifies the header MAC."""
+    if len(header.stanzas) > 1 and any(s.args[0] == "scrypt" for s in header.stanzas):
+        # age spec: an scrypt stanza must be the only one, whatever identity is offered.
+        raise HeaderFailure("age header: an scrypt stanza must be the only stanza")
     x_stanzas = [s for s in header.stanzas if s.args[0] == "X25519"]
     for stanza in x_stanzas:
         _validate_x25519(stanza)

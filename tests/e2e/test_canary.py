@@ -19,6 +19,8 @@ from pathlib import Path
 
 from _linkctl import INSTANCE, Linkctl, Result, link_doc
 
+from tests.conftest import require
+
 
 class Recorder:
     """Runs linkctl and keeps every result, so all output can be searched for the canary."""
@@ -84,6 +86,8 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
 
     names = ["canary-env", "canary-file"]
     sops = _sops_available(run)
+    # A missing SOPS path fails under CI instead of silently dropping the SOPS canary.
+    require(sops, "`linkctl secrets encrypt --age` is unavailable, the SOPS canary cannot run")
     if sops:
         run("keygen", "-o", str(work / "age-key.txt"))
         recipient = re.search(r"age1[0-9a-z]+", (work / "age-key.txt").read_text()).group(0)  # type: ignore[union-attr]

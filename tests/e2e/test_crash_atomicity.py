@@ -76,7 +76,10 @@ def _fresh_copy(base: Path, target: Path) -> None:
 
 
 def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl) -> None:
-    rng = random.Random(int(os.environ.get("LINKCTL_CRASH_SEED", time.time_ns())))
+    # LINKCTL_TEST_SEED replays a failed run (its seed is printed); LINKCTL_CRASH_SEED is the old name.
+    seed = int(os.environ.get("LINKCTL_TEST_SEED") or os.environ.get("LINKCTL_CRASH_SEED") or time.time_ns())
+    print(f"\ncrash-atomicity seed: LINKCTL_TEST_SEED={seed}")
+    rng = random.Random(seed)
     cli = linkctl
     cli.env.update({"SECRET_A": "secret-a", "SECRET_B": "secret-b"})
     _generate(cli.cwd / "a", "a", range(LINKS))
@@ -142,7 +145,8 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
             mixed_a = len(rows & state_a[1])
             mixed_b = len(rows & state_b[1])
             pytest.fail(
-                f"trial {trial} (kill after {delay:.3f} s): the store is neither A nor B: serial {serial},"
+                f"seed {seed}, trial {trial} (kill after {delay:.3f} s): the store is neither A nor B:"
+                f" serial {serial},"
                 f" {mixed_a} rows as in A, {mixed_b} rows as in B, {len(rows)} rows"
             )
         assert killed or state == state_b, "an apply that was not killed must have finished"

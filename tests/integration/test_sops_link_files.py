@@ -105,3 +105,46 @@ def test_values_encrypted_with_a_regex_are_sealed_by_their_path(tmp_path: Path) 
     assert link.sensitive_fields == frozenset(
         {"tokenParams.client_assertion", "authorizeParams.login_hint", "tokenEndpoint"}
     )
+
+
+def test_a_link_file_edited_after_encryption_is_refused_by_validate_plan_and_apply(tmp_path: Path) -> None:
+    """Bad input never corrupts: the SOPS MAC check is on for link files (a changed clientId)."""
+    from tests.integration.test_keeper_support import linkctl, state_env
+
+    sops = require_tool("sops")
+    require_tool("age-keygen")
+    links = tmp_path / "links"
+    links.mkdir()
+    env = {
+        **state_env(tmp_path),
+        "SOPS_DISABLE_VERSION_CHECK": "1",
+        "SOPS_AGE_KEY_FILE": str(tmp_path / "key.txt"),
+    }
+    recipient = _keygen(tmp_path, env)
+    plain = links / "tracker.yaml"
+    plain.write_text(LINK)
+    encrypted = subprocess.run(
+        [sops, "encrypt", "--age", recipient, "--encrypted-regex", "^clientSecret$", str(plain)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    assert "clientId: wiki" in encrypted and "canary-sops-link-secret" not in encrypted
+    plain.write_text(encrypted)
+    (links / "instance.yaml").write_text(INSTANCE)
+
+    def linkctl_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(linkctl(*args), env=env, capture_output=True, text=True, timeout=60)
+
+    intact = linkctl_run("validate", str(links))
+    assert intact.returncode == 0, intact.stdout + intact.stderr  # the refusal below is the edit's doing
+    plain.write_text(encrypted.replace("clientId: wiki", "clientId: attacker"))
+    for command in ("validate", "plan", "apply"):
+        refused = linkctl_run(command, str(links))
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 3, f"{command}: {output}"
+        assert "MAC mismatch" in output and str(plain.name) in output, f"{command}: {output}"
+        assert "Traceback" not in output
+    listed = linkctl_run("list", "-o", "json")
+    assert "attacker" not in listed.stdout and "tracker" not in listed.stdout  # nothing was applied

@@ -106,6 +106,41 @@ def test_waits_for_the_lease_holder_and_returns_its_token(
     assert grant.access_token is not None and grant.access_token.reveal() == f"at-a-{2}"
 
 
+def test_a_token_another_process_refreshed_meanwhile_is_accepted_even_if_shorter_than_min_valid(
+    open_store: Callable[[], Store], provider: RotatingProvider
+) -> None:
+    """One refresh in flight: a caller asking for more than any token lives does not refresh again."""
+    clock = time.time
+    store = open_store()
+    add_links(store, link_write("a"))
+    store.save_authorization(
+        "a", dataclasses.replace(provider.authorize("a"), received_at=clock() - 59), clock_now=clock()
+    )
+    held = store.acquire_lease("a", owner="other", ttl=30, now=clock())
+    assert held is not None and held.refresh_token is not None
+
+    def other_process() -> None:
+        time.sleep(0.3)
+        s = open_store()
+        response = provider.refresh(keeper.client_config(s, s.get_link("a")), held.refresh_token)  # type: ignore[arg-type]
+        s.commit_tokens(
+            "a",
+            owner="other",
+            expected_version=held.token_version,
+            response=dataclasses.replace(response, received_at=clock()),
+            now=clock(),
+            next_refresh_at=None,
+        )
+        s.close()
+
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    grant = keeper.fresh_token(store, "a", min_valid=3600, client=provider)  # tokens live 60 s
+    thread.join()
+    assert provider.refresh_count() == 1, "the caller refreshed again instead of taking the holder's token"
+    assert grant.access_token is not None and grant.access_token.reveal() == "at-a-2"
+
+
 def test_gives_up_when_the_lease_stays_held(
     store: Store, provider: RotatingProvider, clock: FakeClock
 ) -> None:

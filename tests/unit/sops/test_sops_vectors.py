@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ from reconciler.sops import yamlv3
 from tests.conftest import VECTORS, require_vectors
 
 # relative path -> (kind, key files)
+# Why each tampered vector is refused (the first check that notices its edit).
+TAMPERED_FAILURES = {
+    "sops-secrets-operator/01-test-secrets.yaml": (
+        "spec.secretTemplates.stringData.username: cannot decrypt the value"
+    ),
+}
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "kustomize-controller/age.yaml": ("age", ("age.txt",)),
     "kustomize-controller/merge1.yaml": ("age", ("age.txt",)),
@@ -139,7 +146,8 @@ def test_vector(rel: str) -> None:
         outer = yamlv3.load_all(text)[0]
         inner = base64.b64decode(outer["data"]["key"]).decode()
         docs = sops.decrypt_text(inner, filename=f"{path}#data.key", fmt="json", env=env)
-        assert docs[0]["data"]
+        # The exact plaintext sealed inside the Secret (MAC-verified), not merely "something".
+        assert docs == [{"data": "value"}]
         return
     if kind == "pgp":
         fingerprints = _pgp_fingerprints(text, fmt)
@@ -156,8 +164,8 @@ def test_vector(rel: str) -> None:
             sops.decrypt_text(text, filename=str(path), fmt=fmt, env=env)
         assert "post-quantum" in str(info.value) and str(path) in str(info.value)
         return
-    if kind == "tampered":  # refused for the edit, not for a missing key
-        with pytest.raises(CryptoError, match=r"cannot decrypt the value|MAC mismatch") as info:
+    if kind == "tampered":  # refused for the edit, not for a missing key: the precise failure per vector
+        with pytest.raises(CryptoError, match=re.escape(TAMPERED_FAILURES[rel])) as info:
             sops.decrypt_text(text, filename=str(path), fmt=fmt, env=env)
         assert str(path) in str(info.value)
         return
@@ -166,6 +174,21 @@ def test_vector(rel: str) -> None:
     assert expectations, f"no expectation for {rel}"
     for source, want in expectations:
         assert _normal(docs) == _normal(want), f"differs from {source}"
+
+
+def test_an_edited_plaintext_value_is_refused_by_the_mac() -> None:
+    """Encrypted stays secret: a value sops left in clear is still covered by the MAC."""
+    folder = require_vectors("generated-sops-3.11.0")
+    text = (folder / "k8s-secret.enc.yaml").read_text()
+    assert text.count("    name: mysecret\n") == 1
+    edited = text.replace("    name: mysecret\n", "    name: attacker\n")
+    env = _env(folder, ("keys.txt",))
+    with pytest.raises(CryptoError, match="MAC mismatch") as info:
+        sops.decrypt_text(edited, filename="edited.yaml", fmt="yaml", env=env)
+    assert "edited.yaml" in str(info.value)
+    # Only the MAC notices this edit: with the check off the edited value comes through.
+    (doc,) = sops.decrypt_text(edited, filename="edited.yaml", fmt="yaml", env=env, ignore_mac=True)
+    assert doc["metadata"]["name"] == "attacker"
 
 
 def _pgp_fingerprints(text: str, fmt: str) -> list[str]:
