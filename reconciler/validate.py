@@ -460,6 +460,10 @@ class _Validator:
         if source is None:
             return secrets
         if isinstance(source, FromEnv):
+            refusal = _refused_env_name(source.fromEnv)
+            if refusal:
+                self.error(doc, refusal, (*path, "fromEnv"), hint=_ENV_NAME_HINT, code="secret-env-refused")
+                return secrets
             value = self.env.get(source.fromEnv)
             if value is None:
                 self.error(
@@ -655,3 +659,18 @@ def _type_name(doc: Document, loc: Sequence[Any]) -> str:
 def validate(loaded: LoadResult, *, env: Mapping[str, str]) -> ValidationResult:
     """Check loaded documents; return diagnostics and (when valid) the desired links."""
     return _Validator(loaded, env).run()
+
+
+# linkctl's and SOPS's own settings (state key, age identities) must never be sent to a provider.
+_RESERVED_ENV_PREFIXES = ("LINKCTL_", "SOPS_")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_ENV_NAME_HINT = "fromEnv takes the NAME of an environment variable (e.g. WIKI_CLIENT_SECRET), not its value"
+
+
+def _refused_env_name(name: str) -> str | None:
+    """Why ``fromEnv: name`` is refused (never quoting a name that may be a pasted secret), or None."""
+    if not _ENV_NAME.fullmatch(name):
+        return "fromEnv is not a valid environment variable name (is it the secret itself?)"
+    if name.upper().startswith(_RESERVED_ENV_PREFIXES):
+        return f"fromEnv {name} is one of linkctl's or SOPS's own variables (LINKCTL_*, SOPS_*)"
+    return None

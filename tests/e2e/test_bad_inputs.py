@@ -371,6 +371,42 @@ CASES = [
         "",  # checked by the extra argument below
         "no such file or directory",
     ),
+    # --- secret sources (issue 8 §3): fromEnv names linkctl/SOPS settings or a pasted secret ---
+    Case(
+        "from-env-linkctl-own-variable",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: LINKCTL_STATE_KEY\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv LINKCTL_STATE_KEY is one of linkctl's or SOPS's own variables",
+        ("not its value",),
+        env={"LINKCTL_STATE_KEY": "e2e-state-key-canary"},
+    ),
+    Case(
+        "from-env-sops-own-variable",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: SOPS_AGE_KEY\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv SOPS_AGE_KEY is one of linkctl's or SOPS's own variables",
+    ),
+    Case(
+        "from-env-pasted-secret",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: GOCSPX-e2e-pasted-canary\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv is not a valid environment variable name (is it the secret itself?)",
+    ),
 ]
 
 
@@ -450,6 +486,8 @@ def test_bad_input_is_refused_and_store_unchanged(
         assert fragment.format(dir=directory) in result.stderr, str(result)
     assert TRACEBACK not in result.output
     assert "hunter2-plain" not in result.output, "a plaintext secret was repeated"
+    assert "e2e-pasted-canary" not in result.output, "a secret pasted as a variable name was echoed"
+    assert "e2e-state-key-canary" not in result.output, "linkctl's own state key was exposed"
     assert "error(s) in the declared configuration" in result.stderr
     assert result.stdout == "", "a refused apply prints no plan"
     if case.id == "alias-bomb":
