@@ -263,6 +263,8 @@ class _Validator:
     def _check_url(
         self, doc: Document, url: str, path: Sequence[str | int], *, what: str, base: bool = False
     ) -> bool:
+        if not self._check_url_credentials(doc, url, path, what=what):
+            return False
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             self.error(doc, f"{what} must be an absolute https:// URL, got {url!r}", path, code="bad-url")
@@ -290,6 +292,22 @@ class _Validator:
             self.error(doc, "baseUrl must not have a query or fragment", path, code="bad-url")
             return False
         return True
+
+    def _check_url_credentials(
+        self, doc: Document, url: str, path: Sequence[str | int], *, what: str
+    ) -> bool:
+        # Checked before anything that quotes the URL: a password in it must never be echoed.
+        authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" not in authority:
+            return True
+        self.error(
+            doc,
+            f"{what} must not contain credentials (user:password@)",
+            path,
+            hint="remove them from the URL; a client secret belongs in clientSecret",
+            code="url-credentials",
+        )
+        return False
 
     def _check_link(self, doc: Document, link: OutgoingLink) -> DesiredLink | None:
         spec = link.spec

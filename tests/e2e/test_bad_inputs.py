@@ -407,6 +407,28 @@ CASES = [
         "bad.yaml:9:14",
         "fromEnv is not a valid environment variable name (is it the secret itself?)",
     ),
+    # --- credentials in URLs (issue 8 §3): refused without echoing the password ---
+    Case(
+        "url-credentials-base-url",
+        {
+            "instance.yaml": INSTANCE.replace(
+                "https://wiki.example.com", "https://admin:e2e-pasted-canary@wiki.example.com"
+            )
+        },
+        "instance.yaml:6:12",
+        "baseUrl must not contain credentials (user:password@)",
+    ),
+    Case(
+        "url-credentials-token-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  grant: client_credentials\n  scopes: [x]\n"
+                "  tokenEndpoint: https://u:e2e-pasted-canary@idp.example.com/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "tokenEndpoint must not contain credentials (user:password@)",
+    ),
 ]
 
 
