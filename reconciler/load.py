@@ -240,6 +240,9 @@ class LoadResult:
     diagnostics: list[Diagnostic]
     skipped: list[str]
     files: list[str]
+    # The directories given as input (a file argument stands for its directory): a
+    # relative ``fromFile`` must stay inside one of them.
+    roots: list[str] = dataclasses.field(default_factory=list)
     # Parses not yet in the cache; :func:`remember_parsed` keeps those of valid files.
     cache_candidates: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -413,6 +416,8 @@ def load_paths(
     result = LoadResult([], [], [], [])
     cache = ParseCache.for_env(env)
     files: list[_File] = []
+    paths = list(paths)
+    result.roots = [arg if os.path.isdir(arg) else os.path.dirname(arg) or "." for arg in paths]
     for display, path, problem in iter_files(paths):
         if path is None:
             result.diagnostics.append(

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -493,18 +494,10 @@ class _Validator:
                 )
                 return secrets
         elif isinstance(source, FromFile):
-            file = Path(os.path.dirname(doc.file)) / source.fromFile
             try:
-                value = file.read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-                self.error(
-                    doc,
-                    f"cannot read secret file {str(file)!r}: {reason}",
-                    (*path, "fromFile"),
-                    hint="fromFile paths are relative to the declaring file",
-                    code="secret-unresolved",
-                )
+                value = self._read_secret_file(doc, source.fromFile)
+            except _SecretFileRefused as refused:
+                self.error(doc, refused.message, (*path, "fromFile"), hint=refused.hint, code=refused.code)
                 return secrets
         else:
             value = source
@@ -525,6 +518,65 @@ class _Validator:
             return secrets
         secrets["clientSecret"] = Secret(value)
         return secrets
+
+    def _read_secret_file(self, doc: Document, declared: str) -> str:
+        """The text of a ``fromFile`` secret, or :class:`_SecretFileRefused` saying why not."""
+        secret_dirs = [d for d in self.env.get("LINKCTL_SECRET_DIRS", "").split(":") if os.path.isabs(d)]
+        if os.path.isabs(declared):
+            shown = declared
+            if not _inside(os.path.realpath(declared), secret_dirs):
+                raise _SecretFileRefused(
+                    f"fromFile {declared!r} is an absolute path outside LINKCTL_SECRET_DIRS",
+                    "use a path relative to the declaring file, or list its directory in "
+                    "LINKCTL_SECRET_DIRS (colon-separated, e.g. /run/secrets)",
+                    "secret-file-refused",
+                )
+        else:
+            shown = str(Path(os.path.dirname(doc.file)) / declared)
+            roots = self.loaded.roots or [os.path.dirname(doc.file) or "."]
+            if not _inside(os.path.realpath(shown), [*roots, *secret_dirs]):
+                raise _SecretFileRefused(
+                    f"fromFile {declared!r} resolves outside the directories given as input",
+                    "keep the secret file inside the directory tree given to linkctl (symlinks "
+                    "included), or use an absolute path under a directory listed in LINKCTL_SECRET_DIRS",
+                    "secret-file-refused",
+                )
+        real = os.path.realpath(shown)
+        try:
+            kind = _not_regular(os.stat(real).st_mode)  # before open: a device is never opened
+            if kind is None:
+                # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open.
+                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as handle:
+                    info = os.fstat(handle.fileno())
+                    kind = _not_regular(info.st_mode)
+                    raw = b"" if kind else handle.read(MAX_SECRET_FILE_BYTES + 1)
+        except OSError as exc:
+            raise _SecretFileRefused(
+                f"cannot read secret file {shown!r}: {exc.strerror}",
+                "fromFile paths are relative to the declaring file",
+                "secret-unresolved",
+            ) from None
+        if kind:
+            raise _SecretFileRefused(
+                f"secret file {shown!r} is not a regular file ({kind})",
+                "fromFile must name a regular file holding the secret",
+                "secret-file-refused",
+            )
+        if len(raw) > MAX_SECRET_FILE_BYTES:
+            raise _SecretFileRefused(
+                f"secret file {shown!r} is over the {MAX_SECRET_FILE_BYTES} byte limit",
+                "a client secret is a short string: is this the right file?",
+                "secret-file-refused",
+            )
+        try:
+            return raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise _SecretFileRefused(
+                f"cannot read secret file {shown!r}: it is not UTF-8 text",
+                "fromFile paths are relative to the declaring file",
+                "secret-unresolved",
+            ) from None
 
     def _desired(
         self, doc: Document, link: OutgoingLink, grant: str, redirect: str | None, secrets: dict[str, Secret]
@@ -682,6 +734,43 @@ def validate(loaded: LoadResult, *, env: Mapping[str, str]) -> ValidationResult:
 # linkctl's and SOPS's own settings (state key, age identities) must never be sent to a provider.
 _RESERVED_ENV_PREFIXES = ("LINKCTL_", "SOPS_")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# A client secret or assertion is a few hundred bytes; 64 KiB leaves room for a JWT
+# with a certificate chain while a wrong file (a log, an image) is refused at once.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+class _SecretFileRefused(Exception):
+    """A ``fromFile`` secret that is not read: message, hint and diagnostic code."""
+
+    def __init__(self, message: str, hint: str, code: str) -> None:
+        super().__init__(message)
+        self.message, self.hint, self.code = message, hint, code
+
+
+def _inside(real: str, directories: Sequence[str]) -> bool:
+    """True when the resolved path ``real`` is one of ``directories`` or below one (after symlinks)."""
+    for directory in directories:
+        top = os.path.realpath(directory)
+        if os.path.commonpath([real, top]) == top:
+            return True
+    return False
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a non-regular file is (for the message), or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
 _ENV_NAME_HINT = "fromEnv takes the NAME of an environment variable (e.g. WIKI_CLIENT_SECRET), not its value"
 
 

@@ -9,6 +9,7 @@ name the exact location, say something specific, print no traceback and leave th
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,10 @@ class Case:
 
 def _spec(body: str) -> str:
     return LINK_HEAD + body
+
+
+def _from_file(path: str) -> str:
+    return _spec(f"  provider: google\n  clientId: a\n  clientSecret:\n    fromFile: {path}\n  scopes: [x]\n")
 
 
 def _huge(path: Path) -> None:
@@ -429,6 +434,59 @@ CASES = [
         "bad.yaml:10:18",
         "tokenEndpoint must not contain credentials (user:password@)",
     ),
+    # --- fromFile (issue 8 §3): regular files inside the input tree or LINKCTL_SECRET_DIRS ---
+    Case(
+        "from-file-outside-input",
+        {"bad.yaml": _from_file("../../baseline/good.yaml")},
+        "bad.yaml:9:15",
+        "fromFile '../../baseline/good.yaml' resolves outside the directories given as input",
+        ("LINKCTL_SECRET_DIRS",),
+    ),
+    Case(
+        "from-file-symlink-outside",
+        {"bad.yaml": _from_file("environ"), "environ": lambda p: p.symlink_to("/proc/self/environ")},
+        "bad.yaml:9:15",
+        "fromFile 'environ' resolves outside the directories given as input",
+    ),
+    Case(
+        "from-file-absolute",
+        {"bad.yaml": _from_file("/proc/self/environ")},
+        "bad.yaml:9:15",
+        "fromFile '/proc/self/environ' is an absolute path outside LINKCTL_SECRET_DIRS",
+        ("e.g. /run/secrets",),
+    ),
+    Case(
+        "from-file-dev-zero",
+        {"bad.yaml": _from_file("/dev/zero")},
+        "bad.yaml:9:15",
+        "secret file '/dev/zero' is not a regular file (a device)",
+        env={"LINKCTL_SECRET_DIRS": "/run/secrets:/dev"},
+    ),
+    Case(
+        "from-file-dev-urandom",
+        {"bad.yaml": _from_file("/dev/urandom")},
+        "bad.yaml:9:15",
+        "secret file '/dev/urandom' is not a regular file (a device)",
+        env={"LINKCTL_SECRET_DIRS": "/dev"},
+    ),
+    Case(
+        "from-file-fifo",
+        {"bad.yaml": _from_file("secret.fifo"), "secret.fifo": lambda p: os.mkfifo(p)},
+        "bad.yaml:9:15",
+        "secret.fifo' is not a regular file (a FIFO)",
+    ),
+    Case(
+        "from-file-directory",
+        {"bad.yaml": _from_file(".")},
+        "bad.yaml:9:15",
+        "is not a regular file (a directory)",
+    ),
+    Case(
+        "from-file-too-large",
+        {"bad.yaml": _from_file("big.txt"), "big.txt": lambda p: p.write_bytes(b"x" * (64 * 1024 + 1))},
+        "bad.yaml:9:15",
+        "big.txt' is over the 65536 byte limit",
+    ),
 ]
 
 
@@ -512,8 +570,8 @@ def test_bad_input_is_refused_and_store_unchanged(
     assert "e2e-state-key-canary" not in result.output, "linkctl's own state key was exposed"
     assert "error(s) in the declared configuration" in result.stderr
     assert result.stdout == "", "a refused apply prints no plan"
-    if case.id == "alias-bomb":
-        assert elapsed < 5, f"the alias bomb took {elapsed:.1f} s to refuse"
+    if case.id == "alias-bomb" or case.id.startswith("from-file-"):
+        assert elapsed < 5, f"{case.id} took {elapsed:.1f} s to refuse"
 
     assert cli.snapshot() == before, "a failed validation changed the store"
     events = cli("state", "events", "--limit", "1000", "-o", "json").json()["events"]

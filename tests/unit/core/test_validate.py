@@ -233,3 +233,26 @@ def test_documents_do_not_show_their_data_in_repr(tmp_path: Path) -> None:
     (tmp_path / "links.yaml").write_text(_link(GOOGLE.replace("{fromEnv: S}", "repr-canary-1")))
     (doc,) = load_paths([str(tmp_path)], env={}).documents
     assert "repr-canary-1" not in repr(doc)
+
+
+def test_secret_files_inside_the_input_tree_or_linkctl_secret_dirs_are_read(tmp_path: Path) -> None:
+    repo, mounted = tmp_path / "repo", tmp_path / "run-secrets"
+    repo.mkdir()
+    mounted.mkdir()
+    (repo / "real.txt").write_text("in-tree-secret\n", encoding="utf-8")
+    (repo / "alias.txt").symlink_to("real.txt")  # a symlink that stays inside the tree is fine
+    (mounted / "s").write_text("mounted-secret\n", encoding="utf-8")
+    env = {"LINKCTL_SECRET_DIRS": f"relative/ignored:{mounted}"}
+    result = _validate(
+        repo,
+        _link(GOOGLE.replace("{fromEnv: S}", "{fromFile: alias.txt}")),
+        _link(GOOGLE.replace("{fromEnv: S}", f"{{fromFile: {mounted / 's'}}}"), "l2"),
+        env=env,
+    )
+    assert result.ok, [d.render() for d in result.diagnostics]
+    assert [link.secrets["clientSecret"].reveal() for link in result.links] == [
+        "in-tree-secret",
+        "mounted-secret",
+    ]
+    refused = _validate(repo, _link(GOOGLE.replace("{fromEnv: S}", f"{{fromFile: {mounted / 's'}}}")))
+    assert codes(refused) == ["secret-file-refused"]
