@@ -419,6 +419,7 @@ class _Validator:
                         code="redirect-private-ip",
                     )
 
+        self._check_plaintext_params(doc, link)
         secrets = self._resolve_secrets(doc, link)
         if spec.clientId is None:
             self.warn(
@@ -471,6 +472,23 @@ class _Validator:
                         code="custom-preset-host",
                     )
                     return
+
+    def _check_plaintext_params(self, doc: Document, link: OutgoingLink) -> None:
+        """A plaintext value under a secret-looking parameter key is an error, as for clientSecret."""
+        if self.instance and self.instance.spec.allowPlaintextSecrets:
+            return
+        for field in ("tokenParams", "authorizeParams"):
+            for key in getattr(link.spec, field):
+                path = ("spec", field, key)
+                if _SECRET_PARAM.search(key) and path not in doc.encrypted_paths:
+                    self.error(
+                        doc,
+                        f"{field}.{key} looks like a secret and is in plaintext",
+                        path,
+                        hint="encrypt it: `linkctl secrets encrypt --in-place --encrypted-regex "
+                        f"'^(clientSecret|{key})$' FILE` (or sops)",
+                        code="plaintext-secret",
+                    )
 
     def _resolve_secrets(self, doc: Document, link: OutgoingLink) -> dict[str, Secret]:
         secrets: dict[str, Secret] = {}
@@ -734,6 +752,9 @@ def validate(loaded: LoadResult, *, env: Mapping[str, str]) -> ValidationResult:
 # linkctl's and SOPS's own settings (state key, age identities) must never be sent to a provider.
 _RESERVED_ENV_PREFIXES = ("LINKCTL_", "SOPS_")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Parameter keys whose values are credentials (client_secret, client_assertion,
+# password, refresh_token, assertion, api_token, ...): they must be encrypted.
+_SECRET_PARAM = re.compile(r"secret|password|token|assertion", re.IGNORECASE)
 # A client secret or assertion is a few hundred bytes; 64 KiB leaves room for a JWT
 # with a certificate chain while a wrong file (a log, an image) is refused at once.
 MAX_SECRET_FILE_BYTES = 64 * 1024

@@ -487,6 +487,20 @@ CASES = [
         "bad.yaml:9:15",
         "big.txt' is over the 65536 byte limit",
     ),
+    # --- plaintext secret-looking parameters (issue 8 §3): an error, the value never echoed ---
+    Case(
+        "plaintext-token-param-secret",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  grant: client_credentials\n  scopes: [x]\n"
+                "  tokenEndpoint: https://idp.example.com/token\n"
+                "  tokenParams:\n    client_assertion: hunter2-plain\n"
+            )
+        },
+        "bad.yaml:12:23",
+        "tokenParams.client_assertion looks like a secret and is in plaintext",
+        ("--encrypted-regex",),
+    ),
 ]
 
 

@@ -256,3 +256,23 @@ def test_secret_files_inside_the_input_tree_or_linkctl_secret_dirs_are_read(tmp_
     ]
     refused = _validate(repo, _link(GOOGLE.replace("{fromEnv: S}", f"{{fromFile: {mounted / 's'}}}")))
     assert codes(refused) == ["secret-file-refused"]
+
+
+@pytest.mark.parametrize(
+    "key", ["client_secret", "client_assertion", "Password", "refresh_token", "assertion", "apiToken"]
+)
+def test_a_plaintext_secret_looking_param_is_an_error_that_never_repeats_it(tmp_path: Path, key: str) -> None:
+    spec = GOOGLE + f"  tokenParams: {{audience: api, {key}: param-canary-91}}\n"
+    result = _validate(tmp_path, _link(spec), env={"S": "x"})
+    (error,) = [d for d in result.diagnostics if d.is_error]
+    assert error.code == "plaintext-secret" and error.path == ("spec", "tokenParams", key)
+    assert "param-canary-91" not in error.render()
+    authorize = _validate(tmp_path, _link(GOOGLE + f"  authorizeParams: {{{key}: v}}\n"), env={"S": "x"})
+    assert codes(authorize) == ["plaintext-secret"]
+
+
+def test_plaintext_secret_params_are_allowed_with_allow_plaintext_secrets(tmp_path: Path) -> None:
+    instance = INSTANCE + "  allowPlaintextSecrets: true\n"
+    spec = GOOGLE + "  tokenParams: {client_assertion: a.b.c}\n"
+    result = _validate(tmp_path, _link(spec), env={"S": "x"}, instance=instance)
+    assert result.ok, [d.render() for d in result.diagnostics]
