@@ -352,3 +352,32 @@ def test_reconcile_is_quiet_when_nothing_changed(cli: Linkctl) -> None:
     again = cli("reconcile", links)
     assert "~ update alpha" in again.stdout
     assert cli("reconcile", links).stdout == ""
+
+
+def test_encrypt_in_place_writes_through_a_symlink_and_warns_on_a_plaintext_client_secret(
+    linkctl: Linkctl,
+) -> None:
+    """As sops does: the link's target gets the ciphertext and the link stays a link."""
+    work = linkctl.cwd
+    linkctl("keygen", "-o", str(work / "age-key.txt"))
+    recipient = next(
+        line.split()[-1] for line in (work / "age-key.txt").read_text().splitlines() if "public key" in line
+    )
+    plain = link_doc("sym").replace("  scopes:", "  clientSecret: symlink-canary-5c1\n  scopes:")
+    (work / "real").mkdir()
+    (work / "real" / "link.yaml").write_text(plain, encoding="utf-8")
+    (work / "link.yaml").symlink_to("real/link.yaml")
+    result = linkctl("secrets", "encrypt", "--age", recipient, "--in-place", "link.yaml")
+    assert "warning" not in result.stderr
+    assert (work / "link.yaml").is_symlink()
+    target = (work / "real" / "link.yaml").read_text(encoding="utf-8")
+    assert "symlink-canary-5c1" not in target and "ENC[AES256_GCM," in target
+    assert not [p for p in (work / "real").iterdir() if p.name != "link.yaml"], "a temporary file was left"
+
+    (work / ".sops.yaml").write_text(
+        f"creation_rules:\n  - encrypted_regex: '^(tokenParams)$'\n    age: {recipient}\n", encoding="utf-8"
+    )
+    (work / "loose.yaml").write_text(plain, encoding="utf-8")
+    warned = linkctl("secrets", "encrypt", "loose.yaml")
+    assert "clientSecret is left unencrypted" in warned.stderr
+    assert "symlink-canary-5c1" not in warned.stderr
