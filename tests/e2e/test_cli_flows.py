@@ -381,3 +381,54 @@ def test_encrypt_in_place_writes_through_a_symlink_and_warns_on_a_plaintext_clie
     warned = linkctl("secrets", "encrypt", "loose.yaml")
     assert "clientSecret is left unencrypted" in warned.stderr
     assert "symlink-canary-5c1" not in warned.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux-only")
+def test_a_blocked_linkctl_holding_secrets_writes_no_core_dump(cli: Linkctl) -> None:
+    """`ulimit -c unlimited`, then kill -SEGV while apply (secrets decrypted) waits on the lock."""
+    import resource
+    import signal
+    import time
+
+    links = _links(cli, _alpha())
+    cli("apply", links)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], env=cli.env, cwd=cli.cwd, stdout=subprocess.PIPE, text=True
+    )
+    blocked = None
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()
+        _links(cli, _alpha(), _beta())
+        blocked = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--lock-timeout", "60", links],
+            env=cli.env,
+            cwd=cli.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            ),
+        )
+        limits = Path(f"/proc/{blocked.pid}/limits")
+        deadline = time.monotonic() + 30
+        core_limit: list[str] = []
+        while time.monotonic() < deadline and blocked.poll() is None:
+            core_limit = [
+                line for line in limits.read_text().splitlines() if line.startswith("Max core file size")
+            ]
+            if core_limit and core_limit[0].split()[4:6] == ["0", "0"]:
+                break
+            time.sleep(0.05)
+        assert blocked.poll() is None, "apply did not wait on the lock"
+        assert core_limit and core_limit[0].split()[4:6] == ["0", "0"], core_limit
+        time.sleep(1)  # well into the lock wait, after validation resolved the secrets
+        blocked.send_signal(signal.SIGSEGV)
+        assert blocked.wait(timeout=30) == -signal.SIGSEGV
+        assert not list(cli.cwd.glob("core*")), "a core file was written"
+        assert _names(cli) == ["alpha"]
+    finally:
+        for proc in (blocked, holder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
