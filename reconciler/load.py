@@ -18,6 +18,7 @@ import marshal
 import os
 import re
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -240,6 +241,9 @@ class LoadResult:
     diagnostics: list[Diagnostic]
     skipped: list[str]
     files: list[str]
+    # The directories given as input (a file argument stands for its directory): a
+    # relative ``fromFile`` must stay inside one of them.
+    roots: list[str] = dataclasses.field(default_factory=list)
     # Parses not yet in the cache; :func:`remember_parsed` keeps those of valid files.
     cache_candidates: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -450,6 +454,8 @@ def load_paths(
     result = LoadResult([], [], [], [])
     cache = ParseCache.for_env(env)
     files: list[_File] = []
+    paths = list(paths)
+    result.roots = [arg if os.path.isdir(arg) else os.path.dirname(arg) or "." for arg in paths]
     for display, path, problem in iter_files(paths):
         if path is None:
             result.diagnostics.append(
@@ -512,8 +518,18 @@ class ParseCache:
 
     def get(self, key: str, display: str) -> ParseOutcome | None:
         """The parse of the text with ``key`` if cached (diagnostics re-labelled with ``display``)."""
+        entry = self._entry(key)
         try:
-            blob = self._entry(key).read_bytes()
+            # Another local user could plant an entry that redirects tokenEndpoint: only
+            # files and directories that are ours and writable by us alone are trusted.
+            if not all(_owned_privately(os.lstat(d)) for d in (self.root, entry.parent)):
+                return None
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not (stat.S_ISREG(info.st_mode) and _owned_privately(info)):
+                    return None
+                blob = handle.read()
         except OSError:
             return None
         return self.decode(blob, display)
@@ -555,11 +571,21 @@ class ParseCache:
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
         try:
             entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp.write_bytes(blob)
+            for directory in (self.root, entry.parent):  # 0700 whatever the umask
+                os.chmod(directory, 0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(blob)
             os.replace(tmp, entry)
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _owned_privately(info: os.stat_result) -> bool:
+    """True for a cache file or directory owned by the current user and writable by nobody else."""
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def remember_parsed(loaded: LoadResult, diagnostics: Sequence[Diagnostic]) -> None:

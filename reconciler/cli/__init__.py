@@ -70,10 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def disable_core_dumps() -> None:
+    """Make this process non-dumpable (best effort): a crash must not write secrets to ``core``."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_dumpable = 4
+            libc.prctl(pr_set_dumpable, 0, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``linkctl`` console script."""
     from reconciler.cli.output import Context, run_handler
 
+    # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
+    disable_core_dumps()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -89,11 +89,38 @@ def _encrypt(args: argparse.Namespace, ctx: Context) -> int:
         rule=rule,
         config_path=args.config,
     )
+    if _plaintext_client_secrets(out):
+        ctx.stderr.write(
+            f"warning: {args.file}: clientSecret is left unencrypted: the .sops.yaml creation rule "
+            "(or the --*-regex/--*-suffix flags) does not cover it; add clientSecret to encrypted_regex\n"
+        )
     if args.in_place:
-        write_atomic(args.file, out)
+        write_atomic(os.path.realpath(args.file), out)  # through a symlink, as sops does
     else:
         ctx.stdout.write(out)
     return 0
+
+
+def _plaintext_client_secrets(text: str) -> int:
+    """How many ``clientSecret`` string values in an encrypted file are not ``ENC[...]``."""
+    import yaml
+
+    def count(node: Any) -> int:
+        if isinstance(node, dict):
+            return sum(
+                1
+                if key == "clientSecret" and isinstance(value, str) and not value.startswith("ENC[")
+                else count(value)
+                for key, value in node.items()
+            )
+        if isinstance(node, list):
+            return sum(count(item) for item in node)
+        return 0
+
+    try:
+        return sum(count(doc) for doc in yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        return 0
 
 
 def _decrypt(args: argparse.Namespace, ctx: Context) -> int:
@@ -106,7 +133,7 @@ def _decrypt(args: argparse.Namespace, ctx: Context) -> int:
     )
     out = sops.dump_documents(docs, fmt=fmt, yaml_indent=_indent(ctx, fmt))
     if args.in_place:
-        write_atomic(args.file, out)
+        write_atomic(os.path.realpath(args.file), out)
     else:
         ctx.stdout.write(out)
     return 0

@@ -49,6 +49,10 @@ def _spec(body: str) -> str:
     return LINK_HEAD + body
 
 
+def _from_file(path: str) -> str:
+    return _spec(f"  provider: google\n  clientId: a\n  clientSecret:\n    fromFile: {path}\n  scopes: [x]\n")
+
+
 def _huge(path: Path) -> None:
     with path.open("wb") as f:  # sparse: instant, and over the 16 MiB limit by one byte
         f.truncate(16 * 1024 * 1024 + 1)
@@ -471,6 +475,131 @@ CASES = [
         "tokenEndpoint must be an absolute https:// URL, got an encrypted value",
         env={"SOPS_AGE_KEY": _AGE.encode()},
     ),
+    # --- secret sources (issue 8 §3): fromEnv names linkctl/SOPS settings or a pasted secret ---
+    Case(
+        "from-env-linkctl-own-variable",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: LINKCTL_STATE_KEY\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv LINKCTL_STATE_KEY is one of linkctl's or SOPS's own variables",
+        ("not its value",),
+        env={"LINKCTL_STATE_KEY": "e2e-state-key-canary"},
+    ),
+    Case(
+        "from-env-sops-own-variable",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: SOPS_AGE_KEY\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv SOPS_AGE_KEY is one of linkctl's or SOPS's own variables",
+    ),
+    Case(
+        "from-env-pasted-secret",
+        {
+            "bad.yaml": _spec(
+                "  provider: google\n  clientId: a\n  clientSecret:\n    fromEnv: GOCSPX-e2e-pasted-canary\n"
+                "  scopes: [x]\n"
+            )
+        },
+        "bad.yaml:9:14",
+        "fromEnv is not a valid environment variable name (is it the secret itself?)",
+    ),
+    # --- credentials in URLs (issue 8 §3): refused without echoing the password ---
+    Case(
+        "url-credentials-base-url",
+        {
+            "instance.yaml": INSTANCE.replace(
+                "https://wiki.example.com", "https://admin:e2e-pasted-canary@wiki.example.com"
+            )
+        },
+        "instance.yaml:6:12",
+        "baseUrl must not contain credentials (user:password@)",
+    ),
+    Case(
+        "url-credentials-token-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  grant: client_credentials\n  scopes: [x]\n"
+                "  tokenEndpoint: https://u:e2e-pasted-canary@idp.example.com/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "tokenEndpoint must not contain credentials (user:password@)",
+    ),
+    # --- fromFile (issue 8 §3): regular files inside the input tree or LINKCTL_SECRET_DIRS ---
+    Case(
+        "from-file-outside-input",
+        {"bad.yaml": _from_file("../../baseline/good.yaml")},
+        "bad.yaml:9:15",
+        "fromFile '../../baseline/good.yaml' resolves outside the directories given as input",
+        ("LINKCTL_SECRET_DIRS",),
+    ),
+    Case(
+        "from-file-symlink-outside",
+        {"bad.yaml": _from_file("environ"), "environ": lambda p: p.symlink_to("/proc/self/environ")},
+        "bad.yaml:9:15",
+        "fromFile 'environ' resolves outside the directories given as input",
+    ),
+    Case(
+        "from-file-absolute",
+        {"bad.yaml": _from_file("/proc/self/environ")},
+        "bad.yaml:9:15",
+        "fromFile '/proc/self/environ' is an absolute path outside LINKCTL_SECRET_DIRS",
+        ("e.g. /run/secrets",),
+    ),
+    Case(
+        "from-file-dev-zero",
+        {"bad.yaml": _from_file("/dev/zero")},
+        "bad.yaml:9:15",
+        "secret file '/dev/zero' is not a regular file (a device)",
+        env={"LINKCTL_SECRET_DIRS": "/run/secrets:/dev"},
+    ),
+    Case(
+        "from-file-dev-urandom",
+        {"bad.yaml": _from_file("/dev/urandom")},
+        "bad.yaml:9:15",
+        "secret file '/dev/urandom' is not a regular file (a device)",
+        env={"LINKCTL_SECRET_DIRS": "/dev"},
+    ),
+    Case(
+        "from-file-fifo",
+        {"bad.yaml": _from_file("secret.fifo"), "secret.fifo": lambda p: os.mkfifo(p)},
+        "bad.yaml:9:15",
+        "secret.fifo' is not a regular file (a FIFO)",
+    ),
+    Case(
+        "from-file-directory",
+        {"bad.yaml": _from_file(".")},
+        "bad.yaml:9:15",
+        "is not a regular file (a directory)",
+    ),
+    Case(
+        "from-file-too-large",
+        {"bad.yaml": _from_file("big.txt"), "big.txt": lambda p: p.write_bytes(b"x" * (64 * 1024 + 1))},
+        "bad.yaml:9:15",
+        "big.txt' is over the 65536 byte limit",
+    ),
+    # --- plaintext secret-looking parameters (issue 8 §3): an error, the value never echoed ---
+    Case(
+        "plaintext-token-param-secret",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  grant: client_credentials\n  scopes: [x]\n"
+                "  tokenEndpoint: https://idp.example.com/token\n"
+                "  tokenParams:\n    client_assertion: hunter2-plain\n"
+            )
+        },
+        "bad.yaml:12:23",
+        "tokenParams.client_assertion looks like a secret and is in plaintext",
+        ("--encrypted-regex",),
+    ),
 ]
 
 
@@ -553,10 +682,12 @@ def test_bad_input_is_refused_and_store_unchanged(
         assert fragment.format(dir=directory) in result.stderr, str(result)
     assert TRACEBACK not in result.output
     assert "hunter2-plain" not in result.output, "a plaintext secret was repeated"
+    assert "e2e-pasted-canary" not in result.output, "a secret pasted as a variable name was echoed"
+    assert "e2e-state-key-canary" not in result.output, "linkctl's own state key was exposed"
     assert "error(s) in the declared configuration" in result.stderr
     assert result.stdout == "", "a refused apply prints no plan"
-    if case.id == "alias-bomb":
-        assert elapsed < 5, f"the alias bomb took {elapsed:.1f} s to refuse"
+    if case.id == "alias-bomb" or case.id.startswith("from-file-"):
+        assert elapsed < 5, f"{case.id} took {elapsed:.1f} s to refuse"
 
     assert cli.snapshot() == before, "a failed validation changed the store"
     events = cli("state", "events", "--limit", "1000", "-o", "json").json()["events"]

@@ -83,6 +83,7 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
         encoding="utf-8",
     )
     linkctl.env["CANARY_SECRET"] = secrets["env"]
+    linkctl.env["LINKCTL_SECRET_DIRS"] = str(secret_dir)  # like a /run/secrets mount outside the tree
 
     names = ["canary-env", "canary-file"]
     sops = _sops_available(run)

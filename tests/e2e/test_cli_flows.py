@@ -354,3 +354,83 @@ def test_reconcile_is_quiet_when_nothing_changed(cli: Linkctl) -> None:
     again = cli("reconcile", links)
     assert "~ update alpha" in again.stdout
     assert cli("reconcile", links).stdout == ""
+
+
+def test_encrypt_in_place_writes_through_a_symlink_and_warns_on_a_plaintext_client_secret(
+    linkctl: Linkctl,
+) -> None:
+    """As sops does: the link's target gets the ciphertext and the link stays a link."""
+    work = linkctl.cwd
+    linkctl("keygen", "-o", str(work / "age-key.txt"))
+    recipient = next(
+        line.split()[-1] for line in (work / "age-key.txt").read_text().splitlines() if "public key" in line
+    )
+    plain = link_doc("sym").replace("  scopes:", "  clientSecret: symlink-canary-5c1\n  scopes:")
+    (work / "real").mkdir()
+    (work / "real" / "link.yaml").write_text(plain, encoding="utf-8")
+    (work / "link.yaml").symlink_to("real/link.yaml")
+    result = linkctl("secrets", "encrypt", "--age", recipient, "--in-place", "link.yaml")
+    assert "warning" not in result.stderr
+    assert (work / "link.yaml").is_symlink()
+    target = (work / "real" / "link.yaml").read_text(encoding="utf-8")
+    assert "symlink-canary-5c1" not in target and "ENC[AES256_GCM," in target
+    assert not [p for p in (work / "real").iterdir() if p.name != "link.yaml"], "a temporary file was left"
+
+    (work / ".sops.yaml").write_text(
+        f"creation_rules:\n  - encrypted_regex: '^(tokenParams)$'\n    age: {recipient}\n", encoding="utf-8"
+    )
+    (work / "loose.yaml").write_text(plain, encoding="utf-8")
+    warned = linkctl("secrets", "encrypt", "loose.yaml")
+    assert "clientSecret is left unencrypted" in warned.stderr
+    assert "symlink-canary-5c1" not in warned.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux-only")
+def test_a_blocked_linkctl_holding_secrets_writes_no_core_dump(cli: Linkctl) -> None:
+    """`ulimit -c unlimited`, then kill -SEGV while apply (secrets decrypted) waits on the lock."""
+    import resource
+    import signal
+    import time
+
+    links = _links(cli, _alpha())
+    cli("apply", links)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], env=cli.env, cwd=cli.cwd, stdout=subprocess.PIPE, text=True
+    )
+    blocked = None
+    try:
+        assert holder.stdout is not None
+        holder.stdout.readline()
+        _links(cli, _alpha(), _beta())
+        blocked = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--lock-timeout", "60", links],
+            env=cli.env,
+            cwd=cli.cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+            ),
+        )
+        limits = Path(f"/proc/{blocked.pid}/limits")
+        deadline = time.monotonic() + 30
+        core_limit: list[str] = []
+        while time.monotonic() < deadline and blocked.poll() is None:
+            core_limit = [
+                line for line in limits.read_text().splitlines() if line.startswith("Max core file size")
+            ]
+            if core_limit and core_limit[0].split()[4:6] == ["0", "0"]:
+                break
+            time.sleep(0.05)
+        assert blocked.poll() is None, "apply did not wait on the lock"
+        assert core_limit and core_limit[0].split()[4:6] == ["0", "0"], core_limit
+        time.sleep(1)  # well into the lock wait, after validation resolved the secrets
+        blocked.send_signal(signal.SIGSEGV)
+        assert blocked.wait(timeout=30) == -signal.SIGSEGV
+        assert not list(cli.cwd.glob("core*")), "a core file was written"
+        assert _names(cli) == ["alpha"]
+    finally:
+        for proc in (blocked, holder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,50 @@ def test_other_tools_documents_keep_a_file_out_of_the_cache(tmp_path: Path, env:
     assert _cycle(tmp_path, env) == []
     assert b"k8s-canary-9" not in b"".join(p.read_bytes() for p in _entries(env))
     assert len(_entries(env)) == 1  # the instance file only
+
+
+def test_cache_is_private_whatever_the_umask(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "links" / "a.yaml").write_text(LINK)
+    old = os.umask(0)
+    try:
+        assert _cycle(tmp_path, env) == []
+    finally:
+        os.umask(old)
+    entries = _entries(env)
+    assert entries and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in entries)
+    assert all(stat.S_IMODE(p.parent.stat().st_mode) == 0o700 for p in entries)
+    assert all(stat.S_IMODE(p.parent.parent.stat().st_mode) == 0o700 for p in entries)
+
+
+def _plant(entry: Path) -> None:
+    """Rewrite a cache entry so that it declares another clientId than the file does."""
+    parsed, per_document, json_fallback = load.ParseCache.decode(entry.read_bytes(), "x")  # type: ignore[misc]
+    for data, _ in parsed:
+        if data.get("kind") == "OutgoingLink":
+            data["spec"]["clientId"] = "planted-by-someone-else"
+    entry.write_bytes(load.ParseCache.encode(parsed, per_document, json_fallback))
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda p: os.chown(p, 12345, -1),
+        lambda p: os.chmod(p, 0o602),
+        lambda p: os.chmod(p.parent, 0o777),
+        lambda p: os.chown(p.parent, 12345, -1),
+    ],
+    ids=["entry-not-ours", "entry-world-writable", "dir-world-writable", "dir-not-ours"],
+)
+def test_an_entry_planted_by_another_user_is_ignored(tmp_path: Path, env: dict[str, str], spoil) -> None:
+    (tmp_path / "links" / "a.yaml").write_text(LINK)
+    assert _cycle(tmp_path, env) == []
+    for entry in _entries(env):
+        _plant(entry)
+    loaded = load_paths([str(tmp_path / "links")], env=env)
+    assert (
+        validate(loaded, env=env).links[0].spec["clientId"] == "planted-by-someone-else"
+    )  # the cache is used
+    for entry in _entries(env):
+        spoil(entry)
+    loaded = load_paths([str(tmp_path / "links")], env=env)
+    assert validate(loaded, env=env).links[0].spec["clientId"] == "id"  # the file's real contents

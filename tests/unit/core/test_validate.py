@@ -233,3 +233,46 @@ def test_documents_do_not_show_their_data_in_repr(tmp_path: Path) -> None:
     (tmp_path / "links.yaml").write_text(_link(GOOGLE.replace("{fromEnv: S}", "repr-canary-1")))
     (doc,) = load_paths([str(tmp_path)], env={}).documents
     assert "repr-canary-1" not in repr(doc)
+
+
+def test_secret_files_inside_the_input_tree_or_linkctl_secret_dirs_are_read(tmp_path: Path) -> None:
+    repo, mounted = tmp_path / "repo", tmp_path / "run-secrets"
+    repo.mkdir()
+    mounted.mkdir()
+    (repo / "real.txt").write_text("in-tree-secret\n", encoding="utf-8")
+    (repo / "alias.txt").symlink_to("real.txt")  # a symlink that stays inside the tree is fine
+    (mounted / "s").write_text("mounted-secret\n", encoding="utf-8")
+    env = {"LINKCTL_SECRET_DIRS": f"relative/ignored:{mounted}"}
+    result = _validate(
+        repo,
+        _link(GOOGLE.replace("{fromEnv: S}", "{fromFile: alias.txt}")),
+        _link(GOOGLE.replace("{fromEnv: S}", f"{{fromFile: {mounted / 's'}}}"), "l2"),
+        env=env,
+    )
+    assert result.ok, [d.render() for d in result.diagnostics]
+    assert [link.secrets["clientSecret"].reveal() for link in result.links] == [
+        "in-tree-secret",
+        "mounted-secret",
+    ]
+    refused = _validate(repo, _link(GOOGLE.replace("{fromEnv: S}", f"{{fromFile: {mounted / 's'}}}")))
+    assert codes(refused) == ["secret-file-refused"]
+
+
+@pytest.mark.parametrize(
+    "key", ["client_secret", "client_assertion", "Password", "refresh_token", "assertion", "apiToken"]
+)
+def test_a_plaintext_secret_looking_param_is_an_error_that_never_repeats_it(tmp_path: Path, key: str) -> None:
+    spec = GOOGLE + f"  tokenParams: {{audience: api, {key}: param-canary-91}}\n"
+    result = _validate(tmp_path, _link(spec), env={"S": "x"})
+    (error,) = [d for d in result.diagnostics if d.is_error]
+    assert error.code == "plaintext-secret" and error.path == ("spec", "tokenParams", key)
+    assert "param-canary-91" not in error.render()
+    authorize = _validate(tmp_path, _link(GOOGLE + f"  authorizeParams: {{{key}: v}}\n"), env={"S": "x"})
+    assert codes(authorize) == ["plaintext-secret"]
+
+
+def test_plaintext_secret_params_are_allowed_with_allow_plaintext_secrets(tmp_path: Path) -> None:
+    instance = INSTANCE + "  allowPlaintextSecrets: true\n"
+    spec = GOOGLE + "  tokenParams: {client_assertion: a.b.c}\n"
+    result = _validate(tmp_path, _link(spec), env={"S": "x"}, instance=instance)
+    assert result.ok, [d.render() for d in result.diagnostics]
