@@ -398,6 +398,25 @@ def iter_files(paths: Iterable[str]) -> Iterator[tuple[str, Path | None, str | N
             yield arg, None, "no such file or directory"
 
 
+def _read_once(
+    found: Iterable[tuple[str, Path | None, str | None]],
+) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Drop files already listed: the same file named twice (by another path, a symlink, or a
+    directory and the file in it) would otherwise declare each of its links twice."""
+    seen: set[tuple[int, int]] = set()
+    for display, path, problem in found:
+        if path is not None:
+            try:
+                st = path.stat()
+            except OSError:
+                yield display, path, problem  # reading it reports the problem
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+        yield display, path, problem
+
+
 def load_paths(
     paths: Iterable[str],
     *,
@@ -413,7 +432,7 @@ def load_paths(
     result = LoadResult([], [], [], [])
     cache = ParseCache.for_env(env)
     files: list[_File] = []
-    for display, path, problem in iter_files(paths):
+    for display, path, problem in _read_once(iter_files(paths)):
         if path is None:
             result.diagnostics.append(
                 Diagnostic(ERROR, problem or "cannot read", display, None, None, (), None, "no-file")
