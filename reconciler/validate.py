@@ -31,6 +31,8 @@ from reconciler.secrets import Secret
 REDIRECT_PATH = "/oauth/callback/{name}"
 # pydantic names the members of the clientSecret union in error locations.
 _UNION_MEMBERS = {"str", "FromEnv", "FromFile"}
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); a space would split it in two.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,6 +348,16 @@ class _Validator:
                 self._check_url(doc, value, ("spec", field), what=field)
 
         # scopes and refresh-token prerequisites
+        for index, scope in enumerate(spec.scopes):
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                self.error(
+                    doc,
+                    f"scope {scope!r} is not a single scope token (RFC 6749 §3.3: no spaces, quotes, "
+                    "backslashes or control characters, never empty)",
+                    ("spec", "scopes", index),
+                    hint="list each scope as its own item of spec.scopes",
+                    code="bad-scope",
+                )
         if not spec.scopes:
             if interactive:
                 self.error(

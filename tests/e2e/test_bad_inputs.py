@@ -371,6 +371,13 @@ CASES = [
         "",  # checked by the extra argument below
         "no such file or directory",
     ),
+    # --- hostile input (issue 8 §4): scope tokens ---
+    Case(
+        "scope-with-space",
+        {"bad.yaml": _spec('  provider: google\n  clientId: a\n  scopes: [openid, "email profile"]\n')},
+        "bad.yaml:8:20",
+        "is not a single scope token (RFC 6749 §3.3",
+    ),
 ]
 
 

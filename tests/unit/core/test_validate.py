@@ -124,6 +124,22 @@ def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: 
             "secret-source",
             "spec.clientSecret",
         ),
+        (
+            '  provider: google\n  scopes: [a, "openid email"]\n'
+            "  clientId: a\n  clientSecret: {fromEnv: S}\n",
+            "bad-scope",
+            "spec.scopes[1]",
+        ),
+        (
+            '  provider: google\n  scopes: [""]\n  clientId: a\n  clientSecret: {fromEnv: S}\n',
+            "string-too-short",  # the model refuses an empty scope
+            "spec.scopes[0]",
+        ),
+        (
+            '  provider: google\n  scopes: ["a\\x01"]\n  clientId: a\n  clientSecret: {fromEnv: S}\n',
+            "bad-scope",
+            "spec.scopes[0]",
+        ),
     ],
 )
 def test_rules(tmp_path: Path, spec: str, code: str, path: str) -> None:
