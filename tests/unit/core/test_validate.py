@@ -249,3 +249,30 @@ def test_documents_do_not_show_their_data_in_repr(tmp_path: Path) -> None:
     (tmp_path / "links.yaml").write_text(_link(GOOGLE.replace("{fromEnv: S}", "repr-canary-1")))
     (doc,) = load_paths([str(tmp_path)], env={}).documents
     assert "repr-canary-1" not in repr(doc)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("https://auth.example.com:0/token", "invalid host or port"),
+        ("https://auth.example.com:70000/token", "invalid host or port"),
+        ("https://auth example.com/token", "character not allowed"),
+        ("https://auth.example.com\\@evil.example/token", "backslash"),
+        ("https://auth.example.com/token#x", "must not have a fragment"),
+        ("https://auth.example.com./token", "ends with a dot"),
+        ("https://127.1/token", "non-canonical numeric address"),
+        ("https://0x7f000001/token", "non-canonical numeric address"),
+        ("https://2130706433/token", "non-canonical numeric address"),
+        ("https://[::ffff:127.0.0.1]/token", "IPv4-mapped"),
+    ],
+)
+def test_hostile_endpoint_urls(tmp_path: Path, url: str, fragment: str) -> None:
+    spec = (
+        "  provider: custom\n  clientId: a\n  clientSecret: {fromEnv: S}\n  scopes: [offline_access]\n"
+        f"  authorizationEndpoint: https://auth.example.com/authorize\n  tokenEndpoint: '{url}'\n"
+    )
+    result = _validate(tmp_path, _link(spec), env={"S": "x"})
+    errors = [d for d in result.diagnostics if d.is_error]
+    assert [d.code for d in errors] == ["bad-url"], [d.render() for d in errors]
+    assert fragment in errors[0].message
+    assert errors[0].path == ("spec", "tokenEndpoint") and errors[0].column == 18
