@@ -378,6 +378,18 @@ CASES = [
         "bad.yaml:8:20",
         "is not a single scope token (RFC 6749 §3.3",
     ),
+    Case(
+        "numeric-host-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access]\n"
+                "  authorizationEndpoint: https://auth.example.com/authorize\n"
+                "  tokenEndpoint: https://0x7f000001/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "is a non-canonical numeric address",
+    ),
 ]
 
 
