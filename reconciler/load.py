@@ -29,7 +29,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler import __version__, strict_json
-from reconciler.diagnostics import ERROR, Diagnostic, format_path
+from reconciler.diagnostics import ERROR, WARNING, Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
 
 API_GROUP = "linkctl.dev"
@@ -952,6 +952,18 @@ def _documents_of(
             continue
         api_version = data.get("apiVersion")
         if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
+            if isinstance(api_version, str) and "linkctl" in api_version.lower():
+                # A typo'd apiVersion would otherwise drop the link silently (and prune it).
+                result.diagnostics.append(
+                    doc.diagnostic(
+                        WARNING,
+                        f"apiVersion {api_version!r} looks like linkctl's but is not {API_VERSION};"
+                        " this document is skipped",
+                        ("apiVersion",),
+                        hint=f"write apiVersion: {API_VERSION}",
+                        code="api-version-near-miss",
+                    )
+                )
             result.skipped.append(f"{display}#{doc.index}: apiVersion {api_version!r} is not {API_GROUP}")
             continue
         if api_version != API_VERSION:

@@ -564,3 +564,16 @@ def test_fifo_or_device_argument_is_refused_without_blocking(linkctl: Linkctl) -
     assert "pipe.yaml: error: not a regular file (a FIFO, socket or device)" in result.stderr
     assert "/dev/zero: error: not a regular file (a FIFO, socket or device)" in result.stderr
     assert TRACEBACK not in result.output
+
+
+@pytest.mark.parametrize("api_version", ["linkctl.io/v1", "Linkctl.dev/v1", "linkctl/v1"])
+def test_near_miss_api_version_is_a_warning(linkctl: Linkctl, api_version: str) -> None:
+    """Hostile input (issue 8 §4): an apiVersion close to ours is not skipped silently."""
+    (linkctl.cwd / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    (linkctl.cwd / "typo.yaml").write_text(
+        link_doc("typo").replace("apiVersion: linkctl.dev/v1", f"apiVersion: {api_version}", 1),
+        encoding="utf-8",
+    )
+    result = linkctl("validate", "instance.yaml", "typo.yaml")
+    assert f"typo.yaml:1:13: warning: apiVersion '{api_version}' looks like linkctl's" in result.stderr
+    assert TRACEBACK not in result.output
