@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import marshal
 import os
 import re
@@ -28,7 +29,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler import __version__, strict_json
-from reconciler.diagnostics import ERROR, Diagnostic, format_path
+from reconciler.diagnostics import ERROR, WARNING, Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
 
 API_GROUP = "linkctl.dev"
@@ -36,6 +37,7 @@ API_VERSION = "linkctl.dev/v1"
 KINDS = ("OutgoingLink", "Instance")
 EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_NESTING = 64  # mappings/lists inside each other; real documents need fewer than 10
 _CACHE_FORMAT = "1"  # bump whenever parsing or its diagnostics change
 SOPS_PREFIX = "ENC[AES256_GCM,"
 SECRET_KEYS = frozenset({"clientSecret"})  # values never repeated in diagnostics
@@ -81,6 +83,7 @@ for _tag, _pattern, _first in (
     _CoreResolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 _CoreResolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 _STR_TAG = "tag:yaml.org,2002:str"
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 _MAYBE_NOT_TEXT = frozenset("tTfF~nN-+.0123456789")
 _MAYBE_YAML11 = frozenset("yYnNoOtTfF~-+.0123456789")
 _generic_resolve = _CoreResolver.resolve
@@ -257,6 +260,7 @@ class _Constructor:
         self.diagnostics: list[Diagnostic] = []
         self.exhausted = False
         self.in_secret = 0  # > 0 while building the value of a secret field
+        self.depth = 0  # collections being built around the current node
 
     def _error(self, node: Node, message: str, hint: str | None = None, code: str | None = None) -> None:
         mark = node.start_mark
@@ -281,16 +285,30 @@ class _Constructor:
         kind = node.__class__  # exact classes: the composer makes no subclasses, and `is` is cheapest
         if kind is ScalarNode:
             return self._scalar(cast(ScalarNode, node))
-        if kind is MappingNode:
-            return self._mapping(cast(MappingNode, node))
-        if kind is SequenceNode:
+        if node.tag not in _COLLECTION_TAGS:
+            self._error(node, f"custom YAML tag {node.tag!r} is not allowed", "remove the tag", "yaml-tag")
+            return None
+        if self.depth >= MAX_NESTING:
+            # Recursion depth grows with nesting: refuse before Python's own limit is reached.
+            self._error(
+                node,
+                f"nesting deeper than {MAX_NESTING} levels",
+                "flatten the document; linkctl documents need only a few levels",
+                "too-deep",
+            )
+            return None
+        self.depth += 1
+        try:
+            if kind is MappingNode:
+                return self._mapping(cast(MappingNode, node))
             return [self.build(child) for child in node.value]
-        return None  # pragma: no cover
+        finally:
+            self.depth -= 1
 
     def _scalar(self, node: ScalarNode) -> Any:
         tag = node.tag
         value = node.value
-        if node.style:  # quoted or block scalars are always text (libyaml says "" for plain)
+        if node.style and tag == _STR_TAG:  # quoted or block text (libyaml says "" for plain)
             return value
         if tag in _AMBIGUOUS_CORE_TAGS:
             # A plaintext secret that looks like a number must not be repeated in the output.
@@ -315,7 +333,11 @@ class _Constructor:
         if tag == "tag:yaml.org,2002:bool":
             return value.lower() == "true"
         if tag == "tag:yaml.org,2002:int":
-            return int(value, 0) if value.startswith(("0o", "0x")) else int(value)
+            try:
+                return int(value, 0) if value.startswith(("0o", "0x")) else int(value)
+            except ValueError:  # over Python's int-str digit limit, or an explicit !!int on text
+                self._error(node, f"not a usable integer ({len(value)} characters)", code="bad-int")
+                return None
         if tag == "tag:yaml.org,2002:float":
             return float(
                 value.replace(".inf", "inf")
@@ -363,7 +385,7 @@ class _Constructor:
             if (
                 value_node.__class__ is ScalarNode
                 and (
-                    value_node.style
+                    (value_node.style and value_node.tag == _STR_TAG)
                     or (value_node.tag == _STR_TAG and value_node.value[:1] not in _MAYBE_YAML11)
                 )
                 and self.budget > 0
@@ -388,7 +410,7 @@ def iter_files(paths: Iterable[str]) -> Iterator[tuple[str, Path | None, str | N
         path = Path(arg)
         if path.is_dir():
             yield from _scan_directory(path)
-        elif path.is_file():
+        elif path.is_file() or path.exists():  # a FIFO or device: reading it says what it is
             yield str(path), path, None
         else:
             yield arg, None, "no such file or directory"
@@ -439,6 +461,25 @@ def _scan_directory(root: Path) -> Iterator[tuple[str, Path | None, str | None]]
     yield from problems
 
 
+def _read_once(
+    found: Iterable[tuple[str, Path | None, str | None]],
+) -> Iterator[tuple[str, Path | None, str | None]]:
+    """Drop files already listed: the same file named twice (by another path, a symlink, or a
+    directory and the file in it) would otherwise declare each of its links twice."""
+    seen: set[tuple[int, int]] = set()
+    for display, path, problem in found:
+        if path is not None:
+            try:
+                st = path.stat()
+            except OSError:
+                yield display, path, problem  # reading it reports the problem
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+        yield display, path, problem
+
+
 def load_paths(
     paths: Iterable[str],
     *,
@@ -456,7 +497,7 @@ def load_paths(
     files: list[_File] = []
     paths = list(paths)
     result.roots = [arg if os.path.isdir(arg) else os.path.dirname(arg) or "." for arg in paths]
-    for display, path, problem in iter_files(paths):
+    for display, path, problem in _read_once(iter_files(paths)):
         if path is None:
             result.diagnostics.append(
                 Diagnostic(ERROR, problem or "cannot read", display, None, None, (), None, "no-file")
@@ -651,14 +692,23 @@ def _read_file(display: str, path: Path, cache: ParseCache | None) -> _File:
         return _File(display, path, None, [problem])
 
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return fail(
-                f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit",
-                hint="split it into several files",
-                code="too-large",
-            )
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK and fstat: a FIFO or device named as an argument must not block or stream.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return fail(
+                    "not a regular file (a FIFO, socket or device)",
+                    hint="name a YAML or JSON file",
+                    code="not-a-file",
+                )
+            if st.st_size > MAX_FILE_BYTES:
+                return fail(
+                    f"file is {st.st_size} bytes, over the {MAX_FILE_BYTES} byte limit",
+                    hint="split it into several files",
+                    code="too-large",
+                )
+            text = handle.read(MAX_FILE_BYTES + 1).decode("utf-8")
     except UnicodeDecodeError as exc:
         raw = exc.object[: exc.start]
         return fail(
@@ -859,10 +909,15 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
             try:
                 parsed = [(strict_json.loads(text), 1)]
                 json_fallback = True  # YAML cannot compose it: positions stay at the document
+            except json.JSONDecodeError as json_exc:
+                fail(f"invalid JSON: {json_exc.msg}", json_exc.lineno, json_exc.colno, code="syntax")
+                return None
             except ValueError as json_exc:
                 fail(f"invalid JSON: {json_exc}", code="syntax")
                 return None
         else:
+            if mark and _is_indentation_tab(text, mark.line, mark.column):
+                problem = "tabs are not allowed for indentation"
             fail(
                 f"YAML syntax error: {problem}",
                 mark.line + 1 if mark else None,
@@ -870,6 +925,15 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
                 code="syntax",
             )
             return None
+    except yaml.reader.ReaderError as exc:
+        start = text.rfind("\n", 0, exc.position) + 1
+        fail(
+            f"character U+{exc.character:04X} is not allowed in YAML or JSON (control character)",
+            text.count("\n", 0, exc.position) + 1,
+            exc.position - start + 1,
+            code="syntax",
+        )
+        return None
     except yaml.YAMLError as exc:
         fail(f"YAML error: {exc}", code="syntax")
         return None
@@ -877,6 +941,15 @@ def _parse(display: str, path: Path, text: str, result: LoadResult) -> ParseOutc
         result.diagnostics.extend(constructor.diagnostics)
         return None
     return parsed, per_document, json_fallback
+
+
+def _is_indentation_tab(text: str, line: int, column: int) -> bool:
+    """True when the character at (line, column), 0-based, is a tab in the line's leading blanks."""
+    lines = text.splitlines()
+    if line >= len(lines):
+        return False
+    leading = lines[line][: column + 1]
+    return "\t" in leading and not leading.strip(" \t-")
 
 
 def _documents_of(
@@ -941,6 +1014,18 @@ def _documents_of(
             continue
         api_version = data.get("apiVersion")
         if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
+            if isinstance(api_version, str) and "linkctl" in api_version.lower():
+                # A typo'd apiVersion would otherwise drop the link silently (and prune it).
+                result.diagnostics.append(
+                    doc.diagnostic(
+                        WARNING,
+                        f"apiVersion {api_version!r} looks like linkctl's but is not {API_VERSION};"
+                        " this document is skipped",
+                        ("apiVersion",),
+                        hint=f"write apiVersion: {API_VERSION}",
+                        code="api-version-near-miss",
+                    )
+                )
             result.skipped.append(f"{display}#{doc.index}: apiVersion {api_version!r} is not {API_GROUP}")
             continue
         if api_version != API_VERSION:

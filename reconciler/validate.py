@@ -38,6 +38,8 @@ IDENTITY_PATHS = frozenset({("apiVersion",), ("kind",), ("metadata", "name")})
 # Fields whose encrypted values are sealed in the store and revealed only in requests;
 # every other field is read by linkctl itself (discovery, URLs, plans) and stays readable.
 SEALABLE_MAPS = ("tokenParams", "authorizeParams")
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); a space would split it in two.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +82,52 @@ class ValidationResult:
 def redirect_url(base_url: str, name: str) -> str:
     """The redirect URL of a link: a pure function of the base URL and the link name."""
     return base_url.rstrip("/") + REDIRECT_PATH.format(name=name)
+
+
+_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
+_BAD_HOST_CHARS = re.compile(r"[\x00-\x20\x7f<>\"{}|\\^`%]")
+
+
+def _url_problem(url: str, *, endpoint: bool) -> tuple[str, str] | None:
+    """What makes an absolute URL unsafe to compare or send to (message, fix), or None."""
+    # Browsers read a backslash as a slash, Python's urlsplit does not: the two would disagree
+    # on the host.
+    if "\\" in url or _BAD_HOST_CHARS.search(url.replace("%", "")):
+        return (
+            "contains a space, backslash or character not allowed in a URL",
+            "percent-encode it or remove it",
+        )
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or _BAD_HOST_CHARS.search(host):
+        return (
+            "has an invalid host or port (ports are 1-65535)",
+            "write the host name and a port from 1 to 65535",
+        )
+    if host.endswith("."):
+        return f"host {host!r} ends with a dot", f"write {host.rstrip('.')!r}"
+    if host.startswith("[") or ":" in host:
+        try:
+            mapped = ipaddress.IPv6Address(host.strip("[]")).ipv4_mapped
+        except ValueError:
+            return f"host {host!r} is not a valid IPv6 address", "write the address in canonical form"
+        if mapped is not None:
+            return f"host {host!r} is an IPv4-mapped IPv6 address", f"write {str(mapped)!r}"
+    elif all(_NUMERIC_LABEL.fullmatch(label) for label in host.split(".")):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return (
+                f"host {host!r} is a non-canonical numeric address (resolvers read it as an IPv4 address)",
+                "write the address as four decimal numbers, e.g. 127.0.0.1",
+            )
+    if endpoint and (parts.fragment or url.endswith("#")):
+        return "must not have a fragment (RFC 6749 §3.1, §3.2)", "remove the #... part"
+    return None
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -279,6 +327,11 @@ class _Validator:
             shown = "an encrypted value" if encrypted else repr(url)
             self.error(doc, f"{what} must be an absolute https:// URL, got {shown}", path, code="bad-url")
             return False
+        problem = _url_problem(url, endpoint=not base)
+        if problem:
+            message, hint = problem
+            self.error(doc, f"{what} {message}", path, hint=hint, code="bad-url")
+            return False
         if parts.scheme == "http":
             if not is_loopback_host(parts.hostname):
                 self.error(
@@ -374,6 +427,16 @@ class _Validator:
                 self._check_url(doc, value, ("spec", field), what=field)
 
         # scopes and refresh-token prerequisites
+        for index, scope in enumerate(spec.scopes):
+            if not _SCOPE_TOKEN.fullmatch(scope):
+                self.error(
+                    doc,
+                    f"scope {scope!r} is not a single scope token (RFC 6749 §3.3: no spaces, quotes, "
+                    "backslashes or control characters, never empty)",
+                    ("spec", "scopes", index),
+                    hint="list each scope as its own item of spec.scopes",
+                    code="bad-scope",
+                )
         if not spec.scopes:
             if interactive:
                 self.error(

@@ -600,6 +600,74 @@ CASES = [
         "tokenParams.client_assertion looks like a secret and is in plaintext",
         ("--encrypted-regex",),
     ),
+    # --- hostile input (issue 8 §4): scope tokens ---
+    Case(
+        "scope-with-space",
+        {"bad.yaml": _spec('  provider: google\n  clientId: a\n  scopes: [openid, "email profile"]\n')},
+        "bad.yaml:8:20",
+        "is not a single scope token (RFC 6749 §3.3",
+    ),
+    Case(
+        "numeric-host-endpoint",
+        {
+            "bad.yaml": _spec(
+                "  provider: custom\n  clientId: a\n  scopes: [offline_access]\n"
+                "  authorizationEndpoint: https://auth.example.com/authorize\n"
+                "  tokenEndpoint: https://0x7f000001/token\n"
+            )
+        },
+        "bad.yaml:10:18",
+        "is a non-canonical numeric address",
+    ),
+    # --- hostile input (issue 8 §4): loader limits ---
+    Case(
+        "yaml-deep-nesting",
+        {"bad.yaml": _spec("  provider: google\n  clientId: a\n  scopes: " + "[" * 500 + "]" * 500 + "\n")},
+        "bad.yaml:8:73",
+        "nesting deeper than 64 levels",
+    ),
+    Case(
+        "json-deep-nesting",
+        {"bad.json": '{"apiVersion": "linkctl.dev/v1", "x": ' + "[" * 10_000 + "]" * 10_000 + "}"},
+        "bad.json:1:102",
+        "nesting deeper than 64 levels",
+    ),
+    Case(
+        "integer-thousands-of-digits",
+        {"bad.yaml": _spec("  provider: google\n  clientId: " + "9" * 5000 + "\n")},
+        "bad.yaml:7:13",
+        "not a usable integer (5000 characters)",
+    ),
+    Case(
+        "python-object-tag-on-mapping",
+        {"bad.yaml": _spec("  provider: google\n  tokenParams: !!python/object:os.system {a: b}\n")},
+        "bad.yaml:7:16",
+        "custom YAML tag 'tag:yaml.org,2002:python/object:os.system' is not allowed",
+    ),
+    Case(
+        "custom-tag-on-sequence",
+        {"bad.yaml": _spec("  provider: google\n  scopes: !bar [openid]\n")},
+        "bad.yaml:7:11",
+        "custom YAML tag '!bar' is not allowed",
+    ),
+    Case(
+        "custom-tag-on-quoted-scalar",
+        {"bad.yaml": _spec('  provider: google\n  clientId: !foo "a"\n')},
+        "bad.yaml:7:13",
+        "custom YAML tag '!foo' is not allowed",
+    ),
+    Case(
+        "nul-byte",
+        {"bad.yaml": _spec("  provider: goo\0gle\n").encode()},
+        "bad.yaml:6:16",
+        "character U+0000 is not allowed",
+    ),
+    Case(
+        "tab-indentation",
+        {"bad.yaml": _spec("  provider: google\n\tclientId: a\n")},
+        "bad.yaml:7:1",
+        "tabs are not allowed for indentation",
+    ),
 ]
 
 
@@ -717,3 +785,28 @@ def test_other_tools_documents_are_skipped(linkctl: Linkctl) -> None:
     assert "skipped" not in quiet.stderr
     linkctl("apply", "instance.yaml", "mixed.yaml", env=env)
     assert [link["name"] for link in linkctl("list", "-o", "json").json()["links"]] == ["mixed"]
+
+
+def test_fifo_or_device_argument_is_refused_without_blocking(linkctl: Linkctl) -> None:
+    """Hostile input (issue 8 §4): a FIFO nobody writes to, or /dev/zero, named as an argument."""
+    (linkctl.cwd / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    os.mkfifo(linkctl.cwd / "pipe.yaml")
+    started = time.monotonic()
+    result = linkctl("validate", "instance.yaml", "pipe.yaml", "/dev/zero", expect=3, timeout=30)
+    assert time.monotonic() - started < 20
+    assert "pipe.yaml: error: not a regular file (a FIFO, socket or device)" in result.stderr
+    assert "/dev/zero: error: not a regular file (a FIFO, socket or device)" in result.stderr
+    assert TRACEBACK not in result.output
+
+
+@pytest.mark.parametrize("api_version", ["linkctl.io/v1", "Linkctl.dev/v1", "linkctl/v1"])
+def test_near_miss_api_version_is_a_warning(linkctl: Linkctl, api_version: str) -> None:
+    """Hostile input (issue 8 §4): an apiVersion close to ours is not skipped silently."""
+    (linkctl.cwd / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    (linkctl.cwd / "typo.yaml").write_text(
+        link_doc("typo").replace("apiVersion: linkctl.dev/v1", f"apiVersion: {api_version}", 1),
+        encoding="utf-8",
+    )
+    result = linkctl("validate", "instance.yaml", "typo.yaml")
+    assert f"typo.yaml:1:13: warning: apiVersion '{api_version}' looks like linkctl's" in result.stderr
+    assert TRACEBACK not in result.output

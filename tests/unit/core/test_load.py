@@ -150,3 +150,15 @@ def test_json_that_yaml_cannot_read_is_read_as_json_and_refuses_duplicate_keys(t
     assert parsed.name == "j" and parsed.data["metadata"]["labels"]["mood"] == "\U0001f600"
     broken = _load(tmp_path, doc.replace('"kind": "OutgoingLink"', '"kind": "A", "kind": "B"'), "ok.json")
     assert [d.message for d in broken.diagnostics] == ["invalid JSON: duplicate key 'kind'"]
+
+
+def test_the_same_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    good = tmp_path / "sub" / "good.yaml"
+    good.write_text(LINK)
+    (tmp_path / "alias.yaml").symlink_to(good)
+    named = [str(tmp_path / "sub"), str(good), str(tmp_path / "sub" / ".." / "sub" / "good.yaml")]
+    result = load_paths([*named, str(tmp_path / "alias.yaml")], env={})
+    assert result.files == [str(good)]
+    assert len(result.documents) == 1
+    assert result.diagnostics == []

@@ -124,6 +124,22 @@ def test_microsoft_adds_offline_access_but_not_for_client_credentials(tmp_path: 
             "secret-source",
             "spec.clientSecret",
         ),
+        (
+            '  provider: google\n  scopes: [a, "openid email"]\n'
+            "  clientId: a\n  clientSecret: {fromEnv: S}\n",
+            "bad-scope",
+            "spec.scopes[1]",
+        ),
+        (
+            '  provider: google\n  scopes: [""]\n  clientId: a\n  clientSecret: {fromEnv: S}\n',
+            "string-too-short",  # the model refuses an empty scope
+            "spec.scopes[0]",
+        ),
+        (
+            '  provider: google\n  scopes: ["a\\x01"]\n  clientId: a\n  clientSecret: {fromEnv: S}\n',
+            "bad-scope",
+            "spec.scopes[0]",
+        ),
     ],
 )
 def test_rules(tmp_path: Path, spec: str, code: str, path: str) -> None:
@@ -276,3 +292,30 @@ def test_plaintext_secret_params_are_allowed_with_allow_plaintext_secrets(tmp_pa
     spec = GOOGLE + "  tokenParams: {client_assertion: a.b.c}\n"
     result = _validate(tmp_path, _link(spec), env={"S": "x"}, instance=instance)
     assert result.ok, [d.render() for d in result.diagnostics]
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("https://auth.example.com:0/token", "invalid host or port"),
+        ("https://auth.example.com:70000/token", "invalid host or port"),
+        ("https://auth example.com/token", "character not allowed"),
+        ("https://auth.example.com\\@evil.example/token", "backslash"),
+        ("https://auth.example.com/token#x", "must not have a fragment"),
+        ("https://auth.example.com./token", "ends with a dot"),
+        ("https://127.1/token", "non-canonical numeric address"),
+        ("https://0x7f000001/token", "non-canonical numeric address"),
+        ("https://2130706433/token", "non-canonical numeric address"),
+        ("https://[::ffff:127.0.0.1]/token", "IPv4-mapped"),
+    ],
+)
+def test_hostile_endpoint_urls(tmp_path: Path, url: str, fragment: str) -> None:
+    spec = (
+        "  provider: custom\n  clientId: a\n  clientSecret: {fromEnv: S}\n  scopes: [offline_access]\n"
+        f"  authorizationEndpoint: https://auth.example.com/authorize\n  tokenEndpoint: '{url}'\n"
+    )
+    result = _validate(tmp_path, _link(spec), env={"S": "x"})
+    errors = [d for d in result.diagnostics if d.is_error]
+    assert [d.code for d in errors] == ["bad-url"], [d.render() for d in errors]
+    assert fragment in errors[0].message
+    assert errors[0].path == ("spec", "tokenEndpoint") and errors[0].column == 18
