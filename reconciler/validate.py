@@ -360,7 +360,8 @@ class _Validator:
         self, doc: Document, url: str, path: Sequence[str | int], *, what: str
     ) -> bool:
         # Checked before anything that quotes the URL: a password in it must never be echoed.
-        authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        # The authority ends where a browser ends it: backslashes count as slashes there.
+        authority = re.split(r"[/\\?#]", url.partition("://")[2], maxsplit=1)[0]
         if "@" not in authority:
             return True
         self.error(
