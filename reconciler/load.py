@@ -444,15 +444,14 @@ def _scan_directory(root: Path) -> Iterator[tuple[str, Path | None, str | None]]
             child = directory / entry.name
             try:
                 is_dir = entry.is_dir()
-                is_file = not is_dir and entry.is_file()
             except OSError as exc:  # a symlink loop (ELOOP) or a target we may not stat
                 problems.append((str(child), None, f"cannot read: {exc.strerror or exc}"))
                 continue
             if is_dir:
                 scan(child)
-            elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and (
-                is_file or entry.is_symlink()  # a dangling link is reported when it is read
-            ):
+            elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+                # A FIFO, device or dangling link is refused when it is read, not skipped:
+                # a skipped file's links would look deleted to --prune.
                 found.append(child)
 
     scan(root)

@@ -668,6 +668,12 @@ CASES = [
         "bad.yaml:7:1",
         "tabs are not allowed for indentation",
     ),
+    Case(
+        "fifo-inside-a-scanned-directory",
+        {"bad.yaml": lambda path: os.mkfifo(path)},
+        "bad.yaml",
+        "not a regular file",
+    ),
 ]
 
 
