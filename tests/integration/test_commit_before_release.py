@@ -100,7 +100,7 @@ def test_token_path_commits_the_rotated_refresh_token_before_releasing_the_lease
     before = store.get_grant("tok", with_tokens=True)
     assert before is not None and before.refresh_token is not None
     watch = NextHolderWatch(store, rival, ["tok"])
-    fresh = keeper.fresh_token(cast(Store, watch), "tok", min_valid=3600, client=client)  # forces a refresh
+    fresh = keeper.fresh_token(cast(Store, watch), "tok", min_valid=60, client=client)  # 60 s tokens
     assert fresh.access_token is not None and fresh.token_version > before.token_version
     _assert_next_holder_sends_the_newest_token(
         watch, store, ["tok"], {"tok": before.refresh_token}, oracle, registered

@@ -75,13 +75,13 @@ def test_keeper_and_token_failures_never_show_or_store_a_token(
     keeper_run = run(env, "--debug", "keeper", "--once")
     assert keeper_run.returncode != 0, keeper_run.stdout + keeper_run.stderr
     outputs.append(keeper_run)
-    rejected = run(env, "token", "tok", "--min-valid", "3600")
+    rejected = run(env, "token", "tok", "--min-valid", "60")
     assert rejected.returncode != 0 and "linkctl authorize tok" in rejected.stderr, rejected.stderr
     outputs.append(rejected)
-    outputs.append(run(env, "--debug", "token", "tok", "--min-valid", "3600"))
+    outputs.append(run(env, "--debug", "token", "tok", "--min-valid", "60"))
     oracle.fault("unavailable", times=2)
-    outputs.append(run(env, "token", "flaky", "--min-valid", "3600"))
-    outputs.append(run(env, "--debug", "token", "flaky", "--min-valid", "3600"))
+    outputs.append(run(env, "token", "flaky", "--min-valid", "60"))
+    outputs.append(run(env, "--debug", "token", "flaky", "--min-valid", "60"))
     assert all(o.returncode != 0 for o in outputs[-2:]), [o.stderr for o in outputs[-2:]]
     for args in (["list"], ["list", "-o", "json"], ["state", "events"]):
         outputs.append(run(env, *args))
