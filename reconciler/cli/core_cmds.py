@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import strict_json
+from reconciler.cli.keeper_cmds import count, timeout_seconds
 from reconciler.cli.output import reads_only, write_atomic
 from reconciler.errors import (
     EXIT_CHANGES,
@@ -65,7 +66,7 @@ def _output_arg(parser: argparse.ArgumentParser) -> None:
 def _lock_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=timeout_seconds,
         metavar="SECONDS",
         help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)",
     )
@@ -150,7 +151,7 @@ def register(subparsers: Any) -> None:
     s.set_defaults(handler=cmd_state_unlock)
     s = state.add_parser("events", help="the audit log, newest first")
     s.add_argument("--link", help="only events of this link")
-    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--limit", type=count, default=50)
     _output_arg(s)
     s.set_defaults(handler=cmd_state_events)
 
