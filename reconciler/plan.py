@@ -12,15 +12,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.diagnostics import Diagnostic
 from reconciler.store.base import StoredLink
 from reconciler.validate import DesiredLink
 
 FORMAT_VERSION = "1"
+_T = TypeVar("_T")
 
 CREATE = "create"
 UPDATE = "update"
@@ -82,22 +84,34 @@ class Change:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Change:
-        """Inverse of :meth:`to_json`."""
+    def from_json(cls, data: Any, where: str = "$") -> Change:
+        """Inverse of :meth:`to_json`; raises :class:`PlanFormatError` naming the bad field."""
+        obj = _object(data, where)
+        fields = []
+        for i, item in enumerate(_optional(obj, "fields", list, where) or ()):
+            f = _object(item, f"{where}.fields[{i}]")
+            fields.append(
+                FieldChange(
+                    _required(f, "path", str, f"{where}.fields[{i}]"),
+                    f.get("old"),
+                    f.get("new"),
+                    bool(_optional(f, "sensitive", bool, f"{where}.fields[{i}]")),
+                )
+            )
+        action = _required(obj, "action", str, where)
+        if action not in _ACTIONS:
+            raise PlanFormatError(f"{where}.action", f"unknown action {action!r}")
         return cls(
-            action=data["action"],
-            link=data["link"],
-            provider=data.get("provider", ""),
-            fields=tuple(
-                FieldChange(f["path"], f.get("old"), f.get("new"), bool(f.get("sensitive")))
-                for f in data.get("fields", ())
-            ),
-            source=data.get("source"),
-            renamed_from=data.get("renamed_from"),
-            preset_added=data.get("preset_added") or {},
-            digest=data.get("digest"),
-            reauthorize_scopes=tuple(data.get("reauthorize_scopes") or ()),
-            revokes_tokens=data.get("revokes_tokens"),
+            action=action,
+            link=_required(obj, "link", str, where),
+            provider=_optional(obj, "provider", str, where) or "",
+            fields=tuple(fields),
+            source=_optional(obj, "source", str, where),
+            renamed_from=_optional(obj, "renamed_from", str, where),
+            preset_added=_optional(obj, "preset_added", dict, where) or {},
+            digest=_optional(obj, "digest", str, where),
+            reauthorize_scopes=_strings(obj, "reauthorize_scopes", where),
+            revokes_tokens=_optional(obj, "revokes_tokens", bool, where),
         )
 
 
@@ -146,19 +160,30 @@ class Plan:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        """Read a saved plan (raises ``ValueError`` for an unknown format)."""
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+    def from_json(cls, data: Any) -> Plan:
+        """Read a saved plan; raises :class:`PlanFormatError` naming the first bad field."""
+        obj = _object(data, "$")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise PlanFormatError("$.format_version", f"unsupported plan format_version {version!r}")
+        serial = _required(obj, "serial", int, "$")
+        if serial < 0:
+            raise PlanFormatError("$.serial", "must not be negative")
+        created_at = _optional(obj, "created_at", float, "$") or 0.0
+        if not math.isfinite(created_at):
+            raise PlanFormatError("$.created_at", "must be a finite number")
         return cls(
-            serial=int(data["serial"]),
-            changes=tuple(Change.from_json(c) for c in data["changes"]),
-            prune=bool(data.get("prune")),
-            inputs=tuple(data.get("inputs") or ()),
-            created_at=float(data.get("created_at") or 0),
-            instance=data.get("instance"),
-            adopt_store=data.get("adopt_store"),
-            allow_empty_prune=bool(data.get("allow_empty_prune")),
+            serial=serial,
+            changes=tuple(
+                Change.from_json(c, f"$.changes[{i}]")
+                for i, c in enumerate(_required(obj, "changes", list, "$"))
+            ),
+            prune=bool(_optional(obj, "prune", bool, "$")),
+            inputs=_strings(obj, "inputs", "$"),
+            created_at=float(created_at),
+            instance=_optional(obj, "instance", str, "$"),
+            adopt_store=_optional(obj, "adopt_store", str, "$"),
+            allow_empty_prune=bool(_optional(obj, "allow_empty_prune", bool, "$")),
         )
 
     def same_changes(self, other: Plan) -> bool:
@@ -168,6 +193,76 @@ class Plan:
             return [(c.action, c.link, c.digest) for c in plan.changes if c.action in MUTATING]
 
         return key(self) == key(other)
+
+
+class PlanFormatError(ValueError):
+    """A saved plan file's JSON does not have the documented shape; ``path`` is the bad field."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+_ACTIONS = frozenset({CREATE, UPDATE, DELETE, RENAME, DRIFT, UNCHANGED, ORPHAN, RETAIN})
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PlanFormatError(where, f"must be an object, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind in (bool, int, float, str, list, dict):  # bool first: True is an int in Python
+        if isinstance(value, kind):
+            return _TYPE_NAMES[kind]
+    return type(value).__name__
+
+
+def _matches(value: Any, kind: type) -> bool:
+    # JSON has one number type and booleans are not numbers; Python disagrees on both.
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _required(obj: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T:
+    if key not in obj:
+        raise PlanFormatError(f"{where}.{key}", "is missing")
+    value = _optional(obj, key, kind, where)
+    if value is None:
+        raise PlanFormatError(f"{where}.{key}", f"must be {_TYPE_NAMES[kind]}, not null")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], key: str, kind: type[_T], where: str) -> _T | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not _matches(value, kind):
+        raise PlanFormatError(f"{where}.{key}", f"must be {_TYPE_NAMES[kind]}, not {_json_type(value)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _strings(obj: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    items = _optional(obj, key, list, where) or []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise PlanFormatError(f"{where}.{key}[{i}]", f"must be a string, not {_json_type(item)}")
+    return tuple(items)
 
 
 def spec_hash(spec: Mapping[str, Any], fingerprints: Mapping[str, str]) -> str:

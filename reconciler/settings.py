@@ -6,13 +6,32 @@ Passed explicitly (keyword-only) to the code that needs it; no module globals.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconciler.errors import ConfigError
 from reconciler.secrets import Secret
 
 DEFAULT_LOCK_TIMEOUT = 60.0
+MAX_TIMEOUT_SECONDS = 86_400.0  # a day: longer is a typo (ms for s), and would park a cron job forever
+MAX_COUNT = 1_000_000
+
+
+def parse_number(text: str, *, maximum: float | None, integer: bool = False) -> float:
+    """A finite number in [0, maximum] from a flag or variable; ``ValueError`` says what is wrong."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text[:40]!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite number >= 0, not {text[:40]!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be at most {maximum:.0f}, not {text[:40]!r}")
+    if integer and not value.is_integer():
+        raise ValueError(f"must be a whole number, not {text[:40]!r}")
+    return value
 
 
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
@@ -54,7 +73,16 @@ class Settings:
         key_file = env.get("LINKCTL_STATE_KEY_FILE")
         timeout = lock_timeout
         if timeout is None:
-            timeout = float(env.get("LINKCTL_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+            timeout = DEFAULT_LOCK_TIMEOUT
+            if env.get("LINKCTL_LOCK_TIMEOUT") is not None:
+                try:
+                    timeout = parse_number(env["LINKCTL_LOCK_TIMEOUT"], maximum=MAX_TIMEOUT_SECONDS)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"not a usable lock timeout: {exc}",
+                        file="LINKCTL_LOCK_TIMEOUT",
+                        hint="set it to a number of seconds (default 60) or unset it",
+                    ) from None
         return cls(
             state_url=url,
             state_key=Secret(env["LINKCTL_STATE_KEY"]) if env.get("LINKCTL_STATE_KEY") else None,

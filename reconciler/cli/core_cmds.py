@@ -16,11 +16,14 @@ import getpass
 import json
 import os
 import socket
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler import strict_json
+from reconciler.cli.keeper_cmds import count, timeout_seconds
 from reconciler.cli.output import reads_only, write_atomic
 from reconciler.errors import (
     EXIT_CHANGES,
@@ -63,7 +66,7 @@ def _output_arg(parser: argparse.ArgumentParser) -> None:
 def _lock_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lock-timeout",
-        type=float,
+        type=timeout_seconds,
         metavar="SECONDS",
         help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)",
     )
@@ -148,7 +151,7 @@ def register(subparsers: Any) -> None:
     s.set_defaults(handler=cmd_state_unlock)
     s = state.add_parser("events", help="the audit log, newest first")
     s.add_argument("--link", help="only events of this link")
-    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--limit", type=count, default=50)
     _output_arg(s)
     s.set_defaults(handler=cmd_state_events)
 
@@ -565,16 +568,46 @@ def _revocations(ctx: Context, names: Sequence[str]) -> Iterator[Callable[[], in
                 item.abandon(store)
 
 
-def _read_plan(path: Path) -> Plan:
-    from reconciler.plan import Plan
+MAX_PLAN_BYTES = 16 * 1024 * 1024  # like a declared file: bounded memory and time
 
+
+def _read_plan(path: Path) -> Plan:
+    from reconciler.plan import Plan, PlanFormatError
+
+    hint = "create one with `linkctl plan --out FILE`"
     try:
-        return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+        # O_NONBLOCK and fstat: a FIFO or device given as FILE must not block or stream forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(
+                    "plan file is not a regular file (a FIFO, socket or device)", file=str(path), hint=hint
+                )
+            if st.st_size > MAX_PLAN_BYTES:
+                raise ConfigError(
+                    f"plan file is {st.st_size} bytes, over the {MAX_PLAN_BYTES} byte limit",
+                    file=str(path),
+                    hint=hint,
+                )
+            raw = handle.read(MAX_PLAN_BYTES + 1)
     except OSError as exc:
         raise LinkctlError(f"cannot read plan file {path}: {exc.strerror}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LinkctlError(
-            f"{path} is not a linkctl plan file ({exc})", hint="create one with `linkctl plan --out FILE`"
+    if len(raw) > MAX_PLAN_BYTES:  # grew after the fstat
+        raise ConfigError(f"plan file is over the {MAX_PLAN_BYTES} byte limit", file=str(path), hint=hint)
+    try:
+        data = strict_json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"plan file is not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path), hint=hint
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"plan file is not valid JSON ({exc})", file=str(path), hint=hint) from None
+    try:
+        return Plan.from_json(data)
+    except PlanFormatError as exc:
+        raise ConfigError(
+            f"not a linkctl plan file: {exc.path} {exc.problem}", file=str(path), path=exc.path, hint=hint
         ) from None
 
 

@@ -26,15 +26,32 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 
 def seconds(text: str) -> float:
     """An argparse type: a finite, non-negative number of seconds (nan, inf, -1 are usage errors)."""
-    import math
+    from reconciler.settings import parse_number
 
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
-    return value
+        return parse_number(text, maximum=None)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seconds {exc}") from None
+
+
+def timeout_seconds(text: str) -> float:
+    """An argparse type: like :func:`seconds`, at most a day (a timeout or interval)."""
+    from reconciler.settings import MAX_TIMEOUT_SECONDS, parse_number
+
+    try:
+        return parse_number(text, maximum=MAX_TIMEOUT_SECONDS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seconds {exc}") from None
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number from 0 to a million (a limit, not an allocation size)."""
+    from reconciler.settings import MAX_COUNT, parse_number
+
+    try:
+        return int(parse_number(text, maximum=MAX_COUNT, integer=True))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(subparsers: Any) -> None:
@@ -75,21 +92,21 @@ def register(subparsers: Any) -> None:
     keeper.add_argument("--workers", type=int, default=4, metavar="N", help="worker threads (default 4)")
     keeper.add_argument(
         "--lease-ttl",
-        type=float,
+        type=timeout_seconds,
         default=30.0,
         metavar="S",
         help="refresh lease lifetime; must exceed the HTTP timeout (default 30)",
     )
     keeper.add_argument(
         "--http-timeout",
-        type=float,
+        type=timeout_seconds,
         default=DEFAULT_HTTP_TIMEOUT,
         metavar="S",
         help=f"token endpoint timeout (default {DEFAULT_HTTP_TIMEOUT:g})",
     )
     keeper.add_argument(
         "--poll-interval",
-        type=float,
+        type=timeout_seconds,
         default=5.0,
         metavar="S",
         help="longest pause between looks at the store (default 5)",

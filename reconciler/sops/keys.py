@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from reconciler.sops import age
 
 KEY_CMD_TIMEOUT = 60.0
+MAX_KEYS_FILE_BYTES = 1024 * 1024  # an identity is 74 bytes; a megabyte is thousands of them
 
 
 def default_keys_file(env: Mapping[str, str]) -> Path | None:
@@ -120,10 +122,22 @@ def load_keyring(env: Mapping[str, str]) -> KeyRing:
 
 
 def _read_file(ring: KeyRing, path: Path, label: str) -> list[age.X25519Identity]:
+    where = f"{label} ({path})" if label != str(path) else label
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK, fstat and a cap: /dev/zero, a FIFO or a directory must not hang or fill memory.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+            os.close(fd)
+            ring._note(f"{where} is not a regular file (a directory, FIFO, socket or device)")
+            return []
+        with os.fdopen(fd, "rb") as handle:
+            raw = handle.read(MAX_KEYS_FILE_BYTES + 1)
+        if len(raw) > MAX_KEYS_FILE_BYTES:
+            ring._note(f"{where} is over the {MAX_KEYS_FILE_BYTES} byte limit of an age identities file")
+            return []
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        ring._note(f"{label} ({path}) cannot be read: {type(exc).__name__}")
+        ring._note(f"{where} cannot be read: {type(exc).__name__}")
         return []
-    ring.sources.append(f"{label} ({path})" if label != str(path) else label)
-    return ring._parse(text, f"{label} ({path})" if label != str(path) else label)
+    ring.sources.append(where)
+    return ring._parse(text, where)
