@@ -7,7 +7,7 @@ single-flight refresh of one link (:func:`refresh_link`), the worker pool of
 :meth:`PendingRevocation.send`, around apply's prune; :func:`revoke_grant` for a link
 that stays). Everything it stores goes through the
 :class:`~reconciler.store.grants.GrantStore` lease API, so the invariants of
-DESIGN.md §5 (one refresh in flight per link, fencing, rotated refresh token durable
+The invariants in docs/testing.md (one refresh in flight per link, fencing, rotated refresh token durable
 before anything else, classified errors) hold across processes and machines.
 
 Time, sleep and randomness are injected so tests control them. This module must
@@ -190,7 +190,7 @@ def backoff_delay(
 
 
 def classify(error: LinkctlError, *, client_credentials: bool) -> tuple[str, str]:
-    """``(grant status, error_class)`` for a failed token request (DESIGN.md §5 invariant 5)."""
+    """``(grant status, error_class)`` for a failed token request ("errors classified" in docs/testing.md)."""
     if isinstance(error, TransientProviderError):  # ResponseLost included
         return grants.TRANSIENT_ERROR, "transient"
     if isinstance(error, GrantError):

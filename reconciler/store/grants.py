@@ -6,7 +6,7 @@ keeper use (``oauth.flows`` calls :meth:`GrantStore.save_authorization`;
 schedule (:func:`next_refresh_time`) lives here, below the keeper, because the
 store computes it too when first tokens are saved.
 
-Invariants (DESIGN.md §5): one refresh in flight per link (a lease with an expiry
+Invariants (docs/testing.md): one refresh in flight per link (a lease with an expiry
 longer than the HTTP timeout), every token write conditional on
 ``token_version`` (fencing), a rotated refresh token committed before anything
 else, and the old refresh token kept when a response carries none.
@@ -46,7 +46,7 @@ GRANT_STATUSES = (
 # Statuses the keeper never retries on its own: a human must act first.
 PARKED_STATUSES = (PENDING_CREDENTIALS, NEEDS_AUTHORIZATION, CONFIGURATION_ERROR)
 
-# -- the refresh schedule (DESIGN.md §5; research §5 items 4 and 8) ----------------------
+# -- the refresh schedule (the invariants in docs/testing.md) ----------------------
 REFRESH_AT_MIN = 0.75  # refresh between 75 % and 85 % of the token lifetime (jittered) ...
 REFRESH_AT_MAX = 0.85
 LATEST_MARGIN_MAX = 60.0  # ... and never later than expiry - min(60 s, 10 % of the lifetime)

@@ -4,7 +4,7 @@
 by :func:`reconciler.store.open_store` for ``sqlite:///…`` URLs and used
 by apply, the keeper, the CLI and the server through that interface only.
 
-What it guarantees (DESIGN.md §5):
+What it guarantees (the invariants in docs/testing.md):
 
 * atomic applies — every write runs in ``BEGIN IMMEDIATE`` … ``COMMIT`` with WAL and
   ``synchronous=FULL``, so after a crash the file holds the old or the new state;

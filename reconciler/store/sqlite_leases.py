@@ -5,7 +5,7 @@
 ``oauth.flows`` (:meth:`save_authorization`), ``oauth.keeper`` and ``linkctl token``
 (everything else), always through the :class:`~reconciler.store.grants.GrantStore` interface.
 
-How the invariants of DESIGN.md §5 hold here:
+How the invariants listed in docs/testing.md hold here:
 
 * one refresh in flight per link: :meth:`acquire_lease` is one conditional ``UPDATE``
   (SQLite serializes writers), so of many processes exactly one gets the lease until it
