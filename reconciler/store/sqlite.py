@@ -445,12 +445,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             version, key_check = _read_meta(conn)
             if not create and (version != known or key_check is None):  # changed since the probe
                 raise StoreNotReady(f"the store {path} needs a schema migration or key check first")
-            if version > known:
-                raise StateError(
-                    f"the store {path} has schema version {version}, newer than this linkctl"
-                    f" understands ({known})",
-                    hint="upgrade linkctl; an older version must not write to a newer store",
-                )
+            _refuse_newer_schema(path, version, known)
             if key_check is not None and key is None:
                 # Another process's first open may have created the key file and keyed the
                 # store since we looked: the key check is written only after the key file.
@@ -516,12 +511,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             conn.execute("PRAGMA foreign_keys = ON")
             known = len(load_migrations())
             version, key_check = _read_meta(conn)
-            if version > known:
-                raise StateError(
-                    f"the store {path} has schema version {version}, newer than this linkctl"
-                    f" understands ({known})",
-                    hint="upgrade linkctl; an older version must not write to a newer store",
-                )
+            _refuse_newer_schema(path, version, known)
             if key_check is not None and key is None:
                 raise StateError(
                     f"the store {path} is encrypted with a state key but none was found;"
@@ -958,6 +948,15 @@ def _switch_to_wal(conn: sqlite3.Connection) -> str:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _refuse_newer_schema(path: Path, version: int, known: int) -> None:
+    """Refuse a store whose schema is newer than the migrations this linkctl knows."""
+    if version > known:
+        raise StateError(
+            f"the store {path} has schema version {version}, newer than this linkctl understands ({known})",
+            hint="upgrade linkctl; an older version must not write to a newer store",
+        )
 
 
 def _read_meta(conn: sqlite3.Connection) -> tuple[int, bytes | None]:
