@@ -23,6 +23,7 @@ from reconciler.errors import (
 from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
+from reconciler.store.grants import Grant
 
 
 def _authorize(store: Store, provider: RotatingProvider, clock: FakeClock, name: str = "a") -> None:
@@ -72,9 +73,10 @@ def test_one_refresh_shows_the_lifetime_is_too_short(
     assert grant is not None and grant.lease_owner is None
 
 
-def test_waits_for_the_lease_holder_and_returns_its_token(
-    open_store: Callable[[], Store], provider: RotatingProvider
-) -> None:
+def _fresh_token_while_another_process_refreshes(
+    open_store: Callable[[], Store], provider: RotatingProvider, *, min_valid: float
+) -> Grant:
+    """``fresh_token`` for link "a" (1 s left) while another process holds the lease and refreshes."""
     clock = time.time
     store = open_store()
     add_links(store, link_write("a"))
@@ -100,8 +102,16 @@ def test_waits_for_the_lease_holder_and_returns_its_token(
 
     thread = threading.Thread(target=other_process)
     thread.start()
-    grant = keeper.fresh_token(store, "a", min_valid=30, client=provider)
-    thread.join()
+    try:
+        return keeper.fresh_token(store, "a", min_valid=min_valid, client=provider)
+    finally:
+        thread.join()
+
+
+def test_waits_for_the_lease_holder_and_returns_its_token(
+    open_store: Callable[[], Store], provider: RotatingProvider
+) -> None:
+    grant = _fresh_token_while_another_process_refreshes(open_store, provider, min_valid=30)
     assert provider.refresh_count() == 1  # only the holder refreshed
     assert grant.access_token is not None and grant.access_token.reveal() == f"at-a-{2}"
 
@@ -110,34 +120,8 @@ def test_a_token_another_process_refreshed_meanwhile_is_accepted_even_if_shorter
     open_store: Callable[[], Store], provider: RotatingProvider
 ) -> None:
     """One refresh in flight: a caller asking for more than any token lives does not refresh again."""
-    clock = time.time
-    store = open_store()
-    add_links(store, link_write("a"))
-    store.save_authorization(
-        "a", dataclasses.replace(provider.authorize("a"), received_at=clock() - 59), clock_now=clock()
-    )
-    held = store.acquire_lease("a", owner="other", ttl=30, now=clock())
-    assert held is not None and held.refresh_token is not None
-
-    def other_process() -> None:
-        time.sleep(0.3)
-        s = open_store()
-        response = provider.refresh(keeper.client_config(s, s.get_link("a")), held.refresh_token)  # type: ignore[arg-type]
-        s.commit_tokens(
-            "a",
-            owner="other",
-            expected_version=held.token_version,
-            response=dataclasses.replace(response, received_at=clock()),
-            now=clock(),
-            next_refresh_at=None,
-        )
-        s.close()
-
-    thread = threading.Thread(target=other_process)
-    thread.start()
     # Tokens live 60 s: by the time the caller reads it, the holder's token has a hair less.
-    grant = keeper.fresh_token(store, "a", min_valid=60, client=provider)
-    thread.join()
+    grant = _fresh_token_while_another_process_refreshes(open_store, provider, min_valid=60)
     assert provider.refresh_count() == 1, "the caller refreshed again instead of taking the holder's token"
     assert grant.access_token is not None and grant.access_token.reveal() == "at-a-2"
 
