@@ -1,4 +1,4 @@
--- 0001_initial: the schema of DESIGN.md §3.
+-- 0001_initial: the first store schema (links, grants, events, lock, meta, provider metadata).
 -- Applied by reconciler.store.sqlite inside one transaction, which then records
 -- meta.schema_version = 1. Rules for later files (0002_*.sql, ...): one statement
 -- per ';', no BEGIN/COMMIT, no PRAGMA (foreign_keys cannot change inside a transaction).
