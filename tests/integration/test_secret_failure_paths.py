@@ -9,23 +9,14 @@ files must not contain a refresh token, an access token or the client secret.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
-from tests.integration.conftest import OidcServer, OracleClient
-from tests.integration.test_keeper_support import add_authorized_links, open_store, run, state_env
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
+from tests.support.oracle import OidcServer, OracleClient
+from tests.support.oracle_links import add_authorized_links, open_store, run, state_env
 
 
 def _revoke(oracle: OidcServer, registered: OracleClient, token: Secret) -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from store_helpers import PYTHON, child_env, db_path, file_digest, link
 
 from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import Secret
@@ -21,6 +20,7 @@ from reconciler.settings import Settings
 from reconciler.store import grants, open_store
 from reconciler.store.base import Event, Store
 from reconciler.store.sqlite import SQLiteStore, load_migrations, split_statements, sqlite_path
+from tests.support.stores import PYTHON, child_env, db_path, file_digest, link
 
 OpenStore = Callable[..., Store]
 

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from store_helpers import PYTHON, child_env
 
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store.base import Store
+from tests.support.stores import PYTHON, child_env
 
 N_LINKS = 2000
 

@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from store_helpers import PYTHON, child_env
 
 from reconciler.errors import LockTimeout, StateError
 from reconciler.settings import Settings
 from reconciler.store.base import Store, locked
+from tests.support.stores import PYTHON, child_env
 
 OpenStore = Callable[..., Store]
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the store tests (imported by name; pytest puts this folder on sys.path)."""
+"""Helpers shared by the store tests: a LinkWrite maker, file digests, a child process's environment."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite
 from reconciler.store.sqlite import sqlite_path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def db_path(settings: Settings) -> Path:

@@ -1,4 +1,4 @@
-"""Shared helpers of the keeper integration tests (no tests here; named test_keeper_* to live beside them)."""
+"""Oracle-backed helpers: a store env, links at the oracle authorized through it, running linkctl."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite, Store
 from reconciler.store.sqlite import SQLiteStore
 from tests.conftest import ROOT
-from tests.integration.conftest import OidcServer, OracleClient
+from tests.support.oracle import OidcServer, OracleClient
 
 LeasedStore = SQLiteStore  # leases are mixed in (SQLiteLeases)
 
