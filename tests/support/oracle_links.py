@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from reconciler.oauth import flows
 from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
 from reconciler.secrets import Secret
@@ -120,14 +122,23 @@ def add_authorized_links(
 
 def introspect_active(server: OidcServer, registered: OracleClient, token: Secret) -> bool:
     """RFC 7662 introspection (does not trigger reuse detection, unlike a refresh)."""
-    import httpx
+    return bool(_refresh_token_call(server, registered, "token/introspection", token).json().get("active"))
 
+
+def revoke_refresh_token(server: OidcServer, registered: OracleClient, token: Secret) -> None:
+    """RFC 7009 revocation of a refresh token at the oracle, as the provider's admin would."""
+    _refresh_token_call(server, registered, "token/revocation", token)
+
+
+def _refresh_token_call(
+    server: OidcServer, registered: OracleClient, path: str, token: Secret
+) -> httpx.Response:
     assert registered.client_secret is not None
     answer = httpx.post(
-        f"{server.issuer}/token/introspection",
+        f"{server.issuer}/{path}",
         data={"token": token.reveal(), "token_type_hint": "refresh_token"},
         auth=(registered.client_id, registered.client_secret.reveal()),
         timeout=10,
     )
     answer.raise_for_status()
-    return bool(answer.json().get("active"))
+    return answer
