@@ -1,15 +1,12 @@
-"""Fixtures of the end-to-end tests (helpers live in ``_linkctl.py``)."""
+"""Fixtures of the end-to-end tests (the runner lives in ``tests/support/cli.py``)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _linkctl import Linkctl, make_linkctl
+from tests.support.cli import Linkctl, make_linkctl
 
 
 @pytest.fixture

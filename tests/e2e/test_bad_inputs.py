@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _linkctl import INSTANCE, TRACEBACK, Linkctl, link_doc, make_linkctl
 
 from reconciler import sops
 from reconciler.sops import age
+from tests.support.cli import INSTANCE, TRACEBACK, Linkctl, link_doc, make_linkctl
 
 GOOD_SECRET = "good-secret-value-1"
 LINK_HEAD = """\

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _linkctl import INSTANCE, Linkctl, link_doc, write
 
 from tests.conftest import require
+from tests.support.cli import INSTANCE, Linkctl, link_doc, write
 
 COMMANDS = (("list",), ("plan", "links"), ("apply", "links"), ("keeper", "--once"))
 

@@ -17,9 +17,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from _linkctl import INSTANCE, Linkctl, Result, link_doc
-
 from tests.conftest import require
+from tests.support.cli import INSTANCE, Linkctl, Result, link_doc
 
 
 class Recorder:

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _linkctl import INSTANCE, Linkctl, link_doc
+
+from tests.support.cli import INSTANCE, Linkctl, link_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _linkctl import INSTANCE, Linkctl
+
+from tests.support.cli import INSTANCE, Linkctl
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ from typing import ClassVar
 from urllib.parse import parse_qs
 
 import pytest
-from _linkctl import Linkctl
 
 from tests.conftest import require_tool
+from tests.support.cli import Linkctl
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

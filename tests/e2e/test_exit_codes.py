@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from _linkctl import INSTANCE, TRACEBACK, Linkctl, write
+
+from tests.support.cli import INSTANCE, TRACEBACK, Linkctl, write
 
 EXIT_USAGE = 64
 

@@ -7,7 +7,8 @@ invalid input (exit 3, the message names the variable). Nothing is run, nothing 
 from __future__ import annotations
 
 import pytest
-from _linkctl import Linkctl
+
+from tests.support.cli import Linkctl
 
 # (id, arguments, environment, exit code, what the message names, why it is refused)
 CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str, str]] = [

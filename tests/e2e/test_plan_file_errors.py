@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _linkctl import INSTANCE, Linkctl, link_doc, write
+
+from tests.support.cli import INSTANCE, Linkctl, link_doc, write
 
 Mutation = Callable[[dict[str, Any]], Any]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _linkctl import INSTANCE, Linkctl, link_doc
+from tests.support.cli import INSTANCE, Linkctl, link_doc
 
 SECRETS = {"ALPHA_SECRET": "alpha-secret-1", "BETA_SECRET": "beta-secret-1"}
 

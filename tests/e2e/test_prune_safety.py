@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _linkctl import INSTANCE, Linkctl, link_doc, make_linkctl
+
+from tests.support.cli import INSTANCE, Linkctl, link_doc, make_linkctl
 
 # Any request to a provider fails at once: nothing listens on port 9.
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}

@@ -12,7 +12,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from _linkctl import INSTANCE, Linkctl, link_doc, write
+
+from tests.support.cli import INSTANCE, Linkctl, link_doc, write
 
 READ_ONLY = (
     ("list",),

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from typing import Any, cast
-
-import pytest
 
 from reconciler.oauth import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from reconciler.store.base import Store
-from tests.integration.conftest import OidcServer
-from tests.integration.test_keeper_support import (
+from tests.support.oracle import OidcServer
+from tests.support.oracle_links import (
     add_authorized_links,
     introspect_active,
     open_store,
@@ -62,13 +59,6 @@ class NextHolderWatch:
             return result
 
         return watched
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
 
 
 def _assert_next_holder_sends_the_newest_token(

@@ -22,8 +22,8 @@ from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from tests.conftest import ROOT
-from tests.integration.conftest import OidcServer
-from tests.integration.test_keeper_support import introspect_active
+from tests.support.oracle import OidcServer
+from tests.support.oracle_links import introspect_active
 
 
 def free_port() -> int:

@@ -16,8 +16,8 @@ from reconciler.oauth.client import TokenClient
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from tests.conftest import ROOT
-from tests.integration.conftest import OidcServer
 from tests.integration.test_oauth_cli import free_port, put_link, settings, start_cli, stored_tokens
+from tests.support.oracle import OidcServer
 
 __all__ = ["settings"]  # the fixture, shared with test_oauth_cli
 

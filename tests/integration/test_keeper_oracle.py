@@ -6,7 +6,6 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ import pytest
 from reconciler.oauth import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.store import grants
-from tests.integration.conftest import OidcServer
-from tests.integration.test_keeper_support import (
+from tests.support.oracle import OidcServer
+from tests.support.oracle_links import (
     add_authorized_links,
     introspect_active,
     link_for,
@@ -23,13 +22,6 @@ from tests.integration.test_keeper_support import (
     run,
     state_env,
 )
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
 
 
 class Clock:
@@ -105,7 +97,7 @@ def test_keeper_once_obtains_client_credentials_and_reports_waiting(
 ) -> None:
     env = state_env(tmp_path)
     store = open_store(env)
-    cc = oracle.register_client(grant_types=("client_credentials",), redirect_uris=(), scope="api:read")
+    cc = oracle.register_machine_client()
     human = oracle.register_client()
     with store.write(expected_serial=None, actor="test") as tx:
         tx.put_link(link_for(oracle, cc, "machine", grant="client_credentials"))

@@ -22,8 +22,8 @@ import pytest
 from reconciler.oauth import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.store import grants
-from tests.integration.conftest import OidcServer, start_oidc_server
-from tests.integration.test_keeper_support import (
+from tests.support.oracle import OidcServer, start_oidc_server
+from tests.support.oracle_links import (
     add_authorized_links,
     authorize,
     open_store,

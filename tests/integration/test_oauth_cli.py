@@ -25,7 +25,7 @@ from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import LinkWrite
 from tests.conftest import ROOT
-from tests.integration.conftest import OidcServer, OracleClient
+from tests.support.oracle import OidcServer, OracleClient
 
 
 def free_port() -> int:
@@ -186,7 +186,7 @@ def test_authorize_device_flow(
 def test_authorize_client_credentials_obtains_tokens_directly(
     oracle: OidcServer, settings: Settings, processes: list[subprocess.Popen[str]]
 ) -> None:
-    registered = oracle.register_client(grant_types=("client_credentials",), scope="api:read")
+    registered = oracle.register_machine_client()
     put_link(settings, oracle, registered, "robot", grant="client_credentials", scopes=["api:read"])
     process = start_cli(settings, "authorize", "robot", "-o", "json")
     processes.append(process)

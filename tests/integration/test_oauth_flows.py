@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 
@@ -24,7 +24,7 @@ from reconciler.errors import (
 from reconciler.oauth import flows
 from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
 from reconciler.secrets import Secret
-from tests.integration.conftest import OidcServer, OracleClient
+from tests.support.oracle import OidcServer, OracleClient
 
 
 def assert_no_secrets(error: LinkctlError, *values: Secret | str | None) -> None:
@@ -35,13 +35,6 @@ def assert_no_secrets(error: LinkctlError, *values: Secret | str | None) -> None
             continue
         plain = value.reveal() if isinstance(value, Secret) else value
         assert plain not in text, "a secret value leaked into an error message"
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
 
 
 def authorize(server: OidcServer, client: TokenClient, config: ClientConfig) -> TokenResponse:
@@ -81,9 +74,9 @@ def test_discovery_rejects_issuer_mismatch(oracle: OidcServer, client: TokenClie
 
 
 def test_issuer_only_link_discovers_endpoints(oracle: OidcServer, client: TokenClient) -> None:
-    registered = oracle.register_client(grant_types=("client_credentials",), scope="api:read")
+    registered = oracle.register_machine_client()
     config = dataclasses.replace(
-        oracle.client_config(registered, grant="client_credentials", scopes=("api:read",)),
+        oracle.machine_config(registered),
         token_endpoint=None,
         authorization_endpoint=None,
         revocation_endpoint=None,
@@ -217,8 +210,8 @@ def test_revocation_kills_the_refresh_token(oracle: OidcServer, client: TokenCli
 
 
 def test_client_credentials(oracle: OidcServer, client: TokenClient) -> None:
-    registered = oracle.register_client(grant_types=("client_credentials",), scope="api:read")
-    config = oracle.client_config(registered, grant="client_credentials", scopes=("api:read",))
+    registered = oracle.register_machine_client()
+    config = oracle.machine_config(registered)
     response = client.client_credentials(config)
     assert response.access_token and response.refresh_token is None
     assert response.scope == "api:read"
@@ -227,10 +220,10 @@ def test_client_credentials(oracle: OidcServer, client: TokenClient) -> None:
 def test_client_credentials_with_wrong_secret_is_a_configuration_error(
     oracle: OidcServer, client: TokenClient
 ) -> None:
-    registered = oracle.register_client(grant_types=("client_credentials",), scope="api:read")
+    registered = oracle.register_machine_client()
     wrong = Secret("not-the-secret-" + "x" * 20)
     config = dataclasses.replace(
-        oracle.client_config(registered, grant="client_credentials", scopes=("api:read",)),
+        oracle.machine_config(registered),
         client_secret=wrong,
     )
     with pytest.raises(ProviderConfigError) as caught:

@@ -9,34 +9,11 @@ files must not contain a refresh token, an access token or the client secret.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
-
 from reconciler.oauth.client import TokenClient
-from reconciler.secrets import Secret
-from tests.integration.conftest import OidcServer, OracleClient
-from tests.integration.test_keeper_support import add_authorized_links, open_store, run, state_env
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
-
-
-def _revoke(oracle: OidcServer, registered: OracleClient, token: Secret) -> None:
-    assert registered.client_secret is not None
-    answer = httpx.post(
-        f"{oracle.issuer}/token/revocation",
-        data={"token": token.reveal(), "token_type_hint": "refresh_token"},
-        auth=(registered.client_id, registered.client_secret.reveal()),
-        timeout=10,
-    )
-    answer.raise_for_status()
+from tests.support.oracle import OidcServer
+from tests.support.oracle_links import add_authorized_links, open_store, revoke_refresh_token, run, state_env
 
 
 def _store_bytes(tmp_path: Path) -> bytes:
@@ -62,7 +39,7 @@ def test_keeper_and_token_failures_never_show_or_store_a_token(
     for name in ("kept", "tok"):
         token = refresh[name]
         assert token is not None
-        _revoke(oracle, registered, token)
+        revoke_refresh_token(oracle, registered, token)
     db = sqlite3.connect(tmp_path / "state.db")  # make "kept" due for the keeper now
     with db:
         db.execute(

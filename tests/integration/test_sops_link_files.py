@@ -109,7 +109,7 @@ def test_values_encrypted_with_a_regex_are_sealed_by_their_path(tmp_path: Path) 
 
 def test_a_link_file_edited_after_encryption_is_refused_by_validate_plan_and_apply(tmp_path: Path) -> None:
     """Bad input never corrupts: the SOPS MAC check is on for link files (a changed clientId)."""
-    from tests.integration.test_keeper_support import linkctl, state_env
+    from tests.support.oracle_links import linkctl, state_env
 
     sops = require_tool("sops")
     require_tool("age-keygen")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.oauth.client import TokenClient
-from tests.integration.conftest import OidcServer, start_oidc_server
-from tests.integration.test_keeper_support import add_authorized_links, link_for, open_store, run, state_env
+from tests.support.oracle import OidcServer, reset_around, start_oidc_server
+from tests.support.oracle_links import add_authorized_links, link_for, open_store, run, state_env
 
 TTL = 5
 
@@ -30,16 +30,8 @@ def short_ttl_server() -> Iterator[OidcServer]:
 
 @pytest.fixture
 def server(short_ttl_server: OidcServer) -> Iterator[OidcServer]:
-    short_ttl_server.reset()
-    yield short_ttl_server
-    short_ttl_server.reset()
-
-
-@pytest.fixture
-def client() -> Iterator[TokenClient]:
-    token_client = TokenClient(timeout=5)
-    yield token_client
-    token_client.close()
+    """The 5 s oracle with faults and logs cleared around the test."""
+    yield from reset_around(short_ttl_server)
 
 
 def _token_requests(server: OidcServer) -> list[str]:
@@ -97,7 +89,7 @@ def test_one_refresh_shows_the_lifetime_is_too_short(
 def test_client_credentials_token_too_short_is_obtained_once(server: OidcServer, tmp_path: Path) -> None:
     env = state_env(tmp_path)
     store = open_store(env)
-    cc = server.register_client(grant_types=("client_credentials",), redirect_uris=(), scope="api:read")
+    cc = server.register_machine_client()
     with store.write(expected_serial=None, actor="test") as tx:
         tx.put_link(link_for(server, cc, "machine", grant="client_credentials"))
     store.close()

@@ -1,7 +1,7 @@
 // Test oracle: a real OpenID Connect / OAuth 2.0 server (npm oidc-provider, pinned in
 // package-lock.json) with a small fault-injecting front, for linkctl's integration tests.
 //
-// Started by tests/integration/conftest.py (fixture `oidc_server`); usable by hand too:
+// Started by tests/support/oracle.py (fixture `oidc_server` in tests/integration/conftest.py); usable by hand too:
 //
 //   node tests/oracles/server.js [--port N] [--host 127.0.0.1] [--clients FILE]
 //

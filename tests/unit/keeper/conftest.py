@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from reconciler.settings import Settings
 from reconciler.store.base import Store
 from reconciler.store.sqlite import SQLiteStore
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from fakes import FakeClock, RotatingProvider
+from tests.support.fakes import FakeClock, RotatingProvider
 
 LeasedStore = SQLiteStore  # leases are mixed in (SQLiteLeases)
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
-from fakes import FakeClock, RotatingProvider, add_links, link_write, lose_response, response
 
 from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import FailureRecord, LeaseLost, TokenCommit
+from tests.support.fakes import FakeClock, RotatingProvider, add_links, link_write, lose_response, response
 
 NAMES = ["a", "b", "c"]
 

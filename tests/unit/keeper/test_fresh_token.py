@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from fakes import FakeClock, RotatingProvider, add_links, link_write
 
 from reconciler.errors import (
     ConflictError,
@@ -24,6 +23,7 @@ from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import Grant
+from tests.support.fakes import FakeClock, RotatingProvider, add_links, link_write
 
 
 def _authorize(store: Store, provider: RotatingProvider, clock: FakeClock, name: str = "a") -> None:

@@ -8,12 +8,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from fakes import FakeClock, RotatingProvider, add_links, fail_before, link_write, lose_response
 
 from reconciler.errors import GrantError, ProviderConfigError, TransientProviderError
 from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
+from tests.support.fakes import FakeClock, RotatingProvider, add_links, fail_before, link_write, lose_response
 
 
 def _authorize(store: Store, provider: RotatingProvider, clock: FakeClock, name: str) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from fakes import FakeClock, add_links, link_write, response
 
 from reconciler.errors import StateError
 from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import LeaseLost
+from tests.support.fakes import FakeClock, add_links, link_write, response
 
 
 def _authorized(store: Store, clock: FakeClock, name: str = "a", **kw: object) -> grants.Grant:

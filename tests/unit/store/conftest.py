@@ -1,4 +1,8 @@
-"""Fixtures for the store tests: settings in tmp_path, a store factory."""
+"""Fixtures for the store tests: settings in tmp_path, a store factory.
+
+Here ``store_backend`` is SQLite; the contract suite (contract/conftest.py) overrides it
+and ``settings`` to run its tests once per backend through the same ``open_``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ import pytest
 
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
-from reconciler.store import open_store
 from reconciler.store.base import Store
+from tests.support.stores import BACKENDS, StoreBackend
 
 
 @pytest.fixture
@@ -20,13 +24,21 @@ def settings(isolated_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
+def store_backend() -> StoreBackend:
+    """The backend the store tests open (SQLite: these tests look at its files)."""
+    return BACKENDS["sqlite"]
+
+
+@pytest.fixture
 def notices() -> list[str]:
     """Collects what the store tells the user."""
     return []
 
 
 @pytest.fixture
-def open_(settings: Settings, notices: list[str]) -> Iterator[Callable[..., Store]]:
+def open_(
+    settings: Settings, notices: list[str], store_backend: StoreBackend
+) -> Iterator[Callable[..., Store]]:
     """Open stores (closed at teardown); keyword arguments override settings fields."""
     opened: list[Store] = []
 
@@ -34,7 +46,7 @@ def open_(settings: Settings, notices: list[str]) -> Iterator[Callable[..., Stor
         if isinstance(overrides.get("state_key"), str):
             overrides["state_key"] = Secret(overrides["state_key"])
         s = Settings(**{**settings.__dict__, **overrides}) if overrides else settings
-        store = open_store(s, notice=notices.append)
+        store = store_backend.open(s, notice=notices.append)
         opened.append(store)
         return store
 

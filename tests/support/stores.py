@@ -1,19 +1,43 @@
-"""Helpers shared by the store tests (imported by name; pytest puts this folder on sys.path)."""
+"""Helpers shared by the store tests: the backends of the contract suite, a LinkWrite maker,
+file digests, a child process's environment."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
-from reconciler.store.base import LinkWrite
+from reconciler.store import open_store
+from reconciler.store.base import LinkWrite, Store
 from reconciler.store.sqlite import sqlite_path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreBackend:
+    """A store backend the contract suite runs against: how to name a fresh store, how to open one."""
+
+    name: str
+    make_url: Callable[[Path], str]  # a fresh, empty store's URL (a scratch directory given)
+
+    def open(self, settings: Settings, *, notice: Callable[[str], None] | None = None) -> Store:
+        """Open the store that ``settings.state_url`` names (by URL, as the CLI does)."""
+        return open_store(settings, notice=notice)
+
+
+def _sqlite_url(directory: Path) -> str:
+    return f"sqlite:///{directory / 'store' / 'state.db'}"
+
+
+# A backend joins the contract suite by one entry here (see docs/testing.md).
+BACKENDS: dict[str, StoreBackend] = {"sqlite": StoreBackend("sqlite", _sqlite_url)}
 
 
 def db_path(settings: Settings) -> Path:

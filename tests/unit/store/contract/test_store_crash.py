@@ -1,7 +1,8 @@
-"""Crash atomicity of the SQLite store: kill -9 an apply of 2,000 links at random moments.
+"""Crash atomicity of the store (contract): kill -9 an apply of 2,000 links at random moments.
 
 After every kill the store must hold exactly the state of some committed serial: all
-links, secrets, grants and events of that apply, nothing of a later one (DESIGN.md §5.2).
+links, secrets, grants and events of that apply, nothing of a later one (the "atomic
+apply" invariant of docs/testing.md).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from store_helpers import PYTHON, child_env
 
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store.base import Store
+from tests.support.stores import PYTHON, child_env
 
 N_LINKS = 2000
 

@@ -1,6 +1,7 @@
 """Helpers for end-to-end tests: run ``linkctl`` as a subprocess against temp dirs.
 
-Imported by the e2e tests (``from _linkctl import ...``); the fixture lives in conftest.py.
+Imported by the e2e tests (``from tests.support.cli import ...``); the fixture lives in
+tests/e2e/conftest.py.
 
 Every test gets its own HOME/XDG dirs (``isolated_env`` from ``tests/conftest.py``),
 so the default SQLite store and its key file live in ``tmp_path``.

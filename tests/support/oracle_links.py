@@ -1,4 +1,4 @@
-"""Shared helpers of the keeper integration tests (no tests here; named test_keeper_* to live beside them)."""
+"""Oracle-backed helpers: a store env, links at the oracle authorized through it, running linkctl."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from reconciler.oauth import flows
 from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
 from reconciler.secrets import Secret
@@ -18,7 +20,7 @@ from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite, Store
 from reconciler.store.sqlite import SQLiteStore
 from tests.conftest import ROOT
-from tests.integration.conftest import OidcServer, OracleClient
+from tests.support.oracle import OidcServer, OracleClient
 
 LeasedStore = SQLiteStore  # leases are mixed in (SQLiteLeases)
 
@@ -120,14 +122,23 @@ def add_authorized_links(
 
 def introspect_active(server: OidcServer, registered: OracleClient, token: Secret) -> bool:
     """RFC 7662 introspection (does not trigger reuse detection, unlike a refresh)."""
-    import httpx
+    return bool(_refresh_token_call(server, registered, "token/introspection", token).json().get("active"))
 
+
+def revoke_refresh_token(server: OidcServer, registered: OracleClient, token: Secret) -> None:
+    """RFC 7009 revocation of a refresh token at the oracle, as the provider's admin would."""
+    _refresh_token_call(server, registered, "token/revocation", token)
+
+
+def _refresh_token_call(
+    server: OidcServer, registered: OracleClient, path: str, token: Secret
+) -> httpx.Response:
     assert registered.client_secret is not None
     answer = httpx.post(
-        f"{server.issuer}/token/introspection",
+        f"{server.issuer}/{path}",
         data={"token": token.reveal(), "token_type_hint": "refresh_token"},
         auth=(registered.client_id, registered.client_secret.reveal()),
         timeout=10,
     )
     answer.raise_for_status()
-    return bool(answer.json().get("active"))
+    return answer

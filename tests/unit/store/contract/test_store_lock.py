@@ -1,4 +1,4 @@
-"""Tests of the apply lock of the SQLite store: waiting, naming the holder, stale takeover, unlock."""
+"""The apply lock (store contract): waiting, naming the holder, stale takeover, unlock."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 
 import pytest
-from store_helpers import PYTHON, child_env
 
 from reconciler.errors import LockTimeout, StateError
 from reconciler.settings import Settings
 from reconciler.store.base import Store, locked
+from tests.support.stores import PYTHON, child_env
 
 OpenStore = Callable[..., Store]
 
@@ -107,22 +107,6 @@ def test_stale_lock_of_a_dead_process_is_taken_over(
     assert store.current_lock() == info
     assert len(notices) == 1
     assert f"stale apply lock {dead_id} from pid {dead.pid}" in notices[0]
-
-
-def test_lock_of_another_host_is_never_taken_over(store: Store, settings: Settings) -> None:
-    dead_pid = subprocess.run([PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    pid = int(dead_pid.stdout)
-    with store._immediate() as conn:  # type: ignore[attr-defined]
-        conn.execute(
-            "INSERT INTO locks VALUES ('elsewhere1', 'apply', 'other-host.example', ?, ?, 'bob')",
-            (pid, time.time() - 3600),
-        )
-    with pytest.raises(LockTimeout, match=r"host other-host\.example") as info:
-        store.acquire_lock(operation="apply", timeout=0.1)
-    assert "linkctl state unlock elsewhere1" in (info.value.hint or "")
-    removed = store.force_unlock("elsewhere1")
-    assert removed.host == "other-host.example" and removed.user == "bob"
-    assert store.acquire_lock(operation="apply", timeout=0.1).host == socket.gethostname()
 
 
 def test_force_unlock(open_: OpenStore, notices: list[str]) -> None:

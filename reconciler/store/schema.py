@@ -1,0 +1,60 @@
+"""The packaged schema migrations (``migrations/NNNN_name.sql``): loading and splitting them.
+
+Backend-neutral: every store backend applies the same numbered files in order, one
+statement at a time, and records the version it reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import sqlite3
+from importlib import resources
+
+from reconciler.errors import StateError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    """One ``migrations/NNNN_name.sql`` file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+@functools.cache
+def load_migrations() -> tuple[Migration, ...]:
+    """The packaged migrations in version order; versions must be 1, 2, 3, … without gaps (read once)."""
+    found: list[Migration] = []
+    for entry in resources.files("reconciler.store").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):  # pragma: no cover - a packaging bug
+        raise StateError(f"the packaged store migrations are not numbered 1..N: {versions}")
+    return tuple(found)
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a migration script into statements (``sqlite3.complete_statement`` aware of triggers)."""
+    statements: list[str] = []
+    start = 0
+    for index, char in enumerate(sql):
+        if char == ";" and sqlite3.complete_statement(sql[start : index + 1]):
+            statement = sql[start : index + 1].strip()
+            if _strip_comments(statement):
+                statements.append(statement)
+            start = index + 1
+    if _strip_comments(sql[start:]):
+        raise StateError("a store migration ends with an incomplete SQL statement")
+    return statements
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--")).strip(" \n;")

@@ -1,0 +1,1 @@
+"""Test doubles and helpers shared across the test folders (``from tests.support.fakes import ...``)."""

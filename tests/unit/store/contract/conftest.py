@@ -1,0 +1,27 @@
+"""The store contract suite runs once per backend of ``tests.support.stores.BACKENDS``.
+
+``store_backend`` is that parameter; ``settings`` here names a fresh store of the backend,
+so the store fixtures of tests/unit/store/conftest.py (``open_``, ``store``) open it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from reconciler.settings import Settings
+from tests.support.stores import BACKENDS, StoreBackend
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """One backend of the contract suite."""
+    return BACKENDS[request.param]
+
+
+@pytest.fixture
+def settings(isolated_env: dict[str, str], store_backend: StoreBackend, tmp_path: Path) -> Settings:
+    """Settings of a fresh store of ``store_backend`` (the key file under the isolated HOME)."""
+    return dataclasses.replace(Settings.from_env(isolated_env), state_url=store_backend.make_url(tmp_path))
