@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic, has_errors
+from reconciler.domain.links import DesiredLink
 from reconciler.load import Document, LoadResult
 from reconciler.models import MODELS, FromEnv, FromFile, Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset, resolve
@@ -40,27 +41,6 @@ IDENTITY_PATHS = frozenset({("apiVersion",), ("kind",), ("metadata", "name")})
 SEALABLE_MAPS = ("tokenParams", "authorizeParams")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); a space would split it in two.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-
-@dataclasses.dataclass(frozen=True)
-class DesiredLink:
-    """One link as the files declare it, with presets applied and secrets resolved."""
-
-    name: str
-    provider: str
-    spec: Mapping[str, Any]  # effective values; secret fields hold {"$secret": field}
-    secrets: Mapping[str, Secret]
-    source_file: str
-    source_line: int
-    deletion_policy: str
-    renamed_from: str | None
-    sensitive_fields: frozenset[str]  # dotted spec paths whose values were SOPS-encrypted
-    renamed_from_at: Diagnostic | None = None  # where renamedFrom is written (for errors found later)
-
-    @property
-    def pending_credentials(self) -> bool:
-        """True while clientId is not declared yet."""
-        return not self.spec.get("clientId")
 
 
 @dataclasses.dataclass
