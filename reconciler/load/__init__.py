@@ -52,7 +52,7 @@ def load_paths(
 ) -> LoadResult:
     """Read every file under ``paths`` into documents (never raises for bad input).
 
-    ``meanwhile`` is called while a forked child parses (see :data:`PARSE_AHEAD_MIN_BYTES`),
+    ``meanwhile`` is called while a forked child parses (see :data:`.parse_ahead.PARSE_AHEAD_MIN_BYTES`),
     or first thing otherwise: work that does not need the documents, such as imports.
     """
     result = LoadResult([], [], [], [])

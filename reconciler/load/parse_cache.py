@@ -132,9 +132,9 @@ def _owned_privately(info: os.stat_result) -> bool:
 def remember_parsed(loaded: LoadResult, diagnostics: Sequence[Diagnostic]) -> None:
     """Cache the parses of files that validated cleanly and hold no plaintext secret.
 
-    Called after validation: a file with any error may hold a secret in an odd place
-    (a typo'd field, a list), and a plaintext ``clientSecret`` (allowed by the Instance)
-    must not be copied into the cache.
+    Called after validation (by :func:`reconciler.validate.declared_state`): a file with any
+    error may hold a secret in an odd place (a typo'd field, a list), and a plaintext
+    ``clientSecret`` (allowed by the Instance) must not be copied into the cache.
     """
     failed = {d.file for d in diagnostics if d.is_error}
     for display, (cache, key, blob) in loaded.cache_candidates.items():

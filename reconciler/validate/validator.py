@@ -42,14 +42,17 @@ class Validator:
         self.errors = sum(1 for d in self.diagnostics if d.is_error)
 
     def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
+        """Record an error at ``path`` in ``doc`` (the link it belongs to is then not desired)."""
         self.errors += 1
         self.diagnostics.append(doc.diagnostic(ERROR, message, path, **kw))
 
     def warn(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
+        """Record a warning at ``path`` in ``doc``."""
         self.diagnostics.append(doc.diagnostic(WARNING, message, path, **kw))
 
     # -- semantic pass ----------------------------------------------------------------
     def run(self) -> ValidationResult:
+        """Check every loaded document once; the result holds all problems found."""
         links: list[tuple[Document, OutgoingLink]] = []
         for doc in self.loaded.documents:
             model = check_structure(self, doc)

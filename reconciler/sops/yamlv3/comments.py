@@ -113,10 +113,12 @@ class Placement:
         self._spots: dict[tuple[str, int], list[tuple[int, str]]] = {}
 
     def add(self, spot: str, node: Node, comment: _CommentLine, order: int | None = None) -> None:
+        """Put ``comment`` at ``spot`` of ``node`` (sorted by ``order``, its position by default)."""
         at = comment.index if order is None else order
         self._spots.setdefault((spot, id(node)), []).append((at, comment.text))
 
     def comments(self, spot: str, node: Node) -> list[Comment]:
+        """The comments placed at ``spot`` of ``node``, in order."""
         return [Comment(text) for _, text in sorted(self._spots.get((spot, id(node)), ()))]
 
 
