@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler import plan as plans
+from reconciler.domain.links import DesiredLink
 from reconciler.store.base import Event, LinkWrite, Store
-from reconciler.validate import DesiredLink
 
 _EVENT = {
     plans.CREATE: "link.created",

@@ -18,8 +18,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from reconciler.diagnostics import Diagnostic
+from reconciler.domain.links import DesiredLink
 from reconciler.store.base import StoredLink
-from reconciler.validate import DesiredLink
 
 FORMAT_VERSION = "1"
 _T = TypeVar("_T")

@@ -182,13 +182,8 @@ def _batch(handler: Any) -> Any:
 
 
 # -- shared steps ------------------------------------------------------------------------
-def _import_validate() -> None:
-    """Import the validator (pydantic models) while files are parsed."""
-    import reconciler.validate  # noqa: F401
-
-
 def _import_core() -> None:
-    """Import the modules after loading (pydantic models, planner, store) while files are parsed."""
+    """Import the planner and the store while files are parsed (declared_state imports the models)."""
     import reconciler.plan
     import reconciler.store.sqlite  # noqa: F401
 
@@ -235,15 +230,11 @@ def _validated(
     """Load and validate; print warnings; raise InvalidConfiguration on errors."""
     from reconciler.diagnostics import render_text
     from reconciler.errors import InvalidConfiguration
-    from reconciler.load import load_paths, remember_parsed
+    from reconciler.validate import declared_state
 
-    loaded = load_paths(
+    result = declared_state(
         paths, env=ctx.env, ignore_mac=getattr(args, "ignore_mac", False), meanwhile=meanwhile
     )
-    from reconciler.validate import validate
-
-    result = validate(loaded, env=ctx.env)
-    remember_parsed(loaded, result.diagnostics)
     if getattr(args, "verbose", False):
         for skipped in result.skipped:
             ctx.notice(f"skipped {skipped}")
@@ -368,12 +359,9 @@ def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None
 def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl validate PATHS``."""
     from reconciler.diagnostics import has_errors, render_text
-    from reconciler.load import load_paths, remember_parsed
-    from reconciler.validate import validate
+    from reconciler.validate import declared_state
 
-    loaded = load_paths(args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=_import_validate)
-    result = validate(loaded, env=ctx.env)
-    remember_parsed(loaded, result.diagnostics)
+    result = declared_state(args.paths, env=ctx.env, ignore_mac=args.ignore_mac)
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors
     if args.output == "json":

@@ -1,5 +1,8 @@
-"""The SOPS tree: value encryption (``ENC[AES256_GCM,…]``), AAD paths, selection rules, MAC,
-metadata and data-key wrapping (age, Shamir key groups).
+"""The SOPS tree: the walk that encrypts and decrypts a document, AAD paths, selection rules,
+the MAC, metadata and data-key wrapping for new files.
+
+Single values (``ENC[AES256_GCM,…]``) are in :mod:`reconciler.sops.values`; opening an
+existing file's data key (age, Shamir key groups) is in :mod:`reconciler.sops.data_key`.
 
 Called by :mod:`reconciler.sops` (``decrypt_text`` / ``encrypt_text``). Every failure is a
 :class:`~reconciler.errors.CryptoError` whose message names the file and, where it helps,
@@ -8,13 +11,9 @@ the key path; values and keys never appear in messages.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
-import decimal
 import hashlib
-import math
 import os
 import re
 from collections.abc import Callable
@@ -24,174 +23,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler.errors import CryptoError, LinkctlError
-from reconciler.sops import age, keys, shamir, yamlv3
+from reconciler.sops import age, data_key, keys, shamir, values, yamlv3
 from reconciler.sops.config import EncryptionRule
 from reconciler.sops.yamlv3 import Comment
 
 SOPS_VERSION = "3.11.0"
-IV_SIZE = 32
 DEFAULT_SUFFIX = "_unencrypted"
 _MAC_ONLY_PREFIX = hashlib.sha256(b"sops").digest()
-_KEY_TYPES = ("age", "pgp", "kms", "gcp_kms", "azure_kv", "hc_vault", "hckms")
-_TYPE_NAMES = {
-    "pgp": "PGP",
-    "kms": "AWS KMS",
-    "gcp_kms": "GCP KMS",
-    "azure_kv": "Azure Key Vault",
-    "hc_vault": "HashiCorp Vault transit",
-    "hckms": "HuaweiCloud KMS",
-}
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-         "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}  # fmt: skip
-_RFC3339_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|z|[+-]\d{2}:\d{2})")
-
-
-# -- scalar encoding ----------------------------------------------------------------------------
-
-
-def go_float(value: float) -> str:
-    """Go ``strconv.FormatFloat(f, 'f', -1, 64)``: shortest round-trip digits, never an exponent."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    text = format(decimal.Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-def to_bytes(value: Any) -> bytes:
-    """The bytes sops encrypts and hashes for a typed leaf."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bool):
-        return b"True" if value else b"False"
-    if isinstance(value, int):
-        if not yamlv3.INT64_MIN <= value <= yamlv3.INT64_MAX:
-            raise ValueError("integer outside the int64 range (sops: unknown type uint64)")
-        return str(value).encode("ascii")
-    if isinstance(value, float):
-        return go_float(value).encode("ascii")
-    if isinstance(value, dt.datetime):
-        return yamlv3.format_time(value).encode("ascii")
-    if isinstance(value, bytes):
-        return value
-    raise ValueError(f"unsupported value type {type(value).__name__}")
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, dt.datetime):
-        return "time"
-    if isinstance(value, bytes):
-        return "bytes"
-    raise ValueError(f"unsupported value type {type(value).__name__}")
-
-
-def _from_bytes(kind: str, raw: bytes) -> Any:
-    text = raw.decode("utf-8")
-    if kind == "str":
-        return text
-    if kind == "int":
-        if not _INT_RE.fullmatch(text):
-            raise ValueError("bad int")
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "bool":
-        return _BOOL[text]
-    if kind == "time":
-        parsed = parse_rfc3339(text)
-        if parsed is None:
-            raise ValueError("bad time")
-        return parsed
-    raise ValueError("unknown type")
-
-
-def _friendly(value: Any) -> Any:
-    """sops stores JSON integers as type:float; an integral float comes back as an int (8080, not 8080.0)."""
-    if (
-        isinstance(value, float)
-        and value.is_integer()
-        and abs(value) <= 2**53
-        and not (value == 0 and math.copysign(1.0, value) < 0)
-    ):
-        return int(value)
-    return value
-
-
-def parse_rfc3339(text: str) -> dt.datetime | None:
-    """Go ``time.Parse(time.RFC3339Nano, …)``, at microsecond precision."""
-    m = _RFC3339_RE.fullmatch(text)
-    if m is None:
-        return None
-    zone = m[8]
-    if zone in ("Z", "z"):
-        tz = dt.UTC
-    else:
-        sign = -1 if zone[0] == "-" else 1
-        delta = dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-        tz = dt.UTC if not delta else dt.timezone(sign * delta)
-    frac = (m[7] or ".0")[1:7].ljust(6, "0")
-    try:
-        return dt.datetime(
-            int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]), int(frac), tzinfo=tz
-        )
-    except ValueError:
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class EncValue:
-    """The parts of an ``ENC[AES256_GCM,…]`` string."""
-
-    data: bytes
-    iv: bytes
-    tag: bytes
-    kind: str
-
-
-def parse_enc(text: str) -> EncValue | None:
-    """Split an ``ENC[…]`` string on its fixed field names; None if it is not one."""
-    if not text.startswith("ENC[AES256_GCM,") or not text.endswith("]"):
-        return None
-    fields = text[len("ENC[AES256_GCM,") : -1].split(",")
-    if len(fields) != 4:
-        return None
-    names = ("data:", "iv:", "tag:", "type:")
-    if not all(f.startswith(n) for f, n in zip(fields, names, strict=True)):
-        return None
-    try:
-        data, iv, tag = (
-            base64.b64decode(f[len(n) :], validate=True) for f, n in zip(fields[:3], names[:3], strict=True)
-        )
-    except (binascii.Error, ValueError):
-        return None
-    return EncValue(data, iv, tag, fields[3][len("type:") :])
-
-
-def encrypt_scalar(value: Any, key: bytes, aad: str, *, kind: str | None = None) -> str:
-    """``ENC[AES256_GCM,…]`` for a typed leaf (an empty string stays empty, as in sops);
-    ``kind`` overrides the type name (``comment``)."""
-    if isinstance(value, str) and value == "":
-        return ""
-    raw = to_bytes(value)
-    iv = os.urandom(IV_SIZE)
-    sealed = AESGCM(key).encrypt(iv, raw, aad.encode("utf-8"))
-    b64 = base64.b64encode
-    return (
-        f"ENC[AES256_GCM,data:{b64(sealed[:-16]).decode()},iv:{b64(iv).decode()},"
-        f"tag:{b64(sealed[-16:]).decode()},type:{kind or _type_name(value)}]"
-    )
 
 
 # -- selection --------------------------------------------------------------------------------
@@ -274,12 +112,12 @@ class _Walker:
         if self.encrypting:
             if not self.selector(path):
                 return Comment(text)
-            sealed = encrypt_scalar(text, self.key, aad, kind="comment")
+            sealed = values.encrypt_scalar(text, self.key, aad, kind="comment")
             return sealed if in_list else Comment(sealed)
         sel = self.selector
         if not (text.startswith("ENC[") if sel.by_appearance else sel(path)):
             return Comment(text)
-        enc = parse_enc(text)
+        enc = values.parse_enc(text)
         if enc is None:
             return Comment(text)
         try:
@@ -299,33 +137,34 @@ class _Walker:
             encrypted = sel(path)
         if self.encrypting:
             try:
-                raw = to_bytes(value)
+                raw = values.to_bytes(value)
             except ValueError as exc:
                 raise CryptoError(f"{self._where(path)}: cannot encrypt: {exc}") from None
             if encrypted or not sel.mac_only:
                 self.mac.update(raw)
-            return encrypt_scalar(value, self.key, ":".join(path) + ":") if encrypted else value
+            return values.encrypt_scalar(value, self.key, ":".join(path) + ":") if encrypted else value
         if not encrypted:
             if not sel.mac_only:
                 try:
-                    self.mac.update(to_bytes(value))
+                    self.mac.update(values.to_bytes(value))
                 except ValueError as exc:
                     raise CryptoError(f"{self._where(path)}: {exc}") from None
             return value
         if not isinstance(value, str):
             raise CryptoError(
-                f"{self._where(path)}: expected an encrypted value (a string), found a {_type_name(value)}"
+                f"{self._where(path)}: expected an encrypted value (a string),"
+                f" found a {values.type_name(value)}"
             )
         if value == "":
             return ""
         plain = self.open(value, ":".join(path) + ":", self._where(path))
         if isinstance(plain, Comment):  # a list's encrypted comment (see comment()): not in the MAC
             return plain
-        self.mac.update(to_bytes(plain))
-        return _friendly(plain)
+        self.mac.update(values.to_bytes(plain))
+        return values.friendly(plain)
 
     def open(self, text: str, aad: str, where: str) -> Any:
-        enc = parse_enc(text)
+        enc = values.parse_enc(text)
         if enc is None:
             raise CryptoError(f"{where}: value does not match sops' data format (ENC[AES256_GCM,…])")
         try:
@@ -341,7 +180,7 @@ class _Walker:
         if enc.kind == "comment":
             return Comment(raw.decode("utf-8", "replace"))
         try:
-            return _from_bytes(enc.kind, raw)
+            return values.from_bytes(enc.kind, raw)
         except (ValueError, KeyError, UnicodeDecodeError):
             pass  # raised below, outside this block: the parse error quotes the decrypted value
         raise CryptoError(f"{where}: decrypted value is not a valid {enc.kind!r}")
@@ -357,134 +196,13 @@ def _lastmodified_text(value: Any, filename: str) -> str:
     if isinstance(value, dt.datetime):
         parsed: dt.datetime | None = value
     elif isinstance(value, str):
-        parsed = parse_rfc3339(value)
+        parsed = values.parse_rfc3339(value)
     else:
         parsed = None
     if parsed is None:
         raise CryptoError(f"{filename}: sops metadata 'lastmodified' is missing or not an RFC3339 time")
     # sops uses time.Parse(...).Format(time.RFC3339): fractions are dropped, offsets kept.
     return yamlv3.format_time(parsed.replace(microsecond=0))
-
-
-def _groups(meta: dict[str, Any], filename: str) -> list[dict[str, Any]]:
-    top = {k: meta.get(k) for k in _KEY_TYPES if meta.get(k)}
-    if top:
-        return [top]
-    groups = meta.get("key_groups") or []
-    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise CryptoError(f"{filename}: sops metadata 'key_groups' is malformed")
-    if not groups:
-        raise CryptoError(f"{filename}: no keys found in the sops metadata")
-    return groups
-
-
-def _describe_entry(kind: str, entry: Any) -> str:
-    if not isinstance(entry, dict):
-        return kind
-    if kind == "age":
-        recipient = str(entry.get("recipient", "?"))
-        unsupported = age.describe_key_type(recipient)
-        return f"age {recipient}" + (f" ({unsupported}, not supported)" if unsupported else "")
-    ident = (
-        entry.get("fp")
-        or entry.get("arn")
-        or entry.get("resource_id")
-        or entry.get("vault_url")
-        or entry.get("key_id")
-        or entry.get("vault_address")
-    )
-    return f"{_TYPE_NAMES.get(kind, kind)} {ident or ''}".strip() + " (not supported by linkctl)"
-
-
-def recover_data_key(meta: dict[str, Any], filename: str, ring: keys.KeyRing) -> bytes:
-    """Unwrap the data key (or enough Shamir shares) with the identities in ``ring``."""
-    groups = _groups(meta, filename)
-    threshold = meta.get("shamir_threshold") or 0
-    if not isinstance(threshold, int):
-        raise CryptoError(f"{filename}: sops metadata 'shamir_threshold' is not an integer")
-    needed = 1 if len(groups) == 1 else (threshold or len(groups))
-    shares: list[bytes] = []
-    failures: list[str] = []
-    for group in groups:
-        secret = _open_group(group, filename, ring, failures)
-        if secret is not None:
-            shares.append(secret)
-            if len(shares) >= needed:
-                break
-    if len(shares) < needed:
-        raise CryptoError(
-            _no_key_message(filename, groups, ring, failures, needed, len(shares)), hint=_hint(groups)
-        )
-    if len(groups) == 1:
-        key = shares[0]
-    else:
-        try:
-            key = shamir.combine(shares)
-        except ValueError as exc:
-            raise CryptoError(f"{filename}: cannot combine the key-group shares: {exc}") from None
-    if len(key) != 32:
-        raise CryptoError(f"{filename}: the data key has the wrong length")
-    return key
-
-
-def _open_group(
-    group: dict[str, Any], filename: str, ring: keys.KeyRing, failures: list[str]
-) -> bytes | None:
-    entries = group.get("age") or []
-    if not isinstance(entries, list):
-        raise CryptoError(f"{filename}: sops metadata 'age' is not a list")
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("enc"), str):
-            raise CryptoError(f"{filename}: malformed age entry in the sops metadata")
-        recipient = str(entry.get("recipient", "")).strip()
-        if age.describe_key_type(recipient):
-            continue
-        identities = ring.for_recipient(recipient)
-        if not identities:
-            continue
-        try:
-            return age.decrypt(entry["enc"].encode("utf-8"), identities)
-        except age.NoMatch:
-            continue
-        except age.AgeError as exc:
-            failures.append(f"age {recipient}: {exc}")
-    return None
-
-
-def _no_key_message(
-    filename: str,
-    groups: list[dict[str, Any]],
-    ring: keys.KeyRing,
-    failures: list[str],
-    needed: int,
-    got: int,
-) -> str:
-    lines = [f"{filename}: no key can open this file"]
-    if len(groups) > 1:
-        lines[0] += f" (Shamir key groups: {got} of the {needed} needed shares recovered)"
-    lines.append("  recipients of the file:")
-    for index, group in enumerate(groups):
-        label = f"group {index + 1}: " if len(groups) > 1 else ""
-        for kind in _KEY_TYPES:
-            for entry in group.get(kind) or []:
-                lines.append(f"    - {label}{_describe_entry(kind, entry)}")
-    tried = ring.tried()
-    lines.append("  identities tried (public keys): " + (", ".join(tried) if tried else "none found"))
-    sources = ring.sources or ["none (set SOPS_AGE_KEY_FILE, SOPS_AGE_KEY or SOPS_AGE_KEY_CMD)"]
-    lines.append("  identity sources read: " + ", ".join(sources))
-    lines += [f"  note: {p}" for p in ring.problems + failures]
-    return "\n".join(lines)
-
-
-def _hint(groups: list[dict[str, Any]]) -> str:
-    kinds = {k for g in groups for k in _KEY_TYPES if g.get(k)}
-    if kinds and "age" not in kinds:
-        names = ", ".join(sorted(_TYPE_NAMES.get(k, k) for k in kinds))
-        return (
-            f"this file is encrypted only for {names}; linkctl decrypts age recipients only. "
-            "Add an age recipient with `sops updatekeys` (or `sops -r -i --add-age …`)"
-        )
-    return "point SOPS_AGE_KEY_FILE at the identity for one of the recipients listed"
 
 
 # -- whole files ------------------------------------------------------------------------------
@@ -505,7 +223,7 @@ def decrypt_documents(
         raise CryptoError(exc.message) from None
     except Exception as exc:
         raise CryptoError(f"{filename}: {exc}") from None
-    key = recover_data_key(meta, filename, ring_factory())
+    key = data_key.recover_data_key(meta, filename, ring_factory())
     walker = _Walker(filename, key, Selector(rule), encrypting=False)
     out: list[Any] = []
     for doc in docs:
@@ -608,7 +326,7 @@ def encrypt_documents(
         if name in partial:
             meta[name] = partial[name]
     meta["lastmodified"] = lastmodified
-    meta["mac"] = encrypt_scalar(walker.digest(), key, lastmodified)
+    meta["mac"] = values.encrypt_scalar(walker.digest(), key, lastmodified)
     chosen = rule.selector() or ("unencrypted_suffix", DEFAULT_SUFFIX)
     meta[chosen[0]] = chosen[1]
     if rule.mac_only_encrypted:

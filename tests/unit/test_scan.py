@@ -1,4 +1,4 @@
-"""The directory scan of ``load.iter_files``: errors a skipped directory would hide, as root too."""
+"""The directory scan of ``load.files.iter_files``: errors a skipped directory would hide, as root too."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import load
+from reconciler.load import files
 
 
 def _scan(*paths: Path) -> list[tuple[str, bool, str | None]]:
     return [
-        (display, path is not None, problem) for display, path, problem in load.iter_files(map(str, paths))
+        (display, path is not None, problem) for display, path, problem in files.iter_files(map(str, paths))
     ]
 
 
@@ -28,7 +28,7 @@ def test_a_directory_that_cannot_be_listed_is_an_error(
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(load.os, "scandir", scandir)
+    monkeypatch.setattr(files.os, "scandir", scandir)
     assert _scan(tmp_path) == [
         (str(tmp_path / "ok.yaml"), True, None),
         (str(tmp_path / "team"), False, "cannot read directory: Permission denied"),
@@ -46,7 +46,7 @@ def test_a_directory_that_vanishes_during_the_scan_is_an_error(
             os.rmdir(path)  # removed between the parent's listing and its own
         return real(path)
 
-    monkeypatch.setattr(load.os, "scandir", scandir)
+    monkeypatch.setattr(files.os, "scandir", scandir)
     assert _scan(tmp_path) == [
         (str(tmp_path / "team"), False, "cannot read directory: No such file or directory")
     ]

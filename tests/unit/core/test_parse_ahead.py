@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from reconciler import load
-from reconciler.load import LoadResult, load_paths, remember_parsed
+from reconciler.load import LoadResult, load_paths, parse, parse_ahead, remember_parsed
 from reconciler.validate import validate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="parsing ahead needs os.fork")
@@ -64,21 +63,21 @@ def _summary(result: LoadResult) -> tuple[Any, ...]:
 def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many files each started child was given; two usable CPUs, any input size."""
     started: list[int] = []
-    real_start = load._ParseAhead._start
+    real_start = parse_ahead.ParseAhead._start
 
-    def counting_start(self: load._ParseAhead, files: Any) -> None:
+    def counting_start(self: parse_ahead.ParseAhead, files: Any) -> None:
         started.append(len(files))
         real_start(self, files)
 
-    monkeypatch.setattr(load._ParseAhead, "_start", counting_start)
-    monkeypatch.setattr(load, "_usable_cpus", lambda: 2)
-    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
+    monkeypatch.setattr(parse_ahead.ParseAhead, "_start", counting_start)
+    monkeypatch.setattr(parse_ahead, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_MIN_BYTES", 1)
     return started
 
 
 def _sequential(root: Path, monkeypatch: pytest.MonkeyPatch) -> LoadResult:
     with monkeypatch.context() as m:
-        m.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 << 40)
+        m.setattr(parse_ahead, "PARSE_AHEAD_MIN_BYTES", 1 << 40)
         return load_paths([str(root)], env=NO_CACHE)
 
 
@@ -103,14 +102,14 @@ def test_a_child_that_dies_costs_time_not_results(
 ) -> None:
     _write_repo(tmp_path / "links")
     here = _sequential(tmp_path / "links", monkeypatch)
-    parent, real_parse = os.getpid(), load._parse
+    parent, real_parse = os.getpid(), parse.parse_text
 
     def dying_in_child(*args: Any) -> Any:
         if os.getpid() != parent:
             os._exit(9)
         return real_parse(*args)
 
-    monkeypatch.setattr(load, "_parse", dying_in_child)
+    monkeypatch.setattr(parse, "parse_text", dying_in_child)
     assert _summary(load_paths([str(tmp_path / "links")], env=NO_CACHE)) == _summary(here)
     assert forks
 
@@ -137,16 +136,16 @@ def test_when_a_fork_is_not_worth_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
 ) -> None:
     _write_repo(tmp_path / "links")
-    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1 << 40)  # about 150 KiB here: below the limit
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_MIN_BYTES", 1 << 40)  # about 150 KiB here: below the limit
     load_paths([str(tmp_path / "links")], env=NO_CACHE)
-    monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", 1)
-    monkeypatch.setattr(load, "_usable_cpus", lambda: 1)
+    monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_MIN_BYTES", 1)
+    monkeypatch.setattr(parse_ahead, "usable_cpus", lambda: 1)
     load_paths([str(tmp_path / "links")], env=NO_CACHE)
     assert forks == []
 
     # One big file: with nothing else to do here, this process would only wait for the child;
     # with work meanwhile (imports, reading the store) the child takes it.
-    monkeypatch.setattr(load, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(parse_ahead, "usable_cpus", lambda: 2)
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "all.yaml").write_text("".join(LINK.format(i=i) for i in range(300)))
     load_paths([str(tmp_path / "one")], env=NO_CACHE)
@@ -165,7 +164,7 @@ def test_cgroup_quota_limits_usable_cpus(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(Path, "read_text", cpu_max)
-    assert load._usable_cpus() == 1
+    assert parse_ahead.usable_cpus() == 1
 
 
 def test_meanwhile_runs_once_with_or_without_a_child(
@@ -173,7 +172,7 @@ def test_meanwhile_runs_once_with_or_without_a_child(
 ) -> None:
     _write_repo(tmp_path / "links")
     for threshold, forked in ((1, 1), (1 << 40, 0)):
-        monkeypatch.setattr(load, "PARSE_AHEAD_MIN_BYTES", threshold)
+        monkeypatch.setattr(parse_ahead, "PARSE_AHEAD_MIN_BYTES", threshold)
         calls: list[int] = []
         forks.clear()
         result = load_paths(
@@ -187,9 +186,9 @@ def test_an_error_meanwhile_kills_and_reaps_the_child(
 ) -> None:
     _write_repo(tmp_path / "links")
     pids: list[int] = []
-    counting_start = load._ParseAhead._start
+    counting_start = parse_ahead.ParseAhead._start
 
-    def recording_start(self: load._ParseAhead, files: Any) -> None:
+    def recording_start(self: parse_ahead.ParseAhead, files: Any) -> None:
         counting_start(self, files)
         assert self._pid is not None
         pids.append(self._pid)
@@ -197,7 +196,7 @@ def test_an_error_meanwhile_kills_and_reaps_the_child(
     def failing() -> None:
         raise RuntimeError("meanwhile failed")
 
-    monkeypatch.setattr(load._ParseAhead, "_start", recording_start)
+    monkeypatch.setattr(parse_ahead.ParseAhead, "_start", recording_start)
     with pytest.raises(RuntimeError, match="meanwhile failed"):
         load_paths([str(tmp_path / "links")], env=NO_CACHE, meanwhile=failing)
     (pid,) = pids
@@ -217,7 +216,7 @@ def test_the_childs_parses_go_into_the_parse_cache(
     def no_parse(*_: object) -> None:
         raise AssertionError("a cached file was parsed again")
 
-    monkeypatch.setattr(load, "_parse", no_parse)
+    monkeypatch.setattr(parse, "parse_text", no_parse)
     again = load_paths([str(tmp_path / "links")], env=env)
     assert _summary(again)[0] == _summary(first)[0]
     assert len(again.documents) == 601

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import load
-from reconciler.load import load_paths, remember_parsed
+from reconciler.load import load_paths, parse, parse_cache, remember_parsed
 from reconciler.validate import validate
 
 INSTANCE = "apiVersion: linkctl.dev/v1\nkind: Instance\nmetadata: {name: i}\nspec: {baseUrl: https://wiki.example.com}\n"
@@ -45,7 +44,7 @@ def test_unchanged_files_are_not_parsed_again(tmp_path: Path, env: dict[str, str
     def no_parse(*_: object) -> None:
         raise AssertionError("a cached file was parsed again")
 
-    monkeypatch.setattr(load, "_parse", no_parse)
+    monkeypatch.setattr(parse, "parse_text", no_parse)
     loaded = load_paths([str(tmp_path / "links")], env=env)
     result = validate(loaded, env=env)
     assert result.ok and [link.name for link in result.links] == ["a"]
@@ -107,11 +106,11 @@ def test_cache_is_private_whatever_the_umask(tmp_path: Path, env: dict[str, str]
 
 def _plant(entry: Path) -> None:
     """Rewrite a cache entry so that it declares another clientId than the file does."""
-    parsed, per_document, json_fallback = load.ParseCache.decode(entry.read_bytes(), "x")  # type: ignore[misc]
+    parsed, per_document, json_fallback = parse_cache.ParseCache.decode(entry.read_bytes(), "x")  # type: ignore[misc]
     for data, _ in parsed:
         if data.get("kind") == "OutgoingLink":
             data["spec"]["clientId"] = "planted-by-someone-else"
-    entry.write_bytes(load.ParseCache.encode(parsed, per_document, json_fallback))
+    entry.write_bytes(parse_cache.ParseCache.encode(parsed, per_document, json_fallback))
 
 
 @pytest.mark.parametrize(

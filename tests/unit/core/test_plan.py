@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from reconciler import plan as plans
+from reconciler.domain.links import DesiredLink
 from reconciler.render import render_text
 from reconciler.secrets import Secret
 from reconciler.store.base import StoredLink
-from reconciler.validate import DesiredLink
 
 KEY = b"k" * 32
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from reconciler import sops
 from reconciler.sops import age, keys, tree, yamlv3
+from reconciler.sops.data_key import recover_data_key
 from reconciler.sops.yamlv3 import Comment
 
 IDENTITY = age.generate_identity()
@@ -179,7 +180,7 @@ def _open(token: str, key: bytes, aad: str) -> bytes:
 
 def _data_key(enc: str) -> bytes:
     meta = yamlv3.load_all(enc)[0]["sops"]
-    return tree.recover_data_key(meta, "x", keys.load_keyring(ENV))
+    return recover_data_key(meta, "x", keys.load_keyring(ENV))
 
 
 def test_link_default_rule_keeps_comments_plaintext() -> None:

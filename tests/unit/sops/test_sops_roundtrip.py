@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from reconciler import sops
 from reconciler.errors import CryptoError
 from reconciler.sops import age, keys, shamir, tree, yamlv3
+from reconciler.sops.data_key import recover_data_key
+from reconciler.sops.values import go_float
 
 IDENTITY = age.generate_identity()
 OTHER = age.generate_identity()
@@ -97,7 +99,7 @@ def test_tampering_is_rejected_and_names_the_file(case: str) -> None:
     assert "link.yaml" in message
     assert CANARY not in message
     doc = yamlv3.load_all(enc)[0]
-    data_key = tree.recover_data_key(doc["sops"], "x", keys.load_keyring(ENV))
+    data_key = recover_data_key(doc["sops"], "x", keys.load_keyring(ENV))
     assert data_key.hex() not in message.lower()
 
 
@@ -255,8 +257,8 @@ def test_go_float_format() -> None:
         -math.inf: "-Inf",
     }
     for value, text in cases.items():
-        assert tree.go_float(value) == text
-    assert tree.go_float(math.nan) == "NaN"
+        assert go_float(value) == text
+    assert go_float(math.nan) == "NaN"
 
 
 def test_refuses_already_encrypted_and_bad_documents() -> None:

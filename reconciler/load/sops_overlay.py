@@ -1,0 +1,89 @@
+"""SOPS files: decrypt in memory and overlay the plaintext onto the positioned documents.
+
+:mod:`reconciler.sops` is imported only when a file has a ``sops:`` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from reconciler.diagnostics import ERROR, format_path
+from reconciler.diagnostics import Path as JsonPath
+from reconciler.load.documents import SOPS_PREFIX, Document, LoadResult
+
+
+def decrypt_into(
+    display: str,
+    path: Path,
+    text: str,
+    documents: list[Document],
+    result: LoadResult,
+    *,
+    env: Mapping[str, str],
+    ignore_mac: bool,
+) -> bool:
+    """Decrypt a SOPS file and overlay the plaintext onto the positioned documents."""
+    from reconciler import sops
+    from reconciler.errors import LinkctlError
+
+    sops_doc = next(d for d in documents if isinstance(d.data, dict) and "sops" in d.data)
+    try:
+        plain = sops.decrypt_text(
+            text,
+            filename=display,
+            fmt="json" if path.suffix.lower() == ".json" else "yaml",
+            env=env,
+            ignore_mac=ignore_mac,
+        )
+    except LinkctlError as exc:
+        result.diagnostics.append(
+            sops_doc.diagnostic(ERROR, str(exc), ("sops",), hint=exc.hint, code="sops", key=True)
+        )
+        return False
+    if len(plain) != len(documents):
+        result.diagnostics.append(
+            sops_doc.diagnostic(ERROR, "SOPS file structure does not match its decryption", code="sops")
+        )
+        return False
+    for doc, tree in zip(documents, plain, strict=True):
+        if isinstance(doc.data, dict):
+            doc.data.pop("sops", None)
+        encrypted: set[JsonPath] = set()
+        try:
+            doc.data = overlay(doc.data, tree, (), encrypted)
+        except ValueError as exc:
+            result.diagnostics.append(
+                sops_doc.diagnostic(
+                    ERROR, f"SOPS file structure does not match its decryption: {exc}", code="sops"
+                )
+            )
+            return False
+        doc.encrypted_paths = frozenset(encrypted)
+    return True
+
+
+def overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) -> Any:
+    """Take decrypted values where ours are ENC[...] strings; keep our structure elsewhere."""
+    from reconciler.sops import is_encrypted_comment
+
+    if isinstance(mine, str) and mine.startswith(SOPS_PREFIX):
+        encrypted.add(path)
+        return plain
+    if isinstance(mine, dict) and isinstance(plain, dict):
+        return {k: overlay(v, plain.get(k), (*path, k), encrypted) for k, v in mine.items()}
+    if isinstance(mine, list) and isinstance(plain, list):
+        # sops 3.11 writes an encrypted comment inside a list as an item; it is not data.
+        items = [m for m in mine if not is_encrypted_comment(m)]
+        if len(items) != len(plain):
+            raise ValueError(
+                f"list at {format_path(path) or 'the top'} has {len(items)} items encrypted "
+                f"but {len(plain)} decrypted"
+            )
+        return [
+            overlay(m, p, (*path, i), encrypted) for i, (m, p) in enumerate(zip(items, plain, strict=True))
+        ]
+    if isinstance(mine, dict | list) or isinstance(plain, dict | list):
+        raise ValueError(f"structure at {format_path(path) or 'the top'} differs after decryption")
+    return mine  # an unencrypted leaf: our own (YAML 1.2, position-keeping) reading is the one validated

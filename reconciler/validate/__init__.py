@@ -1,0 +1,66 @@
+"""Validate: documents → desired links, or diagnostics saying what is wrong and how to fix it.
+
+Two passes over the loaded documents: a structural one (the pydantic models that
+also generate ``schemas/``) and semantic rules (HTTPS, redirect URLs, refresh
+token prerequisites, duplicate names, secret sources). Every problem is
+collected — never only the first — with file:line:col and a JSON path.
+The result feeds ``plan``; nothing here touches the store or the network.
+
+The package, by concern: :mod:`.validator` (the run), :mod:`.structure` (the pydantic
+pass), :mod:`.urls`, :mod:`.secret_sources`, :mod:`.desired` (the effective spec) and
+:mod:`.results`. Importing the package is cheap: the pydantic models are imported on the
+first :func:`validate`, so :func:`declared_state` can import them while files are parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from reconciler.domain.links import DesiredLink
+from reconciler.load import LoadResult, load_paths, remember_parsed
+from reconciler.validate.results import ValidationResult
+from reconciler.validate.urls import REDIRECT_PATH, is_loopback_host, redirect_url
+
+__all__ = [
+    "REDIRECT_PATH",
+    "DesiredLink",
+    "ValidationResult",
+    "declared_state",
+    "is_loopback_host",
+    "redirect_url",
+    "validate",
+]
+
+
+def validate(loaded: LoadResult, *, env: Mapping[str, str]) -> ValidationResult:
+    """Check loaded documents; return diagnostics and (when valid) the desired links."""
+    from reconciler.validate.validator import Validator
+
+    return Validator(loaded, env).run()
+
+
+def declared_state(
+    paths: Iterable[str],
+    *,
+    env: Mapping[str, str],
+    ignore_mac: bool = False,
+    meanwhile: Callable[[], object] | None = None,
+) -> ValidationResult:
+    """Load and validate ``paths``, then cache the parses of the files that validated cleanly.
+
+    The one way to read declared state: the parse cache may keep only files validation
+    passed (see :func:`reconciler.load.remember_parsed`), so loading and remembering are
+    never left to the caller. ``meanwhile`` runs while files are parsed, after the import
+    of the validator's models.
+    """
+
+    def prepare() -> None:
+        import reconciler.validate.validator  # noqa: F401  (pydantic: the costliest import)
+
+        if meanwhile is not None:
+            meanwhile()
+
+    loaded = load_paths(paths, env=env, ignore_mac=ignore_mac, meanwhile=prepare)
+    result = validate(loaded, env=env)
+    remember_parsed(loaded, result.diagnostics)
+    return result

@@ -1,0 +1,40 @@
+"""What validation hands to planning, and the reporter every rule writes its problems to."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from reconciler.diagnostics import Diagnostic, has_errors
+from reconciler.domain.links import DesiredLink
+from reconciler.load import Document
+
+if TYPE_CHECKING:
+    from reconciler.models import Instance
+
+
+@dataclasses.dataclass
+class ValidationResult:
+    """What validation found: diagnostics, the instance, and the desired links."""
+
+    diagnostics: list[Diagnostic]
+    instance: Instance | None
+    links: list[DesiredLink]
+    skipped: list[str]
+    files: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no errors (warnings allowed)."""
+        return not has_errors(self.diagnostics)
+
+
+class Reporter(Protocol):
+    """Where a rule reports what it found in a document (the validator counts the errors)."""
+
+    def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
+        """Report an error at ``path`` in ``doc``."""
+
+    def warn(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
+        """Report a warning at ``path`` in ``doc``."""
