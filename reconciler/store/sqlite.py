@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import functools
 import getpass
 import json
@@ -36,6 +35,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from reconciler.domain.clock import iso_time
+from reconciler.domain.owners import pid_alive
 from reconciler.errors import ConflictError, LockTimeout, StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
@@ -131,28 +132,11 @@ def sqlite_path(url: str) -> Path:
 URL_FORMS = "sqlite:////absolute/path/state.db or sqlite:///path/relative/to/cwd.db"
 
 
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
-
-
 def _current_user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (containers)
         return str(os.getuid())
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    if pid <= 0:
-        return True  # not a real pid: never treat as stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _event_json(detail: Mapping[str, Any]) -> str:
@@ -667,7 +651,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             if stale is not None:
                 self._notice(
                     f"removed a stale apply lock {stale.id} from pid {stale.pid} on {stale.host}"
-                    f" ({stale.operation}, since {_iso(stale.since)}): that process no longer exists"
+                    f" ({stale.operation}, since {iso_time(stale.since)}): that process no longer exists"
                 )
             if mine is not None:
                 return mine
@@ -676,7 +660,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             if remaining <= 0:
                 raise LockTimeout(
                     f"the apply lock is held by pid {holder.pid} on host {holder.host}"
-                    f" (user {holder.user}, operation {holder.operation!r}, since {_iso(holder.since)});"
+                    f" (user {holder.user}, operation {holder.operation!r}, since {iso_time(holder.since)});"
                     f" gave up after {timeout:g} s",
                     hint="wait for it to finish; if that process is gone,"
                     f" run `linkctl state unlock {holder.id}`",
@@ -695,7 +679,7 @@ class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.S
             if row is not None:
                 holder = _lock_from_row(row)
                 # Only a lock of this host can be judged by pid; other hosts need `state unlock`.
-                if holder.host != host or _pid_alive(holder.pid):
+                if holder.host != host or pid_alive(holder.pid):
                     return None, holder, None
                 conn.execute("DELETE FROM locks WHERE id = ?", (holder.id,))
                 stale = holder

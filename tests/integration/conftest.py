@@ -44,7 +44,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from reconciler.oauth.client import ClientConfig
+from reconciler.domain.tokens import ClientConfig
 from reconciler.secrets import Secret
 from tests.conftest import ROOT, require, require_tool
 

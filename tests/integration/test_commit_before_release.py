@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import pytest
 
-from reconciler.oauth import keeper
+from reconciler import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from reconciler.store.base import Store

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.domain.tokens import ClientConfig, TokenResponse
 from reconciler.oauth import flows
-from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
+from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store.base import LinkWrite, Store
@@ -103,7 +104,7 @@ def add_authorized_links(
     server: OidcServer, store: Store, names: Sequence[str], client: TokenClient
 ) -> OracleClient:
     """Register one client, create the links and authorize each (first tokens saved)."""
-    from reconciler.oauth.keeper import client_config
+    from reconciler.keeper import client_config
 
     registered = server.register_client()
     with store.write(expected_serial=None, actor="test") as tx:
