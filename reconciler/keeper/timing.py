@@ -2,9 +2,9 @@
 
 The refresh schedule itself (:func:`next_refresh_time`, :func:`keepalive_interval` and
 their constants) is defined in :mod:`reconciler.domain.schedule`, because the store
-applies it too when first tokens are saved; it is re-exported here so the keeper reads
-every rule from this one module. Time, sleep and randomness are injected (``Now``,
-``Sleep``, ``random.Random``) so tests control them.
+applies it too when first tokens are saved (the store is below the keeper); it is
+re-exported here so the keeper reads every rule from this one module. Time, sleep and
+randomness are injected (``Now``, ``Sleep``, ``random.Random``) so tests control them.
 """
 
 from __future__ import annotations
@@ -14,26 +14,10 @@ import random
 from collections.abc import Callable
 
 from reconciler.domain.grants import PARKED_STATUSES, Grant, GrantStatus
-from reconciler.domain.schedule import (
-    KEEPALIVE,
-    KEEPALIVE_INACTIVITY_FRACTION,
-    LATEST_MARGIN_FRACTION,
-    LATEST_MARGIN_MAX,
-    REFRESH_AT_MAX,
-    REFRESH_AT_MIN,
-    UNKNOWN_EXPIRY_CLIENT_CREDENTIALS,
-    keepalive_interval,
-    next_refresh_time,
-)
+from reconciler.domain.schedule import KEEPALIVE, keepalive_interval, next_refresh_time
 
 __all__ = [
     "KEEPALIVE",
-    "KEEPALIVE_INACTIVITY_FRACTION",
-    "LATEST_MARGIN_FRACTION",
-    "LATEST_MARGIN_MAX",
-    "REFRESH_AT_MAX",
-    "REFRESH_AT_MIN",
-    "UNKNOWN_EXPIRY_CLIENT_CREDENTIALS",
     "KeeperPolicy",
     "Now",
     "Sleep",
