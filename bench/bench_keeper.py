@@ -39,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from reconciler.oauth import keeper
-from reconciler.oauth.client import TokenClient, TokenResponse
+from reconciler import keeper
+from reconciler.domain.tokens import TokenResponse
+from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store

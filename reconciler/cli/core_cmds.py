@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import functools
 import gc
 import getpass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler import strict_json
 from reconciler.cli.keeper_cmds import count, timeout_seconds
 from reconciler.cli.output import reads_only, write_atomic
+from reconciler.domain.clock import iso_time
 from reconciler.errors import (
     EXIT_CHANGES,
     EXIT_OK,
@@ -306,7 +306,7 @@ def _compute(
     allow_empty_prune: bool = False,
 ) -> Plan:
     from reconciler.errors import InvalidConfiguration
-    from reconciler.oauth.keeper import revokes_on_delete
+    from reconciler.keeper import revokes_on_delete
     from reconciler.plan import compute_plan, mark_reauthorization, rename_conflicts
 
     if prune:
@@ -512,8 +512,8 @@ def _revocations(ctx: Context, names: Sequence[str]) -> Iterator[Callable[[], in
     if not names:
         yield lambda: EXIT_OK
         return
+    from reconciler.keeper import RevocationResult, prepare_revocation
     from reconciler.oauth.client import TokenClient
-    from reconciler.oauth.keeper import RevocationResult, prepare_revocation
 
     store = ctx.store()
     with TokenClient(metadata_cache=ctx.metadata_cache()) as client:
@@ -600,11 +600,7 @@ def _read_plan(path: Path) -> Plan:
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return (
-        datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
+    return iso_time(ts, zulu=True)
 
 
 SEALED = "(stored, encrypted)"

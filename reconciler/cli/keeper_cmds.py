@@ -1,7 +1,7 @@
 """``linkctl token`` and ``linkctl keeper``: the command-line edge of the token keeper.
 
 Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
-:mod:`reconciler.oauth.keeper`. ``token`` must start fast: this module imports only
+:mod:`reconciler.keeper`. ``token`` must start fast: this module imports only
 argparse at load time, and a fresh token is printed without importing httpx at all.
 ``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
 
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
+    from reconciler.domain.grants import Grant
     from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
-    from reconciler.store.grants import Grant
 
 DEFAULT_MIN_VALID = 60.0
 DEFAULT_HTTP_TIMEOUT = 10.0
@@ -131,14 +131,14 @@ def _token_client(
 
 
 def _token_json(grant: Grant, now: float) -> dict[str, Any]:
-    from reconciler.oauth.keeper import iso
+    from reconciler.domain.clock import iso_time
 
     assert grant.access_token is not None
     expires_at = grant.access_expires_at
     return {
         "access_token": grant.access_token.reveal(),
         "token_type": grant.token_type or "Bearer",
-        "expires_at": iso(expires_at),
+        "expires_at": iso_time(expires_at),
         "expires_in": None if expires_at is None else max(0, int(expires_at - now)),
     }
 
@@ -147,7 +147,7 @@ def token_command(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl token NAME``: print an access token valid for at least ``--min-valid`` s."""
     import time
 
-    from reconciler.oauth import keeper
+    from reconciler import keeper
 
     store = ctx.store()
     now = time.time()
@@ -187,8 +187,8 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     import signal
     import threading
 
+    from reconciler import keeper
     from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError
-    from reconciler.oauth import keeper
     from reconciler.store import open_store
 
     try:

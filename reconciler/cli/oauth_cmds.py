@@ -21,7 +21,8 @@ from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError, LinkctlError
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
-    from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
+    from reconciler.domain.tokens import ClientConfig, TokenResponse
+    from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
 
 DEFAULT_TIMEOUT = 300.0
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _load_config(ctx: Context, name: str) -> ClientConfig:
-    from reconciler.oauth.client import ClientConfig
+    from reconciler.keeper import client_config
 
     store = ctx.store()
     link = store.get_link(name)
@@ -77,8 +78,7 @@ def _load_config(ctx: Context, name: str) -> ClientConfig:
             hint=f"register the app with redirect URL from `linkctl redirect-url {name}`, "
             "declare clientId/clientSecret and apply",
         )
-    secret = store.read_secret(name, "clientSecret") if spec.get("clientSecret") else None
-    return ClientConfig.from_spec(name, spec, secret, lambda field: store.read_secret(name, field))
+    return client_config(store, link)
 
 
 def _display_available(env: Mapping[str, str]) -> bool:

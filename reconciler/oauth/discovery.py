@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from reconciler.errors import ProviderConfigError
 
 if TYPE_CHECKING:
-    from reconciler.oauth.client import ClientConfig
+    from reconciler.domain.tokens import ClientConfig
 
 OIDC_SUFFIX = "/.well-known/openid-configuration"
 RFC8414_SUFFIX = "/.well-known/oauth-authorization-server"

@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from reconciler.domain.tokens import ClientConfig, DeviceAuthorization, TokenResponse
 from reconciler.errors import ConfigError, GrantError, ProviderConfigError, ProviderError
 from reconciler.oauth import providers
-from reconciler.oauth.client import ClientConfig, DeviceAuthorization, TokenClient, TokenResponse
+from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret, reveal
 
 MIN_ACCESS_ONLY_LIFETIME = 24 * 3600.0  # without a refresh token, the access token must last a day

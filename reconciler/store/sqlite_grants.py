@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from reconciler.domain.grants import GrantStatus
 from reconciler.secrets import Secret
 from reconciler.store import grants, sealing
 
@@ -54,9 +55,9 @@ _SELECT_GRANTS = (
 )
 
 
-def initial_grant_status(spec: Mapping[str, Any]) -> str:
+def initial_grant_status(spec: Mapping[str, Any]) -> GrantStatus:
     """The status of a new link's grant: credentials first, then an admin's consent."""
-    return grants.NEEDS_AUTHORIZATION if spec.get("clientId") else grants.PENDING_CREDENTIALS
+    return GrantStatus.NEEDS_AUTHORIZATION if spec.get("clientId") else GrantStatus.PENDING_CREDENTIALS
 
 
 def insert_initial_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
@@ -75,7 +76,7 @@ def promote_pending_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str,
     if spec.get("clientId"):
         conn.execute(
             "UPDATE grants SET status = ? WHERE link_uid = ? AND status = ?",
-            (grants.NEEDS_AUTHORIZATION, uid, grants.PENDING_CREDENTIALS),
+            (GrantStatus.NEEDS_AUTHORIZATION, uid, GrantStatus.PENDING_CREDENTIALS),
         )
 
 
@@ -138,7 +139,7 @@ class SQLiteGrants:
         return grants.Grant(
             link_name=name,
             link_uid=uid,
-            status=col["status"],
+            status=GrantStatus(col["status"]),
             token_version=col["token_version"],
             access_token=access,
             refresh_token=refresh,

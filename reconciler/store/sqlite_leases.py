@@ -2,7 +2,7 @@
 
 :class:`SQLiteLeases` is a mixin of :class:`reconciler.store.sqlite.SQLiteStore`, beside
 :class:`~reconciler.store.sqlite_grants.SQLiteGrants`, whose helpers it uses. Callers are
-``oauth.flows`` (:meth:`save_authorization`), ``oauth.keeper`` and ``linkctl token``
+``oauth.flows`` (:meth:`save_authorization`), ``reconciler.keeper`` and ``linkctl token``
 (everything else), always through the :class:`~reconciler.store.grants.GrantStore` interface.
 
 How the invariants listed in docs/testing.md hold here:
@@ -34,17 +34,21 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from reconciler.domain.grants import GrantStatus
+from reconciler.domain.schedule import next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
 
 if TYPE_CHECKING:
-    from reconciler.oauth.client import TokenResponse
+    from reconciler.domain.tokens import TokenResponse
     from reconciler.secrets import Secret
     from reconciler.store import sealing
 
 _LINK_UID = "(SELECT uid FROM links WHERE name = ?)"
+_STATUSES = frozenset(GrantStatus)
+_REFRESHING = str(GrantStatus.REFRESHING)
 _IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
-_PARKED = ", ".join(f"'{s}'" for s in (grants.PENDING_CREDENTIALS, grants.CONFIGURATION_ERROR))
+_PARKED = ", ".join(f"'{s}'" for s in (GrantStatus.PENDING_CREDENTIALS, GrantStatus.CONFIGURATION_ERROR))
 # A lease is free when nobody holds it or its holder let it expire.
 _LEASE_FREE = "(g.lease_owner IS NULL OR g.lease_expires_at <= :now)"
 # Client-credentials links need no human: without tokens they are due at once.
@@ -54,7 +58,7 @@ _CC_WITHOUT_TOKENS = (
 _DUE_TIME = "COALESCE(g.retry_at, g.next_refresh_at)"
 _ELIGIBLE = (
     f"g.status NOT IN ({_PARKED}) AND ("
-    f" (g.status != '{grants.NEEDS_AUTHORIZATION}' AND {_DUE_TIME} IS NOT NULL)"
+    f" (g.status != '{GrantStatus.NEEDS_AUTHORIZATION}' AND {_DUE_TIME} IS NOT NULL)"
     f" OR g.in_flight_since IS NOT NULL OR {_CC_WITHOUT_TOKENS})"
 )
 # The moment a row becomes due (0 = now), not before its current lease ends.
@@ -152,7 +156,7 @@ class SQLiteLeases:
             uid, spec_json = self._uid_and_spec(conn, name)
             spec = json.loads(spec_json)
             has_rt = response.refresh_token is not None or self._has_refresh_token(conn, uid)
-            next_at = grants.next_refresh_time(
+            next_at = next_refresh_time(
                 response.received_at,
                 response.expires_in,
                 has_refresh_token=has_rt,
@@ -168,7 +172,7 @@ class SQLiteLeases:
                 " WHERE link_uid = ?",
                 (
                     *self._token_columns(uid, response),
-                    grants.HEALTHY,
+                    GrantStatus.HEALTHY,
                     clock_now,
                     next_at,
                     response.expires_in,
@@ -214,7 +218,7 @@ class SQLiteLeases:
         with self._immediate() as conn:
             cursor = conn.execute(
                 _MARK,
-                (now, grants.REFRESHING, None if ttl is None else now + ttl, name, token_version, owner, now),
+                (now, _REFRESHING, None if ttl is None else now + ttl, name, token_version, owner, now),
             )
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, token_version, "mark the refresh in flight")
@@ -241,7 +245,7 @@ class SQLiteLeases:
                 _COMMIT,
                 (
                     *self._token_columns(uid, response),
-                    grants.HEALTHY,
+                    GrantStatus.HEALTHY,
                     now,
                     now,
                     next_refresh_at,
@@ -261,7 +265,7 @@ class SQLiteLeases:
         *,
         owner: str,
         expected_version: int,
-        status: str,
+        status: GrantStatus,
         error_class: str,
         message: str,
         retry_at: float | None,
@@ -273,7 +277,7 @@ class SQLiteLeases:
         ``lost_response`` marks the refresh token as possibly consumed (kept until tokens
         are written again); the send time is kept in ``details['lost_response_sent_at']``.
         """
-        if status not in grants.GRANT_STATUSES:
+        if status not in _STATUSES:
             raise ValueError(f"unknown grant status {status!r}")
         with self._immediate() as conn:
             record = grants.FailureRecord(
@@ -325,7 +329,7 @@ class SQLiteLeases:
         expires = None if ttl is None else now + ttl
         with self._immediate() as conn:
             for name, version in items:
-                cursor = conn.execute(_MARK, (now, grants.REFRESHING, expires, name, version, owner, now))
+                cursor = conn.execute(_MARK, (now, _REFRESHING, expires, name, version, owner, now))
                 out.append(
                     None
                     if cursor.rowcount == 1
@@ -351,7 +355,7 @@ class SQLiteLeases:
                     _COMMIT,
                     (
                         *self._token_columns(uid, c.response),
-                        grants.HEALTHY,
+                        GrantStatus.HEALTHY,
                         now,
                         now,
                         c.next_refresh_at,
@@ -373,7 +377,7 @@ class SQLiteLeases:
     ) -> list[grants.LeaseLost | None]:
         """:meth:`record_failure` for several links in one durable transaction (each row fenced)."""
         for f in failures:
-            if f.status not in grants.GRANT_STATUSES:
+            if f.status not in _STATUSES:
                 raise ValueError(f"unknown grant status {f.status!r}")
         out: list[grants.LeaseLost | None] = []
         with self._immediate() as conn:

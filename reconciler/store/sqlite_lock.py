@@ -8,7 +8,6 @@ a lock of another host is only ever removed by ``linkctl state unlock``.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import getpass
 import os
 import socket
@@ -18,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reconciler.domain.clock import iso_time
+from reconciler.domain.owners import pid_alive
 from reconciler.errors import LockTimeout, StateError
 from reconciler.store import base
 
@@ -26,28 +27,11 @@ _LOCK_POLL_MIN = 0.02
 _LOCK_POLL_MAX = 0.5
 
 
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, tz=datetime.UTC).isoformat(timespec="seconds")
-
-
 def _current_user() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (containers)
         return str(os.getuid())
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
-    if pid <= 0:
-        return True  # not a real pid: never treat as stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _lock_from_row(row: tuple[Any, ...]) -> base.LockInfo:
@@ -75,7 +59,7 @@ class SQLiteApplyLock:
             if stale is not None:
                 self._notice(
                     f"removed a stale apply lock {stale.id} from pid {stale.pid} on {stale.host}"
-                    f" ({stale.operation}, since {_iso(stale.since)}): that process no longer exists"
+                    f" ({stale.operation}, since {iso_time(stale.since)}): that process no longer exists"
                 )
             if mine is not None:
                 return mine
@@ -84,7 +68,7 @@ class SQLiteApplyLock:
             if remaining <= 0:
                 raise LockTimeout(
                     f"the apply lock is held by pid {holder.pid} on host {holder.host}"
-                    f" (user {holder.user}, operation {holder.operation!r}, since {_iso(holder.since)});"
+                    f" (user {holder.user}, operation {holder.operation!r}, since {iso_time(holder.since)});"
                     f" gave up after {timeout:g} s",
                     hint="wait for it to finish; if that process is gone,"
                     f" run `linkctl state unlock {holder.id}`",
@@ -103,7 +87,7 @@ class SQLiteApplyLock:
             if row is not None:
                 holder = _lock_from_row(row)
                 # Only a lock of this host can be judged by pid; other hosts need `state unlock`.
-                if holder.host != host or _pid_alive(holder.pid):
+                if holder.host != host or pid_alive(holder.pid):
                     return None, holder, None
                 conn.execute("DELETE FROM locks WHERE id = ?", (holder.id,))
                 stale = holder

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any, cast
 
-from reconciler.oauth import keeper
+from reconciler import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from reconciler.store.base import Store

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.oauth import keeper
+from reconciler import keeper
 from reconciler.oauth.client import TokenClient
 from reconciler.settings import Settings
 from reconciler.store import open_store

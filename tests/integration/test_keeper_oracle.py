@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.oauth import keeper
+from reconciler import keeper
+from reconciler.domain.grants import GrantStatus
 from reconciler.oauth.client import TokenClient
-from reconciler.store import grants
 from tests.support.oracle import OidcServer
 from tests.support.oracle_links import (
     add_authorized_links,
@@ -50,7 +50,7 @@ def test_six_rotations_and_every_old_refresh_token_is_dead(
         clock.offset += 61  # the keeper thinks a 60 s token is due
         assert k.run_once().refreshed == ["rot"]
     now = store.get_grant("rot", with_tokens=True)
-    assert now is not None and now.refresh_token is not None and now.status == grants.HEALTHY
+    assert now is not None and now.refresh_token is not None and now.status == GrantStatus.HEALTHY
     assert all(not introspect_active(oracle, registered, rt) for rt in old)
     assert introspect_active(oracle, registered, now.refresh_token)
     grant_types = [r["grant_type"] for r in oracle.requests()]
@@ -122,7 +122,7 @@ def test_transient_503_then_recovery(oracle: OidcServer, client: TokenClient, tm
     report = k.run_once()
     assert "flaky" in report.failed
     g = store.get_grant("flaky")
-    assert g is not None and g.status == grants.TRANSIENT_ERROR and g.retry_at is not None
+    assert g is not None and g.status == GrantStatus.TRANSIENT_ERROR and g.retry_at is not None
     assert g.retry_at >= clock() + 7 - 1
     clock.offset += 8
     assert k.run_once().refreshed == ["flaky"]
@@ -144,7 +144,7 @@ def test_lost_response_then_invalid_grant_names_the_cause(
     clock.offset += 1000
     k.run_once()
     g = store.get_grant("lost")
-    assert g is not None and g.status == grants.NEEDS_AUTHORIZATION and g.last_error is not None
+    assert g is not None and g.status == GrantStatus.NEEDS_AUTHORIZATION and g.last_error is not None
     assert "probably consumed by a lost response (sent at" in g.last_error
     store.close()
 

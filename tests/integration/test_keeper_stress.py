@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.oauth import keeper
+from reconciler import keeper
+from reconciler.domain.grants import GrantStatus
 from reconciler.oauth.client import TokenClient
-from reconciler.store import grants
 from tests.support.oracle import OidcServer, start_oidc_server
 from tests.support.oracle_links import (
     add_authorized_links,
@@ -149,7 +149,7 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
     )
     assert failures == 0, failure_samples[:3]
     assert refused == [] and events == [], f"a refresh token was reused: {events[:3]}"
-    assert alive == len(names) and set(statuses.values()) == {grants.HEALTHY}
+    assert alive == len(names) and set(statuses.values()) == {GrantStatus.HEALTHY}
     assert all(code == 0 for code in codes), codes
     assert refreshes >= len(names)  # every link rotated at least once (more on longer runs)
 
@@ -187,7 +187,7 @@ def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flag
             kills_in_flight += len(interrupted - seen_in_flight)
             seen_in_flight |= interrupted
             for grant in store.list_grants():
-                if grant.status == grants.NEEDS_AUTHORIZATION:
+                if grant.status == GrantStatus.NEEDS_AUTHORIZATION:
                     # Flagged by a later attempt: must name the lost response precisely.
                     if "probably consumed by a lost response (sent at" in (grant.last_error or ""):
                         flagged_messages.append(grant.last_error or "")
@@ -200,7 +200,11 @@ def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flag
                     server.fault("delay_after", times=100_000, delay_ms=250)
                     store.save_authorization(grant.link_name, response, clock_now=response.received_at)
                     reauthorized += 1
-                elif grant.status not in (grants.HEALTHY, grants.REFRESHING, grants.TRANSIENT_ERROR):
+                elif grant.status not in (
+                    GrantStatus.HEALTHY,
+                    GrantStatus.REFRESHING,
+                    GrantStatus.TRANSIENT_ERROR,
+                ):
                     unexplained.append(f"{grant.link_name}: {grant.status} {grant.last_error}")
         server.reset()  # no more delays
         time.sleep(4.5)  # every lease of a killed keeper has expired
@@ -209,7 +213,7 @@ def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flag
         store = open_store(env)
         final_alive = final_flagged = 0
         for grant in store.list_grants():
-            if grant.status == grants.HEALTHY:
+            if grant.status == GrantStatus.HEALTHY:
                 # Alive means one more rotation commits: a newer token version, a token that works.
                 fresh = keeper.fresh_token(store, grant.link_name, min_valid=3, client=client)
                 final_alive += fresh.access_token is not None and fresh.token_version > grant.token_version

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from reconciler.domain.tokens import ClientConfig, TokenResponse
 from reconciler.errors import (
     GrantError,
     LinkctlError,
@@ -22,7 +23,7 @@ from reconciler.errors import (
     TransientProviderError,
 )
 from reconciler.oauth import flows
-from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
+from reconciler.oauth.client import TokenClient
 from reconciler.secrets import Secret
 from tests.support.oracle import OidcServer, OracleClient
 

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from reconciler.domain.tokens import ClientConfig, TokenResponse
 from reconciler.errors import GrantError, LinkctlError, ResponseLost
-from reconciler.oauth.client import ClientConfig, TokenResponse
 from reconciler.secrets import Secret
 from reconciler.store.base import LinkWrite, Store
 

@@ -105,7 +105,7 @@ def add_authorized_links(
     server: OidcServer, store: Store, names: Sequence[str], client: TokenClient
 ) -> OracleClient:
     """Register one client, create the links and authorize each (first tokens saved)."""
-    from reconciler.oauth.keeper import client_config
+    from reconciler.keeper import client_config
 
     registered = server.register_client()
     with store.write(expected_serial=None, actor="test") as tx:

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import pytest
 
-from reconciler.oauth import keeper
+from reconciler import keeper
+from reconciler.domain.grants import GrantStatus
 from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import FailureRecord, LeaseLost, TokenCommit
@@ -68,7 +69,7 @@ def test_batch_commit_stores_rotated_tokens_and_releases_in_one_transaction(
         g = store.get_grant(n, with_tokens=True)
         assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == f"rt-{n}-2"
         assert g.token_version == 2 and g.lease_owner is None and g.in_flight_since is None
-        assert g.status == grants.HEALTHY
+        assert g.status == GrantStatus.HEALTHY
 
 
 def test_rotated_refresh_token_is_durable_before_any_lease_is_released(
@@ -176,7 +177,7 @@ def test_record_failures_many_fences_per_link_and_keeps_lost_flag(batches: Store
     )
     records = [
         FailureRecord(
-            g.link_name, g.token_version, grants.TRANSIENT_ERROR, "transient", "lost", clock() + 5, True
+            g.link_name, g.token_version, GrantStatus.TRANSIENT_ERROR, "transient", "lost", clock() + 5, True
         )
         for g in leased
     ]
@@ -279,7 +280,8 @@ def test_refresh_batch_lost_response_flags_only_that_link(
     )
     assert [o.result for o in outcomes] == [keeper.REFRESHED, keeper.FAILED, keeper.REFRESHED]
     b = store.get_grant("b")
-    assert b is not None and b.lost_response and b.status == grants.TRANSIENT_ERROR and b.lease_owner is None
+    assert b is not None and b.lost_response and b.status == GrantStatus.TRANSIENT_ERROR
+    assert b.lease_owner is None
 
 
 def test_refresh_batch_does_not_send_after_the_lease_deadline(

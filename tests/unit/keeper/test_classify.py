@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import (
     GrantError,
     LinkctlError,
@@ -13,20 +14,20 @@ from reconciler.errors import (
     StateError,
     TransientProviderError,
 )
-from reconciler.oauth.keeper import classify, failure_message
+from reconciler.keeper.classify import classify, failure_message
 from reconciler.store import grants
 
 
 @pytest.mark.parametrize(
     ("error", "cc", "expected"),
     [
-        (TransientProviderError("503"), False, grants.TRANSIENT_ERROR),
-        (ResponseLost("timeout"), False, grants.TRANSIENT_ERROR),
-        (GrantError("invalid_grant"), False, grants.NEEDS_AUTHORIZATION),
-        (GrantError("invalid_grant"), True, grants.CONFIGURATION_ERROR),  # nothing to re-consent
-        (ProviderConfigError("invalid_client"), False, grants.CONFIGURATION_ERROR),
-        (StateError("secret does not decrypt"), False, grants.CONFIGURATION_ERROR),
-        (ProviderError("odd answer"), False, grants.TRANSIENT_ERROR),
+        (TransientProviderError("503"), False, GrantStatus.TRANSIENT_ERROR),
+        (ResponseLost("timeout"), False, GrantStatus.TRANSIENT_ERROR),
+        (GrantError("invalid_grant"), False, GrantStatus.NEEDS_AUTHORIZATION),
+        (GrantError("invalid_grant"), True, GrantStatus.CONFIGURATION_ERROR),  # nothing to re-consent
+        (ProviderConfigError("invalid_client"), False, GrantStatus.CONFIGURATION_ERROR),
+        (StateError("secret does not decrypt"), False, GrantStatus.CONFIGURATION_ERROR),
+        (ProviderError("odd answer"), False, GrantStatus.TRANSIENT_ERROR),
     ],
 )
 def test_classification(error: LinkctlError, cc: bool, expected: str) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from reconciler import keeper
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import (
     ConflictError,
     GrantError,
@@ -19,8 +21,6 @@ from reconciler.errors import (
     TransientProviderError,
     UnknownLink,
 )
-from reconciler.oauth import keeper
-from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import Grant
 from tests.support.fakes import FakeClock, RotatingProvider, add_links, link_write
@@ -141,8 +141,8 @@ def test_gives_up_when_the_lease_stays_held(
 @pytest.mark.parametrize(
     ("error", "expected", "status"),
     [
-        (GrantError("invalid_grant"), GrantError, grants.NEEDS_AUTHORIZATION),
-        (ProviderConfigError("invalid_client"), ProviderConfigError, grants.CONFIGURATION_ERROR),
+        (GrantError("invalid_grant"), GrantError, GrantStatus.NEEDS_AUTHORIZATION),
+        (ProviderConfigError("invalid_client"), ProviderConfigError, GrantStatus.CONFIGURATION_ERROR),
     ],
 )
 def test_parked_links_raise_a_clear_status(
@@ -205,7 +205,7 @@ def test_revoke_grant(store: Store, provider: RotatingProvider, clock: FakeClock
     _authorize(store, provider, clock)
     result = keeper.revoke_grant(store, "a", provider, clock=clock)
     assert result.revoked and result.revoked_tokens == ("refresh_token", "access_token")
-    assert store.get_grant("a").status == grants.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
+    assert store.get_grant("a").status == GrantStatus.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
 
 
 def test_revoke_failure_is_reported(store: Store, provider: RotatingProvider, clock: FakeClock) -> None:

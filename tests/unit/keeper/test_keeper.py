@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
+from reconciler import keeper
+from reconciler.domain.clock import iso_time
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import GrantError, ProviderConfigError, TransientProviderError
-from reconciler.oauth import keeper
 from reconciler.store import grants
 from reconciler.store.base import Store
 from tests.support.fakes import FakeClock, RotatingProvider, add_links, fail_before, link_write, lose_response
@@ -50,7 +52,7 @@ def test_client_credentials_obtained_without_a_human(
     report = _keeper(store, provider, clock).run_once()
     assert report.obtained == ["cc"] and report.waiting_for_authorization == ["human"] and report.ok
     g = store.get_grant("cc")
-    assert g is not None and g.status == grants.HEALTHY and g.next_refresh_at is not None
+    assert g is not None and g.status == GrantStatus.HEALTHY and g.next_refresh_at is not None
 
 
 def test_transient_error_backs_off_honouring_retry_after(
@@ -64,20 +66,20 @@ def test_transient_error_backs_off_honouring_retry_after(
     report = k.run_once()
     assert list(report.failed) == ["a"] and not report.ok
     g = store.get_grant("a")
-    assert g is not None and g.status == grants.TRANSIENT_ERROR and g.attempts == 1
+    assert g is not None and g.status == GrantStatus.TRANSIENT_ERROR and g.attempts == 1
     assert g.retry_at is not None and g.retry_at >= clock() + 120
     assert store.due_links(clock() + 119, limit=5) == []
     clock.advance(g.retry_at - clock())
     assert k.run_once().refreshed == ["a"]
     g = store.get_grant("a")
-    assert g is not None and g.status == grants.HEALTHY and g.attempts == 0 and g.last_error is None
+    assert g is not None and g.status == GrantStatus.HEALTHY and g.attempts == 0 and g.last_error is None
 
 
 @pytest.mark.parametrize(
     ("error", "status"),
     [
-        (GrantError("HTTP 400 invalid_grant"), grants.NEEDS_AUTHORIZATION),
-        (ProviderConfigError("HTTP 401 invalid_client"), grants.CONFIGURATION_ERROR),
+        (GrantError("HTTP 400 invalid_grant"), GrantStatus.NEEDS_AUTHORIZATION),
+        (ProviderConfigError("HTTP 401 invalid_client"), GrantStatus.CONFIGURATION_ERROR),
     ],
 )
 def test_permanent_errors_park_the_link_without_a_retry_loop(
@@ -110,14 +112,14 @@ def test_lost_response_then_invalid_grant_says_why(
     report = k.run_once()
     assert "may have consumed the refresh token" in report.failed["a"]
     g = store.get_grant("a")
-    assert g is not None and g.lost_response and g.status == grants.TRANSIENT_ERROR
+    assert g is not None and g.lost_response and g.status == GrantStatus.TRANSIENT_ERROR
     assert g.retry_at is not None
     clock.advance(g.retry_at - clock())
     report = k.run_once()
     g = store.get_grant("a")
-    assert g is not None and g.status == grants.NEEDS_AUTHORIZATION
+    assert g is not None and g.status == GrantStatus.NEEDS_AUTHORIZATION
     assert g.last_error is not None
-    assert f"probably consumed by a lost response (sent at {keeper.iso(sent_at)})" in g.last_error
+    assert f"probably consumed by a lost response (sent at {iso_time(sent_at)})" in g.last_error
 
 
 def test_crash_after_sending_is_treated_as_lost_response(
@@ -136,8 +138,8 @@ def test_crash_after_sending_is_treated_as_lost_response(
     clock.advance(31)
     _keeper(store, provider, clock).run_once()
     g = store.get_grant("a")
-    assert g is not None and g.status == grants.NEEDS_AUTHORIZATION and g.last_error is not None
-    assert f"lost response (sent at {keeper.iso(sent_at)})" in g.last_error
+    assert g is not None and g.status == GrantStatus.NEEDS_AUTHORIZATION and g.last_error is not None
+    assert f"lost response (sent at {iso_time(sent_at)})" in g.last_error
 
 
 def test_a_stale_keeper_cannot_overwrite_what_a_newer_one_committed(
@@ -259,8 +261,8 @@ def test_a_failure_that_changes_the_status_is_audited_once(
     assert k.run_once().failed
     changes = [e for e in store.list_events(link="a") if e.action == "grant.status_changed"]
     assert [(e.detail["old_status"], e.detail["new_status"]) for e in reversed(changes)] == [
-        (grants.HEALTHY, grants.TRANSIENT_ERROR),
-        (grants.TRANSIENT_ERROR, grants.NEEDS_AUTHORIZATION),
+        (GrantStatus.HEALTHY, GrantStatus.TRANSIENT_ERROR),
+        (GrantStatus.TRANSIENT_ERROR, GrantStatus.NEEDS_AUTHORIZATION),
     ]
     assert changes[0].detail["oauth_error"] == "invalid_grant" and changes[0].detail["error_class"]
     assert all("" not in e.detail and "HTTP" not in str(e.detail) for e in changes)  # no message text

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import StateError
 from reconciler.store import grants
 from reconciler.store.base import Store
@@ -20,7 +21,7 @@ def _authorized(store: Store, clock: FakeClock, name: str = "a", **kw: object) -
 
 def test_save_authorization_stores_encrypted_tokens_and_schedules(store: Store, clock: FakeClock) -> None:
     grant = _authorized(store, clock)
-    assert grant.status == grants.HEALTHY and grant.token_version == 1
+    assert grant.status == GrantStatus.HEALTHY and grant.token_version == 1
     assert grant.next_refresh_at is not None and clock() + 2700 <= grant.next_refresh_at <= clock() + 3060
     full = store.get_grant("a", with_tokens=True)
     assert full is not None and full.refresh_token is not None and full.refresh_token.reveal() == "rt-1"
@@ -103,7 +104,7 @@ def test_a_keeper_that_lost_its_lease_cannot_overwrite_newer_tokens(store: Store
             "a",
             owner="A",
             expected_version=a.token_version,
-            status=grants.TRANSIENT_ERROR,
+            status=GrantStatus.TRANSIENT_ERROR,
             error_class="transient",
             message="x",
             retry_at=None,
@@ -156,7 +157,7 @@ def test_record_failure_counts_and_release(store: Store, clock: FakeClock) -> No
             "a",
             owner="A",
             expected_version=g.token_version,
-            status=grants.TRANSIENT_ERROR,
+            status=GrantStatus.TRANSIENT_ERROR,
             error_class="transient",
             message="503",
             retry_at=clock() + 5,
@@ -187,7 +188,7 @@ def test_due_links_rules(store: Store, clock: FakeClock) -> None:
         "broken",
         owner="A",
         expected_version=g.token_version,
-        status=grants.CONFIGURATION_ERROR,
+        status=GrantStatus.CONFIGURATION_ERROR,
         error_class="configuration_error",
         message="invalid_client",
         retry_at=None,
@@ -209,7 +210,7 @@ def test_save_authorization_clears_errors_and_fences_in_flight(store: Store, clo
     new = store.save_authorization(
         "a", dataclasses.replace(response("at-9", "rt-9"), received_at=clock()), clock_now=clock()
     )
-    assert new.status == grants.HEALTHY and not new.lost_response and new.lease_owner is None
+    assert new.status == GrantStatus.HEALTHY and not new.lost_response and new.lease_owner is None
     with pytest.raises(LeaseLost):
         store.commit_tokens(
             "a",

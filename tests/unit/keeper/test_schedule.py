@@ -7,8 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.oauth.keeper import backoff_delay
-from reconciler.store.grants import KEEPALIVE, keepalive_interval, next_refresh_time
+from reconciler.keeper.timing import KEEPALIVE, backoff_delay, keepalive_interval, next_refresh_time
 
 
 @given(lifetime=st.floats(min_value=1, max_value=10 * 365 * 86400), seed=st.integers(0, 2**32))

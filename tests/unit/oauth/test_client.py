@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from reconciler.domain.tokens import ClientConfig, DeviceAuthorization
 from reconciler.errors import (
     GrantError,
     LinkctlError,
@@ -21,7 +22,7 @@ from reconciler.errors import (
     ResponseLost,
     TransientProviderError,
 )
-from reconciler.oauth.client import ClientConfig, DeviceAuthorization, TokenClient, parse_retry_after
+from reconciler.oauth.client import TokenClient, parse_retry_after
 from reconciler.oauth.discovery import discovery_urls
 from reconciler.secrets import Secret
 

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from reconciler.domain.tokens import ClientConfig, TokenResponse
 from reconciler.errors import ConfigError, GrantError, ProviderConfigError, ProviderError
 from reconciler.oauth import flows
-from reconciler.oauth.client import ClientConfig, TokenResponse
 from reconciler.secrets import Secret
 
 

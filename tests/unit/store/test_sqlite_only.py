@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import LockTimeout, StateError, StoreNotReady
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
-from reconciler.store import grants, open_store
+from reconciler.store import open_store
 from reconciler.store.base import Event, Store
 from reconciler.store.sqlite import SQLiteStore, load_migrations, split_statements, sqlite_path
 from tests.support.stores import PYTHON, child_env, db_path, file_digest, link
@@ -224,7 +225,7 @@ def test_update_promotes_pending_grant_but_never_touches_tokens(store: Store) ->
             "UPDATE grants SET status = ?, token_version = 3, access_token = ?, refresh_token = ?"
             " WHERE link_uid = ?",
             (
-                grants.HEALTHY,
+                GrantStatus.HEALTHY,
                 store._seal_token(uid, "access_token", Secret("AT")),
                 store._seal_token(uid, "refresh_token", Secret("RT")),
                 uid,
@@ -233,10 +234,10 @@ def test_update_promotes_pending_grant_but_never_touches_tokens(store: Store) ->
     with store.write(expected_serial=None, actor="a") as tx:
         tx.put_link(link("p"))  # now has a clientId
         tx.put_link(link("h", client_id="new-client"))
-    assert store.get_grant("p").status == grants.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
+    assert store.get_grant("p").status == GrantStatus.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
     h = store.get_grant("h", with_tokens=True)
     assert h is not None
-    assert (h.status, h.token_version, h.has_refresh_token) == (grants.HEALTHY, 3, True)
+    assert (h.status, h.token_version, h.has_refresh_token) == (GrantStatus.HEALTHY, 3, True)
     assert h.access_token == Secret("AT") and h.refresh_token == Secret("RT")
     without = store.get_grant("h")
     assert without is not None and without.access_token is None and without.refresh_token is None
@@ -244,7 +245,7 @@ def test_update_promotes_pending_grant_but_never_touches_tokens(store: Store) ->
     # Removing the clientId again does not demote an existing grant either.
     with store.write(expected_serial=None, actor="a") as tx:
         tx.put_link(link("p", client_id=None))
-    assert store.get_grant("p").status == grants.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
+    assert store.get_grant("p").status == GrantStatus.NEEDS_AUTHORIZATION  # type: ignore[union-attr]
 
 
 def test_token_copied_to_another_link_fails_to_open(store: Store) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.domain.grants import GrantStatus
 from reconciler.errors import StalePlan, StateError
 from reconciler.secrets import Secret
 from reconciler.settings import Settings
-from reconciler.store import grants
 from reconciler.store.base import Event, Store
 from tests.support.stores import PYTHON, child_env, link
 
@@ -219,9 +219,9 @@ def test_new_links_get_a_grant_by_credentials(store: Store) -> None:
         tx.put_link(link("null-client", client_id=None, clientId=None))
         tx.put_link(link("ready"))
     by_name = {g.link_name: g for g in store.list_grants()}
-    assert by_name["no-client"].status == grants.PENDING_CREDENTIALS
-    assert by_name["null-client"].status == grants.PENDING_CREDENTIALS
-    assert by_name["ready"].status == grants.NEEDS_AUTHORIZATION
+    assert by_name["no-client"].status == GrantStatus.PENDING_CREDENTIALS
+    assert by_name["null-client"].status == GrantStatus.PENDING_CREDENTIALS
+    assert by_name["ready"].status == GrantStatus.NEEDS_AUTHORIZATION
     assert all(g.token_version == 0 and not g.has_refresh_token for g in by_name.values())
     assert [g.link_name for g in store.list_grants()] == ["no-client", "null-client", "ready"]
 

@@ -1,0 +1,242 @@
+"""The keeper daemon: a small pool of worker threads that refreshes whatever is due.
+
+:class:`Keeper` is what ``linkctl keeper`` runs (:meth:`Keeper.run_once` for ``--once``,
+:meth:`Keeper.run_forever` until a signal); each worker thread has its own store and
+lease owner id and refreshes chunks of links with
+:func:`~reconciler.keeper.refresh.refresh_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from reconciler.domain.grants import GrantStatus
+from reconciler.domain.owners import new_owner
+from reconciler.errors import LinkctlError
+from reconciler.keeper.refresh import refresh_batch
+from reconciler.keeper.report import SKIPPED, KeeperReport, Outcome
+from reconciler.keeper.timing import KeeperPolicy, Now, Sleep
+
+if TYPE_CHECKING:
+    from reconciler.keeper.config import TokenClientLike
+    from reconciler.store.base import Store
+
+__all__ = ["Keeper"]
+
+log = logging.getLogger("linkctl.keeper")
+
+
+class Keeper:
+    """Refreshes whatever is due, with a small pool of worker threads (one store each)."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: TokenClientLike,
+        *,
+        store_factory: Callable[[], Store] | None = None,
+        workers: int = 1,
+        policy: KeeperPolicy | None = None,
+        clock: Now = time.time,
+        sleep: Sleep = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``store`` is used by the calling thread; ``store_factory`` opens one per worker thread."""
+        if workers > 1 and store_factory is None:
+            raise ValueError("more than one worker needs a store_factory (SQLite connections are per thread)")
+        self.store = store
+        self.client = client
+        self.store_factory = store_factory
+        self.workers = max(1, workers)
+        self.policy = policy or KeeperPolicy()
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self._lock = threading.Lock()
+
+    def _process(self, store: Store, names: list[str], owner: str) -> list[Outcome]:
+        """Refresh a chunk of links (:func:`refresh_batch`); one outcome per distinct name."""
+        try:
+            return refresh_batch(
+                store, self.client, names, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
+            )
+        except LinkctlError as error:  # e.g. the store was busy: the leases (if any) simply expire
+            log.warning("%d links: %s", len(names), error.message)
+            return [Outcome(name, SKIPPED, message=error.message) for name in dict.fromkeys(names)]
+
+    def _finish(self, report: KeeperReport) -> KeeperReport:
+        """Add the links that wait for a human (not attempted by the keeper)."""
+        attempted = set(report.failed) | set(report.refreshed) | set(report.obtained)
+        for grant in self.store.list_grants():
+            if grant.link_name in attempted:
+                continue
+            if grant.status in (GrantStatus.NEEDS_AUTHORIZATION, GrantStatus.PENDING_CREDENTIALS):
+                if grant.obtained_at is None:
+                    report.waiting_for_authorization.append(grant.link_name)
+                else:
+                    report.broken[grant.link_name] = grant.last_error or grant.status
+            elif grant.status == GrantStatus.CONFIGURATION_ERROR:
+                report.broken[grant.link_name] = grant.last_error or grant.status
+        return report
+
+    def run_once(self, *, max_rounds: int = 1000) -> KeeperReport:
+        """Obtain client-credentials tokens and refresh everything due now, then return."""
+        report = KeeperReport()
+        seen: set[str] = set()
+        with _Pool(self) as pool:
+            for _ in range(max_rounds):
+                names = [
+                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in seen
+                ]
+                if not names:
+                    break
+                seen.update(names)
+                for outcome in pool.map(names):
+                    report.add(outcome)
+        return self._finish(report)
+
+    def run_forever(self, stop: threading.Event) -> KeeperReport:
+        """Refresh until ``stop`` is set; then take no new work and let in-flight refreshes finish.
+
+        A refresh abandoned by a kill is safe: its lease expires and the next holder
+        treats its request as a lost response.
+        """
+        report = KeeperReport()
+        with _Pool(self) as pool:
+            while not stop.is_set():
+                for outcome in pool.drain():
+                    report.add(outcome)
+                busy = pool.busy()
+                names = [
+                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in busy
+                ]
+                pool.submit(names)
+                next_due = self.store.next_due_at()
+                wait = self.policy.poll_interval
+                if next_due is not None:
+                    wait = min(wait, max(next_due - self.clock(), 0.0))
+                if pool.pending():
+                    wait = min(wait, 0.05)
+                stop.wait(max(wait, 0.02))
+            pool.cancel_pending()
+        for outcome in pool.drain():
+            report.add(outcome)
+        return self._finish(report)
+
+
+class _Pool:
+    """Worker threads, each with its own store and lease owner id; names in, outcomes out.
+
+    Names are handed to workers in chunks of at most ``policy.chunk`` (spread over the
+    workers), each refreshed by :func:`refresh_batch` with a few store transactions.
+    """
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+        self._inbox: queue.Queue[list[str] | None] = queue.Queue()
+        self._outbox: queue.Queue[Outcome] = queue.Queue()
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._inline = keeper.workers == 1 and keeper.store_factory is None
+
+    def __enter__(self) -> _Pool:
+        if not self._inline:
+            for index in range(self._keeper.workers):
+                thread = threading.Thread(target=self._work, name=f"keeper-{index}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        assert self._keeper.store_factory is not None
+        store = self._keeper.store_factory()
+        owner = new_owner("keeper")
+        try:
+            while True:
+                names = self._inbox.get()
+                if names is None:
+                    return
+                try:
+                    outcomes = self._keeper._process(store, names, owner)
+                finally:
+                    with self._lock:
+                        self._busy.difference_update(names)
+                for outcome in outcomes:
+                    self._outbox.put(outcome)
+        finally:
+            store.close()
+
+    def _chunks(self, names: list[str]) -> list[list[str]]:
+        workers = 1 if self._inline else self._keeper.workers
+        size = max(1, min(self._keeper.policy.chunk, -(-len(names) // workers)))
+        return [names[i : i + size] for i in range(0, len(names), size)]
+
+    def submit(self, names: Iterable[str]) -> None:
+        """Queue names (or process them inline with one worker and no factory)."""
+        fresh: list[str] = []
+        with self._lock:
+            for name in dict.fromkeys(names):
+                if name not in self._busy:
+                    self._busy.add(name)
+                    fresh.append(name)
+        for chunk in self._chunks(fresh):
+            if self._inline:
+                try:
+                    for outcome in self._keeper._process(self._keeper.store, chunk, new_owner("keeper")):
+                        self._outbox.put(outcome)
+                finally:
+                    with self._lock:
+                        self._busy.difference_update(chunk)
+                continue
+            self._inbox.put(chunk)
+
+    def map(self, names: list[str]) -> list[Outcome]:
+        """Process names and wait for all their outcomes."""
+        self.submit(names)
+        expected = len(set(names))
+        outcomes: list[Outcome] = []
+        while len(outcomes) < expected:
+            outcomes.append(self._outbox.get())
+        return outcomes
+
+    def drain(self) -> list[Outcome]:
+        """Outcomes finished so far."""
+        out = []
+        while True:
+            try:
+                out.append(self._outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    def busy(self) -> set[str]:
+        """Names queued or being processed."""
+        with self._lock:
+            return set(self._busy)
+
+    def pending(self) -> bool:
+        """Whether queued names wait for a worker."""
+        return not self._inbox.empty()
+
+    def cancel_pending(self) -> None:
+        """Drop queued names that no worker started (stop taking new work)."""
+        while True:
+            try:
+                names = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if names is not None:
+                with self._lock:
+                    self._busy.difference_update(names)

@@ -1,0 +1,125 @@
+"""Every timing rule of the keeper: due or not, next refresh, backoff, send deadline, keep-alive.
+
+The refresh schedule itself (:func:`next_refresh_time`, :func:`keepalive_interval` and
+their constants) is defined in :mod:`reconciler.domain.schedule`, because the store
+applies it too when first tokens are saved (the store is below the keeper); it is
+re-exported here so the keeper reads every rule from this one module. Time, sleep and
+randomness are injected (``Now``, ``Sleep``, ``random.Random``) so tests control them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+
+from reconciler.domain.grants import PARKED_STATUSES, Grant, GrantStatus
+from reconciler.domain.schedule import KEEPALIVE, keepalive_interval, next_refresh_time
+
+__all__ = [
+    "KEEPALIVE",
+    "KeeperPolicy",
+    "Now",
+    "Sleep",
+    "access_lifetime",
+    "access_valid_for",
+    "backoff_delay",
+    "inactivity_days",
+    "is_due",
+    "keepalive_interval",
+    "next_refresh_time",
+    "send_deadline",
+]
+
+Now = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class KeeperPolicy:
+    """Tunables of the keeper; the defaults suit production."""
+
+    lease_ttl: float = 30.0  # must exceed http_timeout: a lease never expires mid-request
+    http_timeout: float = 10.0
+    backoff_base: float = 2.0  # full-jitter exponential backoff on transient errors ...
+    backoff_cap: float = 900.0  # ... capped at 15 minutes (Retry-After may ask for longer)
+    poll_interval: float = 5.0  # longest sleep of the daemon between looks at the store
+    batch: int = 200  # links taken from the store per round
+    chunk: int = 50  # links per worker batch: one transaction each to lease, mark and commit them
+
+    def __post_init__(self) -> None:
+        if self.chunk < 1:
+            raise ValueError("the chunk size must be at least 1")
+        if self.lease_ttl <= self.http_timeout:
+            raise ValueError(
+                f"lease TTL ({self.lease_ttl:g} s) must be longer than the HTTP timeout"
+                f" ({self.http_timeout:g} s), or two refreshes of one link could overlap"
+            )
+
+
+def backoff_delay(
+    attempts: int,
+    *,
+    retry_after: float | None,
+    rng: random.Random,
+    base: float = KeeperPolicy.backoff_base,
+    cap: float = KeeperPolicy.backoff_cap,
+) -> float:
+    """Seconds to wait after the ``attempts``-th consecutive failure (0-based): full jitter.
+
+    ``uniform(0, min(cap, base * 2**attempts))``, but never sooner than the provider's
+    ``Retry-After`` and never less than one second (no hot loop).
+    """
+    ceiling = min(cap, base * (2 ** min(max(attempts, 0), 30)))
+    delay = max(1.0, rng.uniform(0.0, ceiling))
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+def send_deadline(policy: KeeperPolicy, lease_expires_at: float) -> float:
+    """The last moment a request may be sent under a lease ending at ``lease_expires_at``.
+
+    Sending later could leave the answer without time to commit before the lease
+    expires: the request itself may take ``http_timeout``, and half of the remaining
+    margin (``lease_ttl - http_timeout``) is kept for the commit.
+    """
+    return lease_expires_at - policy.http_timeout - (policy.lease_ttl - policy.http_timeout) / 2
+
+
+def access_valid_for(grant: Grant, now: float) -> float | None:
+    """Seconds the stored access token stays valid (inf when it has no expiry; None without one)."""
+    if grant.access_token is None and not grant.access_expires_at:
+        return None
+    if grant.access_expires_at is None:
+        return float("inf")
+    return grant.access_expires_at - now
+
+
+def access_lifetime(grant: Grant) -> float | None:
+    """The lifetime (``expires_in``) the stored access token was issued with (None: not recorded)."""
+    stated = grant.details.get("expires_in")
+    return float(stated) if isinstance(stated, int | float) and stated > 0 else None
+
+
+def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
+    """Whether a leased grant still needs work (another process may have refreshed it)."""
+    if grant.in_flight_since is not None or (
+        grant.lost_response and grant.status == GrantStatus.TRANSIENT_ERROR
+    ):
+        return grant.retry_at is None or grant.retry_at <= now
+    if client_credentials and not grant.has_refresh_token and grant.access_token is None:
+        return grant.retry_at is None or grant.retry_at <= now
+    if grant.status in PARKED_STATUSES:
+        return False
+    due = grant.retry_at if grant.retry_at is not None else grant.next_refresh_at
+    return due is not None and due <= now
+
+
+def inactivity_days(provider: str) -> float | None:
+    """The preset's refresh-token inactivity limit in days (the keep-alive interval follows it)."""
+    from reconciler.oauth.providers import find_preset
+
+    preset = find_preset(provider)
+    days = preset.refresh_token_inactivity_days if preset else None
+    return float(days) if days else None
