@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.diagnostics import ERROR
 from reconciler.domain.links import DesiredLink
 from reconciler.load import Document
+from reconciler.models import Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset, resolve
 from reconciler.secrets import Secret
 from reconciler.validate.paths import dotted, lookup
 from reconciler.validate.results import Reporter
-
-if TYPE_CHECKING:
-    from reconciler.models import Instance, OutgoingLink
 
 # A document is found by these, so they stay readable even when sops encrypted them.
 IDENTITY_PATHS = frozenset({("apiVersion",), ("kind",), ("metadata", "name")})
