@@ -84,9 +84,18 @@ def _check_nesting(text: str) -> None:
             depth -= 1
 
 
-def loads(text: str) -> Any:
-    """Parse JSON keeping key order; duplicate keys, bad JSON or deep nesting raise ``JSONDecodeError``."""
+def loads(text: str, *, allow_non_finite: bool = False) -> Any:
+    """Parse JSON keeping key order; duplicate keys, bad JSON or deep nesting raise ``JSONDecodeError``.
+
+    ``allow_non_finite`` reads NaN, Infinity and out-of-range numbers as Python does, for
+    the SOPS reader: a YAML ``.inf`` kept through a JSON round trip is written that way.
+    """
     _check_nesting(text)
+    if allow_non_finite:
+        try:
+            return json.loads(text, object_pairs_hook=_refuse_duplicates)
+        except _DuplicateKey as exc:
+            raise _located_duplicate(text, exc.args[0]) from None
     try:
         return json.loads(
             text,
@@ -99,7 +108,9 @@ def loads(text: str) -> Any:
         problem = f"{literal} is not a finite number" if literal[-1].isdigit() else f"{literal} is not JSON"
         raise json.JSONDecodeError(problem, text, _locate_literal(text, literal)) from None
     except _DuplicateKey as exc:
-        located = _locate_duplicate(text)
-        if located is not None:
-            raise located from None
-        raise ValueError(f"duplicate key {exc.args[0]!r}") from None
+        raise _located_duplicate(text, exc.args[0]) from None
+
+
+def _located_duplicate(text: str, key: str) -> ValueError:
+    located = _locate_duplicate(text)
+    return located if located is not None else ValueError(f"duplicate key {key!r}")

@@ -55,3 +55,12 @@ def test_numbers_that_are_not_finite_are_refused_where_they_are(text: str, probl
     with pytest.raises(json.JSONDecodeError) as caught:
         strict_json.loads(text)
     assert (caught.value.msg, caught.value.lineno, caught.value.colno) == (problem, 1, column)
+
+
+def test_the_sops_reader_keeps_non_finite_numbers_it_writes_itself() -> None:
+    assert strict_json.loads('{"a": Infinity, "b": -Infinity}', allow_non_finite=True) == {
+        "a": float("inf"),
+        "b": float("-inf"),
+    }
+    with pytest.raises(json.JSONDecodeError, match="duplicate key 'a'"):
+        strict_json.loads('{"a": NaN, "a": 1}', allow_non_finite=True)

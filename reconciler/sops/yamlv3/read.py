@@ -293,7 +293,7 @@ def load_json(text: str) -> Any:
     """Parse JSON keeping key order; duplicate keys are an error."""
 
     try:
-        return strict_json.loads(text)
+        return strict_json.loads(text, allow_non_finite=True)
     except json.JSONDecodeError as exc:
         raise YAMLError(f"line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except ValueError as exc:  # a duplicate key
