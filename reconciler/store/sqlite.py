@@ -39,7 +39,7 @@ from typing import Any
 from reconciler.errors import ConflictError, LockTimeout, StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants, sqlite_leases
+from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending
 
 Notice = Callable[[str], None]
 
@@ -382,7 +382,12 @@ class _SQLiteWriteTransaction(base.WriteTransaction):
         self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('instance', ?)", (name,))
 
 
-class SQLiteStore(sqlite_leases.SQLiteLeases, sqlite_grants.SQLiteGrants, base.Store):
+class SQLiteStore(
+    sqlite_leases.SQLiteLeases,
+    sqlite_grants.SQLiteGrants,
+    sqlite_pending.SQLitePendingAuthorizations,
+    base.Store,
+):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
 
     def __init__(
