@@ -1,7 +1,8 @@
-"""Core commands: validate, plan, apply, reconcile, list, show, redirect-url, state, schema.
+"""Core commands: validate, plan, apply, reconcile.
 
-Each handler parses nothing itself: it calls load → validate → plan → apply and
-renders the result. Heavy modules are imported inside handlers.
+Each handler parses nothing itself: it calls the services (declared state, plan,
+apply) and renders the result. Heavy modules are imported inside handlers.
+Inspection commands (list, show, state, ...) live in :mod:`reconciler.cli.inspect_cmds`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.cli.keeper_cmds import timeout_seconds
 from reconciler.cli.output import reads_only, write_atomic
-from reconciler.errors import (
-    EXIT_CHANGES,
-    EXIT_OK,
-    UsageError,
-)
+from reconciler.errors import EXIT_CHANGES, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context

@@ -1,8 +1,9 @@
 """``linkctl token`` and ``linkctl keeper``: the command-line edge of the token keeper.
 
 Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
-:mod:`reconciler.oauth.keeper`. ``token`` must start fast: this module imports only
-argparse at load time, and a fresh token is printed without importing httpx at all.
+:mod:`reconciler.oauth.keeper` and :mod:`reconciler.services.tokens`. ``token`` must start
+fast: this module imports only argparse (and that standard-library-only service) at load
+time, and a fresh token is printed without importing httpx at all.
 ``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
 
 ``token`` prints only the access token (or JSON with ``--output json``); this is the one
