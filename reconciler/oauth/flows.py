@@ -5,9 +5,10 @@ Owns PKCE and ``state`` generation, the authorization URL, callback checks
 a pasted redirect URL, and the "will this grant keep working?" check on the
 first token response. HTTP goes through :class:`~reconciler.oauth.client.TokenClient`.
 
-Called by ``linkctl authorize`` (:mod:`reconciler.cli.oauth_cmds`) and, later,
-the server's "Authorize" page (which uses :func:`build_authorization_request`
-and :func:`parse_callback` without the listener).
+Called by :mod:`reconciler.services.authorize` (start: :func:`prepare_authorization_request`;
+finish: :func:`exchange_callback`) and by ``linkctl authorize``, which receives the
+redirect in between with :func:`await_callback`; the coming server's "Authorize" page
+uses the same two service calls without the listener.
 """
 
 from __future__ import annotations
@@ -439,29 +440,6 @@ def exchange_callback(
     )
     check_offline(config, response)
     return response
-
-
-def run_authorization_code(
-    client: TokenClient,
-    config: ClientConfig,
-    *,
-    announce: Callable[[str], None],
-    open_browser: Callable[[str], bool] | None,
-    stdin: IO[str],
-    timeout: float,
-) -> TokenResponse:
-    """Authorization code + PKCE end to end: URL, consent, callback, exchange, offline check."""
-    config = client.with_endpoints(config)
-    request = prepare_authorization_request(client, config)
-    callback = await_callback(
-        request.url,
-        request.redirect_uri,
-        announce=announce,
-        open_browser=open_browser,
-        stdin=stdin,
-        timeout=timeout,
-    )
-    return exchange_callback(client, config, request, callback)
 
 
 def run_device_flow(
