@@ -17,6 +17,7 @@ Catch by what the caller should do, not by where the error came from::
         ├── TransientProviderError    retry later (network, 5xx, 429)
         │   ├── ResponseLost          sent, but no answer: the refresh token may be consumed
         │   └── ProviderUnavailable   exit 7: ``token``: the provider failed; retry later
+        ├── AuthorizationStateError   a callback's state is unknown, already used or expired
         ├── GrantError                the link needs re-authorization (invalid_grant)
         │   └── NeedsAuthorization    exit 5: ``token``: run ``linkctl authorize`` first
         └── ProviderConfigError       client registration is wrong (invalid_client, ...)
@@ -231,6 +232,12 @@ class ProviderUnavailable(TransientProviderError):
     """``linkctl token``: the provider could not be reached or failed (5xx, 429); retry later."""
 
     exit_code = EXIT_PROVIDER_UNAVAILABLE
+
+
+class AuthorizationStateError(ProviderError):
+    """A callback's ``state`` names no pending authorization: unknown, already finished or expired."""
+
+    error_code = "authorization_state"
 
 
 class GrantError(ProviderError):

@@ -34,6 +34,18 @@ def parse_number(text: str, *, maximum: float | None, integer: bool = False) -> 
     return value
 
 
+def process_actor(env: Mapping[str, str]) -> str:
+    """Who an audit event of this process names: ``$LINKCTL_ACTOR``, else ``user@host``."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return env.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
+
+
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
     value = env.get(var)
     if value and os.path.isabs(value):

@@ -20,6 +20,7 @@ from reconciler import __version__
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
     "reconciler.cli.core_cmds",
+    "reconciler.cli.inspect_cmds",
     "reconciler.cli.secrets_cmds",
     "reconciler.cli.oauth_cmds",
     "reconciler.cli.keeper_cmds",

@@ -1,8 +1,9 @@
 """``linkctl token`` and ``linkctl keeper``: the command-line edge of the token keeper.
 
 Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
-:mod:`reconciler.keeper`. ``token`` must start fast: this module imports only
-argparse at load time, and a fresh token is printed without importing httpx at all.
+:mod:`reconciler.keeper` and :mod:`reconciler.services.tokens`. ``token`` must start
+fast: this module imports only argparse (and that standard-library-only service) at load
+time, and a fresh token is printed without importing httpx at all.
 ``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
 
 ``token`` prints only the access token (or JSON with ``--output json``); this is the one
@@ -14,14 +15,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from reconciler.services.tokens import DEFAULT_HTTP_TIMEOUT
+
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
-    from reconciler.domain.grants import Grant
     from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
 
 DEFAULT_MIN_VALID = 60.0
-DEFAULT_HTTP_TIMEOUT = 10.0
 
 
 def seconds(text: str) -> float:
@@ -89,7 +90,7 @@ def register(subparsers: Any) -> None:
         " for their first authorization are reported, not failures).",
     )
     keeper.add_argument("--once", action="store_true", help="refresh what is due now, then exit")
-    keeper.add_argument("--workers", type=int, default=4, metavar="N", help="worker threads (default 4)")
+    keeper.add_argument("--workers", type=count, default=4, metavar="N", help="worker threads (default 4)")
     keeper.add_argument(
         "--lease-ttl",
         type=timeout_seconds,
@@ -130,53 +131,20 @@ def _token_client(
     )
 
 
-def _token_json(grant: Grant, now: float) -> dict[str, Any]:
-    from reconciler.domain.clock import iso_time
-
-    assert grant.access_token is not None
-    expires_at = grant.access_expires_at
-    return {
-        "access_token": grant.access_token.reveal(),
-        "token_type": grant.token_type or "Bearer",
-        "expires_at": iso_time(expires_at),
-        "expires_in": None if expires_at is None else max(0, int(expires_at - now)),
-    }
-
-
 def token_command(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl token NAME``: print an access token valid for at least ``--min-valid`` s."""
-    import time
+    from reconciler.services.tokens import fresh_access_token, token_json
 
-    from reconciler import keeper
-
-    store = ctx.store()
-    now = time.time()
-    grant = store.get_grant(args.name, with_tokens=True)
-    left = None if grant is None else keeper.access_valid_for(grant, now)
-    if grant is None or left is None or left < args.min_valid:
-        policy = keeper.KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
-        clients: list[TokenClient] = []
-
-        def factory() -> TokenClient:
-            clients.append(_token_client(ctx, policy.http_timeout))
-            return clients[-1]
-
-        try:
-            grant = keeper.fresh_token(
-                store,
-                args.name,
-                min_valid=args.min_valid,
-                client=factory,
-                policy=policy,
-                wait_timeout=args.wait,
-            )
-        finally:
-            for client in clients:
-                client.close()
-        now = time.time()
-    assert grant is not None and grant.access_token is not None
+    grant, now = fresh_access_token(
+        ctx.store(),
+        args.name,
+        min_valid=args.min_valid,
+        wait=args.wait,
+        client_factory=lambda timeout: _token_client(ctx, timeout),
+    )
+    assert grant.access_token is not None
     if args.output == "json":
-        ctx.json(_token_json(grant, now))
+        ctx.json(token_json(grant, now))
     else:
         ctx.out(grant.access_token.reveal())
     return 0

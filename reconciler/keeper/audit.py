@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import TYPE_CHECKING
 
+from reconciler import settings
 from reconciler.errors import LinkctlError, ProviderError
 
 if TYPE_CHECKING:
@@ -18,14 +18,8 @@ log = logging.getLogger("linkctl.keeper")
 
 
 def process_actor() -> str:
-    """Who an audit event of this process names: ``$LINKCTL_ACTOR``, else ``user@host``."""
-    import getpass
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return os.environ.get("LINKCTL_ACTOR") or f"{user}@{socket.gethostname()}"
+    """Who an audit event of this process names (see :func:`reconciler.settings.process_actor`)."""
+    return settings.process_actor(os.environ)
 
 
 def record_status_change(

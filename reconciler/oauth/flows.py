@@ -5,9 +5,10 @@ Owns PKCE and ``state`` generation, the authorization URL, callback checks
 a pasted redirect URL, and the "will this grant keep working?" check on the
 first token response. HTTP goes through :class:`~reconciler.oauth.client.TokenClient`.
 
-Called by ``linkctl authorize`` (:mod:`reconciler.cli.oauth_cmds`) and, later,
-the server's "Authorize" page (which uses :func:`build_authorization_request`
-and :func:`parse_callback` without the listener).
+Called by :mod:`reconciler.services.authorize` (start: :func:`prepare_authorization_request`;
+finish: :func:`exchange_callback`) and by ``linkctl authorize``, which receives the
+redirect in between with :func:`await_callback`; the coming server's "Authorize" page
+uses the same two service calls without the listener.
 """
 
 from __future__ import annotations
@@ -395,36 +396,45 @@ def offline_diagnosis(config: ClientConfig) -> tuple[list[str], list[str]]:
 # -- whole flows ------------------------------------------------------------------------
 
 
-def run_authorization_code(
-    client: TokenClient,
-    config: ClientConfig,
-    *,
-    announce: Callable[[str], None],
-    open_browser: Callable[[str], bool] | None,
-    stdin: IO[str],
-    timeout: float,
-) -> TokenResponse:
-    """Authorization code + PKCE end to end: URL, consent, callback, exchange, offline check."""
+def prepare_authorization_request(client: TokenClient, config: ClientConfig) -> AuthorizationRequest:
+    """The authorization request for ``config``, endpoints discovered and RFC 9207 ``iss`` looked up."""
     config = client.with_endpoints(config)
     require_iss = False
     if config.issuer:
         with contextlib.suppress(ProviderError):
             require_iss = client.discover(config.issuer).authorization_response_iss_parameter_supported
-    request = build_authorization_request(config, require_iss=require_iss)
-    listener = CallbackListener(request.redirect_uri) if is_loopback_redirect(request.redirect_uri) else None
+    return build_authorization_request(config, require_iss=require_iss)
+
+
+def await_callback(
+    url: str,
+    redirect_uri: str,
+    *,
+    announce: Callable[[str], None],
+    open_browser: Callable[[str], bool] | None,
+    stdin: IO[str],
+    timeout: float,
+) -> str:
+    """Show the URL, then receive the redirect on a loopback listener or as a pasted URL."""
+    listener = CallbackListener(redirect_uri) if is_loopback_redirect(redirect_uri) else None
     try:
         announce("Open this URL in a browser and approve the access:")
-        announce(request.url)
+        announce(url)
         if open_browser is not None:
-            open_browser(request.url)
+            open_browser(url)
         if listener is not None:
-            announce(f"Waiting up to {timeout:g} s for the redirect to {request.redirect_uri} ...")
-            callback = listener.wait(timeout)
-        else:
-            callback = read_pasted_redirect(stdin, announce)
+            announce(f"Waiting up to {timeout:g} s for the redirect to {redirect_uri} ...")
+            return listener.wait(timeout)
+        return read_pasted_redirect(stdin, announce)
     finally:
         if listener is not None:
             listener.close()
+
+
+def exchange_callback(
+    client: TokenClient, config: ClientConfig, request: AuthorizationRequest, callback: str
+) -> TokenResponse:
+    """Check the callback against ``request``, exchange its code (PKCE) and check the grant lasts."""
     code = parse_callback(callback, request)
     response = client.exchange_code(
         config, code=code, code_verifier=request.pkce.verifier.reveal(), redirect_uri=request.redirect_uri

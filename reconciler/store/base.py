@@ -22,6 +22,7 @@ from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.store.grants import GrantStore
+from reconciler.store.pending import PendingAuthorizations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,10 +122,11 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore):
+class Store(GrantStore, PendingAuthorizations):
     """A state backend. Implementations are safe to use from one thread each.
 
-    Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`.
+    Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,
+    pending authorizations in :mod:`reconciler.store.pending`.
     """
 
     url: str

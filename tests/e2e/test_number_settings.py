@@ -51,6 +51,15 @@ CASES: list[tuple[str, tuple[str, ...], dict[str, str], int, str, str]] = [
     ("keeper-poll-nan", ("keeper", "--poll-interval", "nan"), {}, 64, "--poll-interval", "finite"),
     ("keeper-http-timeout-huge", ("keeper", "--http-timeout", "1e9"), {}, 64, "--http-timeout", "at most"),
     ("keeper-lease-negative", ("keeper", "--lease-ttl", "-5"), {}, 64, "--lease-ttl", ">= 0"),
+    ("keeper-workers-negative", ("keeper", "--workers", "-2"), {}, 64, "--workers", ">= 0"),
+    ("keeper-workers-nan", ("keeper", "--workers", "nan"), {}, 64, "--workers", "finite"),
+    ("keeper-workers-fraction", ("keeper", "--workers", "1.5"), {}, 64, "--workers", "whole number"),
+    ("authorize-timeout-nan", ("authorize", "x", "--timeout", "nan"), {}, 64, "--timeout", "finite"),
+    ("authorize-timeout-inf", ("authorize", "x", "--timeout", "inf"), {}, 64, "--timeout", "finite"),
+    ("authorize-timeout-negative", ("authorize", "x", "--timeout", "-1"), {}, 64, "--timeout", ">= 0"),
+    ("doctor-timeout-nan", ("doctor", "--timeout", "nan"), {}, 64, "--timeout", "finite"),
+    ("doctor-timeout-inf", ("doctor", "--timeout", "inf"), {}, 64, "--timeout", "finite"),
+    ("doctor-timeout-negative", ("doctor", "--timeout", "-1"), {}, 64, "--timeout", ">= 0"),
 ]
 
 

@@ -1,0 +1,72 @@
+"""The fresh-token use case of ``linkctl token`` (and later the server's token endpoint).
+
+Starts fast: a token that is fresh enough is returned without importing the HTTP
+client; only a refresh builds one, through the factory, and through the keeper's lease.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.oauth.client import TokenClient
+    from reconciler.store.base import Store
+    from reconciler.store.grants import Grant
+
+Clock = Callable[[], float]
+DEFAULT_HTTP_TIMEOUT = 10.0
+
+
+def fresh_access_token(
+    store: Store,
+    name: str,
+    *,
+    min_valid: float,
+    wait: float,
+    client_factory: Callable[[float], TokenClient],
+    clock: Clock = time.time,
+) -> tuple[Grant, float]:
+    """A grant whose access token is valid for at least ``min_valid`` s, and when that was checked.
+
+    ``client_factory(http_timeout)`` is called only when a refresh is needed; every
+    client it built is closed before returning.
+    """
+    from reconciler import keeper
+
+    now = clock()
+    grant = store.get_grant(name, with_tokens=True)
+    left = None if grant is None else keeper.access_valid_for(grant, now)
+    if grant is None or left is None or left < min_valid:
+        policy = keeper.KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
+        clients: list[TokenClient] = []
+
+        def factory() -> TokenClient:
+            clients.append(client_factory(policy.http_timeout))
+            return clients[-1]
+
+        try:
+            grant = keeper.fresh_token(
+                store, name, min_valid=min_valid, client=factory, policy=policy, wait_timeout=wait
+            )
+        finally:
+            for client in clients:
+                client.close()
+        now = clock()
+    assert grant is not None and grant.access_token is not None
+    return grant, now
+
+
+def token_json(grant: Grant, now: float) -> dict[str, Any]:
+    """The ``token -o json`` object: the access token, its type and when it expires."""
+    from reconciler.domain.clock import iso_time
+
+    assert grant.access_token is not None
+    expires_at = grant.access_expires_at
+    return {
+        "access_token": grant.access_token.reveal(),
+        "token_type": grant.token_type or "Bearer",
+        "expires_at": iso_time(expires_at),
+        "expires_in": None if expires_at is None else max(0, int(expires_at - now)),
+    }
