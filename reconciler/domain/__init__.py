@@ -1,1 +1,4 @@
-"""Domain types: plain data shared by every layer (imports only errors, secrets and the standard library)."""
+"""Domain types: plain data shared by every layer.
+
+They import only the primitives (errors, secrets, diagnostics) and the standard library.
+"""

@@ -7,6 +7,12 @@ table. Tokens arrive wrapped in :class:`~reconciler.secrets.Secret`.
 
 Called by ``oauth.flows`` (first tokens), ``reconciler.keeper`` (refresh) and
 ``linkctl doctor``.
+
+Why one module of about 650 lines: it is the one HTTP boundary the layer contract names
+("only oauth.client talks HTTP to providers"), and its parts (sending, telling a lost
+response from an unsent one, classifying provider errors, scrubbing secrets from what
+they echo) share the request trace and the secrets of each call; split, each part would
+need the others' internals.
 """
 
 from __future__ import annotations
