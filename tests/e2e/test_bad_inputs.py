@@ -1,7 +1,7 @@
 """Bad declared input never changes the store, and every error says file:line:col and what to do.
 
-DESIGN.md §5 invariant 6. A good baseline is applied once per module; every case then
-runs ``linkctl apply`` on the baseline files plus (or with) one bad file and must exit 3,
+"Bad input never corrupts" (docs/testing.md). A good baseline is applied once per
+module; every case then runs ``linkctl apply`` on the baseline files plus (or with) one bad file and must exit 3,
 name the exact location, say something specific, print no traceback and leave the store
 (``list -o json``, ``state show`` serial, audit log) exactly as it was.
 """

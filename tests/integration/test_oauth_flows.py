@@ -1,7 +1,8 @@
 """The OAuth client and flows against a real server (oidc-provider) and its fault-injecting front.
 
-Every failure test checks the classification the keeper relies on (DESIGN §5) and that no
-secret, token, code or verifier value appears in the error text or hint.
+Every failure test checks the classification the keeper relies on ("errors classified" in
+docs/testing.md) and that no secret, token, code or verifier value appears in the error
+text or hint.
 """
 
 from __future__ import annotations
