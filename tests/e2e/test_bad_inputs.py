@@ -1,8 +1,8 @@
 """Bad declared input never changes the store, and every error says file:line:col and what to do.
 
 "Bad input never corrupts" (docs/testing.md). A good baseline is applied once per
-module; every case then runs ``linkctl apply`` on the baseline files plus (or with) one bad file and must exit 3,
-name the exact location, say something specific, print no traceback and leave the store
+module; every case then runs ``linkctl apply`` on the baseline files plus (or with) one
+bad file and must exit 3, name the exact location, say something specific, print no traceback and leave the store
 (``list -o json``, ``state show`` serial, audit log) exactly as it was.
 """
 
