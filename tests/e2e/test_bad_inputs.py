@@ -2,8 +2,9 @@
 
 "Bad input never corrupts" (docs/testing.md). A good baseline is applied once per
 module; every case then runs ``linkctl apply`` on the baseline files plus (or with) one
-bad file and must exit 3, name the exact location, say something specific, print no traceback and leave the store
-(``list -o json``, ``state show`` serial, audit log) exactly as it was.
+bad file and must exit 3, name the exact location, say something specific, print no
+traceback and leave the store (``list -o json``, ``state show`` serial, audit log)
+exactly as it was.
 """
 
 from __future__ import annotations
