@@ -87,3 +87,29 @@ def test_sops_encrypted_client_id_and_token_params_are_sealed_not_stored_readabl
             assert canary.encode() not in data, f"the encrypted {name} is readable in {path}"
     leaks = [str(r) for r in outputs if marker in r.output]
     assert not leaks, "canary printed by:\n" + "\n".join(leaks)
+
+
+def test_a_link_file_edited_after_linkctl_encrypted_it_is_refused_by_the_mac(linkctl: Linkctl) -> None:
+    """A readable value edited by hand breaks the file's MAC: validate, plan and apply refuse it."""
+    work = linkctl.cwd
+    links = work / "links"
+    links.mkdir()
+    (links / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    linkctl("keygen", "-o", str(work / "age-key.txt"))
+    found = re.search(r"age1[0-9a-z]+", (work / "age-key.txt").read_text(encoding="utf-8"))
+    assert found is not None
+    linkctl.env["SOPS_AGE_KEY_FILE"] = str(work / "age-key.txt")
+    target = links / "reports.yaml"
+    target.write_text(
+        _link({"id": "reports-client", "secret": "s3cret", "assertion": "jwt"}), encoding="utf-8"
+    )
+    regex = "^(clientSecret|client_assertion)$"
+    linkctl("secrets", "encrypt", "--age", found.group(0), "--encrypted-regex", regex, "-i", str(target))
+    linkctl("validate", "links")  # untouched, it loads
+    edited = target.read_text(encoding="utf-8").replace("audience: reports", "audience: everyone")
+    assert edited != target.read_text(encoding="utf-8")
+    target.write_text(edited, encoding="utf-8")
+    for command in (["validate"], ["plan"], ["apply"]):
+        refused = linkctl(*command, "links", expect=3)
+        assert "MAC mismatch" in refused.stderr, refused
+    assert not linkctl.state_db.exists() or linkctl("list", "-o", "json").json()["links"] == []
