@@ -4,6 +4,9 @@ Links take a unique canary secret from ``fromEnv``, ``fromFile`` and a SOPS-encr
 every command (including failing ones) runs as a subprocess, and the canary must appear in
 no stdout/stderr, no plan file, and not in the bytes of the SQLite file or its -wal/-shm.
 ``secrets decrypt`` is left out: it prints plaintext by design.
+
+The matrix test (slow, with the real oidc-provider) adds SOPS-encrypted clientId and tokenParams,
+refresh and access tokens, and the success and failure paths of apply, keeper, token and doctor.
 """
 
 from __future__ import annotations
@@ -17,8 +20,15 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
+import pytest
+
+from reconciler import keeper
+from reconciler.oauth.client import TokenClient
 from tests.conftest import require
 from tests.support.cli import INSTANCE, Linkctl, Result, link_doc
+from tests.support.oracle import OidcServer, OracleClient, start_oidc_server
+from tests.support.oracle_links import authorize, open_store
 
 
 class Recorder:
@@ -222,3 +232,292 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
     # The final store is readable after the WAL checkpoint too.
     final = db.read_bytes()
     assert marker.encode() not in final
+
+
+# --- The matrix: every kind of secret through apply, keeper, token and doctor ------------------
+
+SOURCES = ("env", "file", "sops")  # where each link's client secret comes from
+
+
+def _oracle_link(name: str, server: OidcServer, client_id: str, secret_lines: str, extra: str = "") -> str:
+    return (
+        "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata:\n"
+        f"  name: {name}\nspec:\n  provider: custom\n  clientAuth: client_secret_basic\n"
+        f"  clientId: {client_id}\n{secret_lines}"
+        f"  tokenEndpoint: {server.token_endpoint}\n"
+        f"  authorizationEndpoint: {server.issuer}/auth\n"
+        f"  revocationEndpoint: {server.issuer}/token/revocation\n"
+        "  scopes: [openid, offline_access, 'api:read']\n"
+        "  authorizeParams: {prompt: consent}\n"
+        f"{extra}"
+    )
+
+
+class _Secrets:
+    """Every secret value of the run; access tokens may appear only on a successful `token`'s stdout."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.access_tokens: set[str] = set()
+
+    def collect_tokens(self, env: dict[str, str], names: list[str]) -> None:
+        store = open_store(env)
+        try:
+            for name in names:
+                grant = store.get_grant(name, with_tokens=True)
+                if grant is not None and grant.refresh_token is not None:
+                    self.values.add(grant.refresh_token.reveal())
+                if grant is not None and grant.access_token is not None:
+                    self.access_tokens.add(grant.access_token.reveal())
+        finally:
+            store.close()
+
+    def found_in(self, text: str, *, may_hold_access_token: bool = False) -> list[str]:
+        kinds = [("a secret", self.values)]
+        if not may_hold_access_token:
+            kinds.append(("an access token", self.access_tokens))
+        return [f"{kind} ({value[:6]}…)" for kind, values in kinds for value in values if value in text]
+
+
+def _make_due(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute("UPDATE grants SET next_refresh_at = 0, retry_at = NULL")
+    finally:
+        conn.close()
+
+
+def _revoke(server: OidcServer, registered: OracleClient, token: str) -> None:
+    assert registered.client_secret is not None
+    answer = httpx.post(
+        f"{server.issuer}/token/revocation",
+        data={"token": token, "token_type_hint": "refresh_token"},
+        auth=(registered.client_id, registered.client_secret.reveal()),
+        timeout=10,
+    )
+    answer.raise_for_status()
+
+
+@pytest.mark.slow
+def test_every_secret_kind_stays_secret_through_apply_keeper_token_and_doctor(
+    linkctl: Linkctl, tmp_path: Path
+) -> None:
+    """Client secrets (fromEnv, fromFile, SOPS), SOPS clientId/tokenParams, refresh and access tokens.
+
+    Success and failure paths (provider down, invalid client, revoked grant) of apply, keeper,
+    token and doctor, each with and without --debug, against the real oidc-provider; then
+    stdout, stderr, the store (+ -wal, -shm), plan files, the parse cache, TMPDIR and every
+    file under the working directory and HOME are searched for every secret.
+    """
+    with start_oidc_server() as server:
+        _run_matrix(linkctl, tmp_path, server)
+
+
+def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
+    marker = f"canary-{uuid.uuid4().hex}"
+    secrets = _Secrets()
+    work = linkctl.cwd
+    links = work / "links"
+    links.mkdir()
+    (links / "instance.yaml").write_text(
+        INSTANCE.rstrip("\n") + "\n  allowInsecureLoopback: true\n", encoding="utf-8"
+    )
+    secret_dir = tmp_path / "secret-files"  # plaintext by design: outside cwd, not scanned
+    secret_dir.mkdir()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    linkctl.env.update(
+        {
+            "LINKCTL_SECRET_DIRS": str(secret_dir),
+            "TMPDIR": str(temp),
+            "LINKCTL_STATE": f"sqlite:///{linkctl.state_db}",
+        }
+    )
+    names = [f"m-{source}" for source in SOURCES]
+    registered = {
+        name: server.register_client(redirect_uris=[f"https://wiki.example.com/oauth/callback/{name}"])
+        for name in names
+    }
+    for client in registered.values():
+        assert client.client_secret is not None
+        secrets.values.add(client.client_secret.reveal())
+    sops_id = registered["m-sops"].client_id
+    secrets.values.add(sops_id)  # SOPS-encrypted: a secret too
+    trace = f"{marker}-token-param"
+    secrets.values.add(trace)
+
+    def secret_of(name: str) -> str:
+        value = registered[name].client_secret
+        assert value is not None
+        return value.reveal()
+
+    linkctl.env["CANARY_ENV_SECRET"] = secret_of("m-env")
+    (secret_dir / "m-file.txt").write_text(secret_of("m-file") + "\n", encoding="utf-8")
+    (links / "m-env.yaml").write_text(
+        _oracle_link(
+            "m-env", server, registered["m-env"].client_id, "  clientSecret: {fromEnv: CANARY_ENV_SECRET}\n"
+        ),
+        encoding="utf-8",
+    )
+    (links / "m-file.yaml").write_text(
+        _oracle_link(
+            "m-file",
+            server,
+            registered["m-file"].client_id,
+            f"  clientSecret: {{fromFile: {secret_dir}/m-file.txt}}\n",
+        ),
+        encoding="utf-8",
+    )
+    run = Recorder(linkctl)
+    run("keygen", "-o", str(work / "age-key.txt"))
+    recipient = re.search(r"age1[0-9a-z]+", (work / "age-key.txt").read_text(encoding="utf-8"))
+    assert recipient is not None
+    linkctl.env["SOPS_AGE_KEY_FILE"] = str(work / "age-key.txt")
+    sops_file = links / "m-sops.yaml"
+    sops_file.write_text(
+        _oracle_link(
+            "m-sops",
+            server,
+            sops_id,
+            f"  clientSecret: {secret_of('m-sops')}\n",
+            f"  tokenParams: {{x_trace: {trace}}}\n",
+        ),
+        encoding="utf-8",
+    )
+    regex = "^(clientId|clientSecret|x_trace)$"
+    run("secrets", "encrypt", "--age", recipient.group(0), "--encrypted-regex", regex, "-i", str(sops_file))
+    assert not secrets.found_in(sops_file.read_text(encoding="utf-8")), "sops left a value readable"
+
+    db = linkctl.state_db
+    plan_files = [work / "plan-1.json", work / "plan-2.json"]
+    token_stdouts: list[Result] = []
+
+    def token(name: str, *flags: str, expect: int | None = 0) -> Result:
+        result = linkctl(*flags, "token", name, "--min-valid", "60", expect=expect)
+        if result.returncode == 0:
+            token_stdouts.append(result)  # its stdout is the access token, by design
+            run.results.append(Result(result.args, result.returncode, "", result.stderr))
+        else:
+            run.results.append(result)
+        return result
+
+    # apply (plan file and direct), then authorize every link in-process (a browser's part).
+    run("plan", "--out", str(plan_files[0]), "links")
+    run("apply", "--plan", str(plan_files[0]))
+    run("--debug", "apply", "links")
+    store = open_store(linkctl.env)
+    try:
+        with TokenClient(timeout=10) as http:
+            for name in names:
+                link = store.get_link(name)
+                assert link is not None
+                response = authorize(server, http, keeper.client_config(store, link))
+                store.save_authorization(name, response, clock_now=response.received_at)
+    finally:
+        store.close()
+    secrets.collect_tokens(linkctl.env, names)
+    keep_open = sqlite3.connect(db)  # the WAL survives every run, so its bytes are searched too
+    try:
+        keep_open.execute("SELECT count(*) FROM links").fetchone()
+
+        # Success: token refreshes (with the SOPS clientId, secret and tokenParams), keeper, doctor.
+        for name in names:
+            token(name)
+            token(name, "--debug")
+            secrets.collect_tokens(linkctl.env, names)
+        _make_due(db)
+        run("keeper", "--once")
+        secrets.collect_tokens(linkctl.env, names)
+        _make_due(db)
+        run("--debug", "keeper", "--once", "-o", "json")
+        secrets.collect_tokens(linkctl.env, names)
+        run("doctor", expect=None)
+        run("--debug", "doctor", "-o", "json", expect=None)
+        for args in (["list"], ["list", "-o", "json"], ["state", "events", "--limit", "500"]):
+            run(*args)
+        for name in names:
+            run("show", name)
+            run("show", "-o", "json", name)
+
+        # Failure 1: the provider is down.
+        server.fault("unavailable", times=1000)
+        for name in names:
+            assert token(name, expect=None).returncode != 0
+            assert token(name, "--debug", expect=None).returncode != 0
+        _make_due(db)
+        run("keeper", "--once", expect=None)
+        _make_due(db)
+        run("--debug", "keeper", "--once", expect=None)
+        run("doctor", expect=None)
+        run("--debug", "doctor", expect=None)
+        server.reset()
+
+        # Failure 2: an invalid client (a wrong client secret from the environment).
+        wrong = f"{marker}-wrong-client-secret"
+        secrets.values.add(wrong)
+        run("apply", "links", env={"CANARY_ENV_SECRET": wrong})
+        assert token("m-env", expect=None).returncode != 0
+        assert token("m-env", "--debug", expect=None).returncode != 0
+        _make_due(db)
+        run("--debug", "keeper", "--once", expect=None)
+        run("doctor", "m-env", expect=None)
+        run("--debug", "doctor", "m-env", expect=None)
+        run("show", "m-env")
+        run("apply", "links")  # the right secret again
+
+        # Failure 3: a revoked grant (invalid_grant at the oracle).
+        store = open_store(linkctl.env)
+        try:
+            grant = store.get_grant("m-file", with_tokens=True)
+            assert grant is not None and grant.refresh_token is not None
+            _revoke(server, registered["m-file"], grant.refresh_token.reveal())
+        finally:
+            store.close()
+        assert token("m-file", expect=None).returncode != 0
+        assert token("m-file", "--debug", expect=None).returncode != 0
+        _make_due(db)
+        run("keeper", "--once", expect=None)
+        run("--debug", "doctor", "m-file", expect=None)
+        run("show", "-o", "json", "m-file")
+        secrets.collect_tokens(linkctl.env, names)
+
+        # apply's failure paths: SOPS key missing; prune whose revocation meets a provider that is down.
+        run("apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3)
+        run("--debug", "apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3)
+        sops_file.rename(work / "m-sops.yaml.removed")
+        server.fault("unavailable", target="revocation", times=1000)
+        run("plan", "--prune", "--out", str(plan_files[1]), "links")
+        run("--debug", "apply", "--plan", str(plan_files[1]), expect=None)
+        server.reset()
+        run("state", "events", "--limit", "500", "-o", "json")
+
+        stores = {p: p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists()}
+    finally:
+        keep_open.close()
+    stores[db] = db.read_bytes()
+
+    assert secrets.access_tokens and len(secrets.values) > 6, (
+        "no token was ever stored: the checks prove nothing"
+    )
+    assert len(token_stdouts) == 2 * len(names), [str(r) for r in token_stdouts]
+    leaks = [f"{r.args}: {found}" for r in run.results if (found := secrets.found_in(r.output))]
+    leaks += [
+        f"{r.args} (stdout): {found}"
+        for r in token_stdouts
+        if (found := secrets.found_in(r.stdout, may_hold_access_token=True))
+    ]
+    assert not leaks, "secrets printed:\n" + "\n".join(leaks)
+    for path, data in stores.items():
+        text = data.decode("latin-1")
+        assert not secrets.found_in(text), f"a secret in plaintext in {path}"
+    for path in plan_files:
+        assert not secrets.found_in(path.read_text(encoding="utf-8")), path
+    # Every file linkctl may have written: cwd, HOME (key, store, parse cache), TMPDIR.
+    scanned = 0
+    for root in (work, Path(linkctl.env["HOME"]), temp):
+        for path in root.rglob("*"):
+            if path.is_file():
+                scanned += 1
+                assert not secrets.found_in(path.read_bytes().decode("latin-1")), f"a secret in {path}"
+    assert scanned > 5

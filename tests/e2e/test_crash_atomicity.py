@@ -2,15 +2,26 @@
 
 2,000 links are applied as state A; then ``apply --prune`` of state B (1,800 links changed,
 200 pruned, 200 created) is killed with SIGKILL at ≥ 20 random moments, each on a fresh copy
-of store A. After every kill the store, read through the CLI, must equal A or B exactly
-(links, their changed fields and generations, and the serial), and a new apply converges to B.
+of store A. After every kill the store must equal A or B exactly: through the CLI (links, their
+changed fields and generations, the serial) and table by table (every row of meta, links,
+secrets, grants, events, provider_metadata and sqlite_sequence; only the locks table, which a
+killed process leaves behind, is left out), and a new apply converges to B.
+
+Each kill first stops the process (SIGSTOP) and probes the WAL write lock of the store's
+``-shm`` file, the lock SQLite holds from ``BEGIN IMMEDIATE`` to ``COMMIT``: the test requires
+kills that landed inside an open write transaction, so it cannot pass by killing only before
+or after the write.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import re
 import shutil
+import signal
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +36,11 @@ pytestmark = pytest.mark.slow
 LINKS = 2000
 CHANGED = 1800  # link-0000 .. link-1799 change; 1800 .. 1999 are pruned; 2000 .. 2199 are created
 MIN_KILLS = 20
+MIN_KILLS_IN_WRITE = 3
 MAX_TRIALS = 45
+# SQLite's unix VFS locks byte 120 + n of the -shm file for WAL lock n; lock 0 is the writer's.
+WAL_WRITE_LOCK_OFFSET = 120
+UID = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 def _generate(directory: Path, version: str, numbers: range | list[int]) -> None:
@@ -70,6 +85,64 @@ def _state(cli: Linkctl, db: Path) -> tuple[int, frozenset[tuple[Any, ...]]]:
     return state["serial"], rows
 
 
+Tables = dict[str, list[tuple[Any, ...]]]
+
+
+def _tables(db: Path) -> Tables:
+    """Every row of every table but locks, read straight from the file."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        names = [
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            if row[0] != "locks"
+        ]
+        return {name: conn.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
+    finally:
+        conn.close()
+
+
+def _comparable(tables: Tables, baseline: Tables) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows with what differs between two runs of the same apply made comparable.
+
+    A re-run of apply B writes its own times, its own random uids for created links and
+    fresh nonces in sealed secrets; values the baseline (store A) holds are kept exactly,
+    new times become "T", new sealed blobs become their length (the fingerprints in
+    links.secret_fingerprints_json still pin the sealed values) and uids become link names.
+    """
+    times = {v for rows in baseline.values() for row in rows for v in row if isinstance(v, float)}
+    blobs = {v for rows in baseline.values() for row in rows for v in row if isinstance(v, bytes)}
+    names = {row[0]: row[1] for rows in (baseline["links"], tables["links"]) for row in rows}
+
+    def value(v: Any) -> Any:
+        if isinstance(v, float) and v not in times:
+            return "T"
+        if isinstance(v, bytes) and v not in blobs:
+            return f"sealed({len(v)})"
+        if isinstance(v, str):
+            return UID.sub(lambda m: f"uid:{names.get(m.group(0), m.group(0))}", v)
+        return v
+
+    return {name: sorted((tuple(map(value, row)) for row in rows), key=repr) for name, rows in tables.items()}
+
+
+def _write_lock_held(db: Path) -> bool:
+    """Whether some process holds the WAL write lock of the store (the writer is stopped)."""
+    shm = Path(str(db) + "-shm")
+    if not shm.exists():
+        return False
+    fd = os.open(shm, os.O_RDONLY)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, WAL_WRITE_LOCK_OFFSET)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, WAL_WRITE_LOCK_OFFSET)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _fresh_copy(base: Path, target: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(target) + suffix).unlink(missing_ok=True)
@@ -91,6 +164,9 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
     assert not Path(str(base) + "-wal").exists(), "the baseline must be checkpointed before copying"
     state_a = _state(cli, base)
     assert state_a[0] == 1 and len(state_a[1]) == LINKS
+    tables_a = _tables(base)
+    assert len(tables_a["events"]) > LINKS and len(tables_a["secrets"]) == LINKS
+    table_state_a = _comparable(tables_a, tables_a)
 
     # One uncrashed apply of B: its result is state B, and its WAL timeline gives the window.
     db = cli.cwd / "trial.db"
@@ -111,12 +187,15 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
     state_b = _state(cli, db)
     assert state_b[0] == 2 and len(state_b[1]) == LINKS
     assert state_a[1] != state_b[1]
+    table_state_b = _comparable(_tables(db), tables_a)
+    assert table_state_b != table_state_a
     assert not {row[0] for row in state_a[1]} & {f"link-{i}" for i in range(LINKS, LINKS + 200)}
     window_start = first_write if first_write is not None else 0.0
     print(f"\nuncrashed apply of B: {duration:.2f} s; store writes start at {window_start:.2f} s")
 
     outcomes: Counter[str] = Counter()
     kills = 0
+    kills_in_write = 0
     for trial in range(MAX_TRIALS):
         if kills >= MIN_KILLS and trial >= MIN_KILLS + 4:
             break
@@ -128,9 +207,13 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
             delay = rng.uniform(max(window_start - 0.05, 0.0), duration * 1.05)
         proc = cli.popen("apply", "--prune", "b", env=trial_env)
         time.sleep(delay)
+        in_write = False
         if proc.poll() is None:
+            proc.send_signal(signal.SIGSTOP)  # frozen: the lock probe sees the moment of the kill
+            in_write = _write_lock_held(db)
             proc.kill()  # SIGKILL: no cleanup, no rollback handler, no lock release
             kills += 1
+            kills_in_write += in_write
             killed = True
         else:
             killed = False
@@ -151,6 +234,16 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
                 f" {mixed_a} rows as in A, {mixed_b} rows as in B, {len(rows)} rows"
             )
         assert killed or state == state_b, "an apply that was not killed must have finished"
+        table_state = _comparable(_tables(db), tables_a)
+        expected = table_state_a if state == state_a else table_state_b
+        if table_state != expected:
+            differing = sorted(name for name in expected if table_state.get(name) != expected[name])
+            pytest.fail(
+                f"seed {seed}, trial {trial} (kill after {delay:.3f} s): the links read as"
+                f" {outcome[0]} but these tables differ from {outcome[0]}: {', '.join(differing)}"
+            )
+        if in_write:
+            outcome += ", inside the write transaction"
         outcomes[outcome] += 1
 
         # The next apply converges to B (and clears the lock the killed process left behind).
@@ -161,6 +254,12 @@ def test_apply_killed_at_random_moments_leaves_old_or_new_state(linkctl: Linkctl
         assert cli("state", "show", "-o", "json", env=trial_env).json()["lock"] is None
 
     summary = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
-    print(f"kill -9 outcomes over {sum(outcomes.values())} trials ({kills} kills): {summary}")
+    print(
+        f"kill -9 outcomes over {sum(outcomes.values())} trials ({kills} kills,"
+        f" {kills_in_write} inside the write transaction): {summary}"
+    )
     assert kills >= MIN_KILLS, f"only {kills} kills landed while apply was running: {summary}"
+    assert kills_in_write >= MIN_KILLS_IN_WRITE, (
+        f"seed {seed}: only {kills_in_write} kills landed inside the write transaction: {summary}"
+    )
     assert not any("??" in what for what in outcomes)

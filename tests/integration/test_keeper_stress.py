@@ -82,6 +82,36 @@ def _stop(processes: list[subprocess.Popen[str]]) -> list[int]:
     return codes
 
 
+TOKEN_LIFETIME = 3.0  # ORACLE_ACCESS_TOKEN_TTL of short_ttl_server
+# A keeper refreshes a link when due: at >= 0.75 x the lifetime after its last refresh
+# (grants.next_refresh_time); 0.7 leaves room for the request's latency in received_at.
+KEEPER_REFRESH_SPACING = 0.7 * TOKEN_LIFETIME
+HELD_ANSWER_SECONDS = 1.5
+CALLERS_IN_A_CLUMP = 12
+
+
+def _token_versions(env: dict[str, str], names: list[str]) -> dict[str, int]:
+    store = open_store(env)
+    try:
+        return {g.link_name: g.token_version for g in store.list_grants() if g.link_name in names}
+    finally:
+        store.close()
+
+
+def _clump_of_callers_needing_a_full_lifetime(server: OidcServer, env: dict[str, str], name: str) -> int:
+    """Refreshes made by a clump of `token --min-valid 3` calls while every answer is held."""
+    before = _token_versions(env, [name])[name]
+    server.fault("delay_after", times=100_000, delay_ms=int(HELD_ANSWER_SECONDS * 1000))
+    try:
+        with ThreadPoolExecutor(max_workers=CALLERS_IN_A_CLUMP) as pool:
+            args = ("token", name, "--min-valid", str(TOKEN_LIFETIME))
+            results = list(pool.map(lambda _: run(env, *args, timeout=120), range(CALLERS_IN_A_CLUMP)))
+    finally:
+        server.reset()
+    assert all(r.returncode == 0 for r in results), [r.stderr[-300:] for r in results if r.returncode]
+    return _token_versions(env, [name])[name] - before
+
+
 def test_four_keepers_and_token_bursts_never_double_refresh(
     short_ttl_server: OidcServer, tmp_path: Path
 ) -> None:
@@ -95,9 +125,12 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
         store.close()
     server.reset()
     duration = float(os.environ.get("LINKCTL_SOAK_SECONDS", "120"))
+    versions_before = _token_versions(env, names)
+    started = time.monotonic()
     keepers = [spawn(env, *KEEPER_ARGS) for _ in range(4)]
     rng = random.Random(4)
     calls = failures = bursts = 0
+    calls_per_link = dict.fromkeys(names, 0)
     failure_samples: list[str] = []
     deadline = time.monotonic() + duration
     try:
@@ -105,12 +138,13 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
             while time.monotonic() < deadline:
                 # A burst of 50 concurrent `linkctl token` calls; some demand more validity
                 # than a 3 s token has, forcing refreshes through the lease.
+                chosen = [rng.choice(names) for _ in range(50)]
                 jobs = [
-                    pool.submit(
-                        run, env, "token", rng.choice(names), "--min-valid", rng.choice(["0.5", "2", "3"])
-                    )
-                    for _ in range(50)
+                    pool.submit(run, env, "token", name, "--min-valid", rng.choice(["0.5", "2", "3"]))
+                    for name in chosen
                 ]
+                for name in chosen:
+                    calls_per_link[name] += 1
                 for job in jobs:
                     result = job.result()
                     calls += 1
@@ -120,10 +154,27 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
                 bursts += 1
     finally:
         codes = _stop(keepers)
+    elapsed = time.monotonic() - started
     requests = server.requests()
     refreshes = sum(1 for r in requests if r["grant_type"] == "refresh_token" and r["status"] == 200)
     refused = [r for r in requests if r["grant_type"] == "refresh_token" and r["status"] != 200]
     events = server.events()
+    versions_after = _token_versions(env, names)
+    per_link = {name: versions_after[name] - versions_before[name] for name in names}
+    # Upper bound per link over the run: every refresh is made either by a keeper, which
+    # refreshes a link only when due, >= 0.7 x 3 s = 2.1 s after the link's last refresh
+    # (so at most elapsed / 2.1 s + 1 of them), or by a `token` call, which refreshes at
+    # most once. A refresh loop or a keeper refreshing before its time breaks it.
+    upper = {name: elapsed / KEEPER_REFRESH_SPACING + 1 + calls_per_link[name] for name in names}
+    # The "refreshed meanwhile" rule of fresh_token: 12 `token --min-valid 3` calls at once,
+    # each answer held 1.5 s after the provider rotated (no keeper runs now). A caller
+    # that reads the grant while a refresh is in flight waits on the lease, then must
+    # accept the token committed meanwhile: its 3 s lifetime covers --min-valid 3, though
+    # only ~1.5 s of it is left. So one refresh serves every caller that read the grant
+    # during its 1.5 s; the 12 callers (Python start-up: ~1-3 s apart on a loaded
+    # 2-core machine) read within <= 3 such windows: <= 4 refreshes; allowed: 12 / 2 = 6.
+    # Without the rule every caller refreshes once more: 12.
+    clump = _clump_of_callers_needing_a_full_lifetime(server, env, names[0])
     store = open_store(env)
     alive = 0
     with TokenClient(timeout=5) as client:
@@ -141,6 +192,10 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
             "token_calls": calls,
             "token_failures": failures,
             "refreshes": refreshes,
+            "refreshes_per_link": per_link,
+            "refreshes_per_link_upper_bound": {name: round(upper[name], 1) for name in names},
+            "clump_callers": CALLERS_IN_A_CLUMP,
+            "clump_refreshes": clump,
             "refused_refreshes": len(refused),
             "grant_errors": len(events),
             "links_alive": alive,
@@ -152,6 +207,11 @@ def test_four_keepers_and_token_bursts_never_double_refresh(
     assert alive == len(names) and set(statuses.values()) == {GrantStatus.HEALTHY}
     assert all(code == 0 for code in codes), codes
     assert refreshes >= len(names)  # every link rotated at least once (more on longer runs)
+    assert sum(per_link.values()) == refreshes, (per_link, refreshes)
+    assert all(per_link[name] <= upper[name] for name in names), (per_link, upper)
+    assert 1 <= clump <= CALLERS_IN_A_CLUMP // 2, (
+        f"{clump} refreshes for {CALLERS_IN_A_CLUMP} callers that could share one token"
+    )
 
 
 def test_kill_9_during_refreshes_leaves_every_link_refreshable_or_precisely_flagged(
