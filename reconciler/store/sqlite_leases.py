@@ -18,6 +18,10 @@ How the invariants listed in docs/testing.md hold here:
 * a request that was sent but never answered (:meth:`mark_in_flight` without a commit,
   then a crash) is turned into ``lost_response`` when the next holder takes the lease.
 
+Scheduling is data: each write that changes an input of the due rule ends with
+:func:`~reconciler.store.sqlite_grants.write_due_at` (the domain rule, in Python), and
+:meth:`due_links` / :meth:`next_due_at` only compare ``grants.due_at`` with the clock.
+
 The ``*_many`` methods (the keeper's batches) run the same per-row statements for many
 links inside ONE ``BEGIN IMMEDIATE`` … ``COMMIT``: one fsync for the batch instead of one
 per link. Each row stays fenced on its own (``token_version`` + ``lease_owner``); a
@@ -53,6 +57,12 @@ _LEASE_FREE = "(g.lease_owner IS NULL OR g.lease_expires_at <= :now)"
 # The moment a row becomes due (0 = now), not before its current lease ends. ``due_at`` is
 # written by the one due rule (``reconciler.domain.schedule.due_at``; NULL: never due).
 _DUE_AT = "MAX(g.due_at, COALESCE(g.lease_expires_at, 0))"
+DUE_LINKS_QUERY = (
+    "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
+    # ``g.due_at <= :now`` follows from the last term; it lets the due_at index narrow the rows.
+    f" WHERE g.due_at <= :now AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
+    f" ORDER BY {_DUE_AT}, l.name LIMIT :limit"
+)
 # When a holder left a request in flight, the next holder learns the response was lost.
 _ADOPT_IN_FLIGHT = (
     "lost_response = CASE WHEN in_flight_since IS NOT NULL THEN 1 ELSE lost_response END,"
@@ -173,20 +183,12 @@ class SQLiteLeases:
     # -- scheduling ------------------------------------------------------------------
     def due_links(self, now: float, *, limit: int) -> list[str]:
         """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
-        rows = self._conn.execute(
-            "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
-            # ``g.due_at <= :now`` follows from the last term; it lets the index narrow the rows.
-            f" WHERE g.due_at <= :now AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
-            f" ORDER BY {_DUE_AT}, l.name LIMIT :limit",
-            {"now": now, "limit": max(int(limit), 0)},
-        ).fetchall()
+        rows = self._conn.execute(DUE_LINKS_QUERY, {"now": now, "limit": max(int(limit), 0)}).fetchall()
         return [row[0] for row in rows]
 
     def next_due_at(self) -> float | None:
         """The earliest time any link becomes due (None: nothing is scheduled)."""
-        row = self._conn.execute(
-            f"SELECT MIN({_DUE_AT}) FROM grants g WHERE g.due_at IS NOT NULL"
-        ).fetchone()
+        row = self._conn.execute(f"SELECT MIN({_DUE_AT}) FROM grants g WHERE g.due_at IS NOT NULL").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     # -- leases ----------------------------------------------------------------------

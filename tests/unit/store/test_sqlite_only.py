@@ -95,7 +95,8 @@ def test_newer_schema_is_refused_and_left_untouched(open_: OpenStore, settings: 
         conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
     before = file_digest(db_path(settings))
     with pytest.raises(
-        StateError, match=rf"schema version 99, newer than this linkctl understands \({len(load_migrations())}\)"
+        StateError,
+        match=rf"schema version 99, newer than this linkctl understands \({len(load_migrations())}\)",
     ) as info:
         open_()
     assert info.value.hint and "upgrade linkctl" in info.value.hint
