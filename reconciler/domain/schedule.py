@@ -1,14 +1,17 @@
-"""When a token is refreshed next: the refresh schedule (the invariants in docs/testing.md).
+"""When a token is refreshed next and when a grant is due: the refresh schedule (docs/testing.md).
 
 It sits in the domain, below the store, because two layers compute it: the store when
-first tokens are saved (``GrantStore.save_authorization``) and the keeper after every
-refresh. :mod:`reconciler.keeper.timing` re-exports it beside the keeper's other timing
-rules, so the keeper reads every rule from one module.
+first tokens are saved (``GrantStore.save_authorization``) and on every grant write, when
+it stores :func:`due_at` for its due query, and the keeper after every refresh and when
+it re-checks a leased grant. :mod:`reconciler.keeper.timing` re-exports it beside the
+keeper's other timing rules, so the keeper reads every rule from one module.
 """
 
 from __future__ import annotations
 
 import random
+
+from reconciler.domain.grants import GrantStatus
 
 __all__ = [
     "KEEPALIVE",
@@ -18,6 +21,7 @@ __all__ = [
     "REFRESH_AT_MAX",
     "REFRESH_AT_MIN",
     "UNKNOWN_EXPIRY_CLIENT_CREDENTIALS",
+    "due_at",
     "keepalive_interval",
     "next_refresh_time",
 ]
@@ -69,3 +73,33 @@ def next_refresh_time(
     at = lifetime * rand.uniform(REFRESH_AT_MIN, REFRESH_AT_MAX)
     latest = lifetime - min(LATEST_MARGIN_MAX, LATEST_MARGIN_FRACTION * lifetime)
     return received_at + min(at, latest, keepalive)
+
+
+# Statuses that wait for a person (credentials in the declaration, a fixed configuration).
+_NEVER_DUE = frozenset({GrantStatus.PENDING_CREDENTIALS, GrantStatus.CONFIGURATION_ERROR})
+
+
+def due_at(
+    *,
+    status: str,
+    retry_at: float | None,
+    next_refresh_at: float | None,
+    in_flight_since: float | None,
+    has_access_token: bool,
+    client_credentials: bool,
+) -> float | None:
+    """When a grant becomes due for a refresh or a first token (0: at once; None: never by itself).
+
+    A request left in flight (its answer lost) and a client-credentials link without tokens
+    need no human: due at once, or at the retry time. A grant waiting for credentials, a
+    fixed configuration or an authorization is never due; any other at its retry time,
+    else its scheduled refresh. The store keeps the result per grant (``grants.due_at``)
+    and selects on it; a held lease delays it until the lease expires.
+    """
+    if status in _NEVER_DUE:
+        return None
+    if in_flight_since is not None or (client_credentials and not has_access_token):
+        return 0.0 if retry_at is None else retry_at
+    if status == GrantStatus.NEEDS_AUTHORIZATION:
+        return None
+    return retry_at if retry_at is not None else next_refresh_at

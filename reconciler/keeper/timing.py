@@ -1,9 +1,9 @@
 """Every timing rule of the keeper: due or not, next refresh, backoff, send deadline, keep-alive.
 
-The refresh schedule itself (:func:`next_refresh_time`, :func:`keepalive_interval` and
-their constants) is defined in :mod:`reconciler.domain.schedule`, because the store
-applies it too when first tokens are saved (the store is below the keeper); it is
-re-exported here so the keeper reads every rule from this one module. Time, sleep and
+The refresh schedule itself (:func:`next_refresh_time`, :func:`keepalive_interval`, the
+due rule :func:`due_at` and their constants) is defined in :mod:`reconciler.domain.schedule`,
+because the store applies it too when it writes a grant (the store is below the keeper);
+it is re-exported here so the keeper reads every rule from this one module. Time, sleep and
 randomness are injected (``Now``, ``Sleep``, ``random.Random``) so tests control them.
 """
 
@@ -13,8 +13,8 @@ import dataclasses
 import random
 from collections.abc import Callable
 
-from reconciler.domain.grants import PARKED_STATUSES, Grant, GrantStatus
-from reconciler.domain.schedule import KEEPALIVE, keepalive_interval, next_refresh_time
+from reconciler.domain.grants import Grant
+from reconciler.domain.schedule import KEEPALIVE, due_at, keepalive_interval, next_refresh_time
 
 __all__ = [
     "KEEPALIVE",
@@ -24,6 +24,7 @@ __all__ = [
     "access_lifetime",
     "access_valid_for",
     "backoff_delay",
+    "due_at",
     "inactivity_days",
     "is_due",
     "keepalive_interval",
@@ -103,17 +104,16 @@ def access_lifetime(grant: Grant) -> float | None:
 
 
 def is_due(grant: Grant, *, client_credentials: bool, now: float) -> bool:
-    """Whether a leased grant still needs work (another process may have refreshed it)."""
-    if grant.in_flight_since is not None or (
-        grant.lost_response and grant.status == GrantStatus.TRANSIENT_ERROR
-    ):
-        return grant.retry_at is None or grant.retry_at <= now
-    if client_credentials and not grant.has_refresh_token and grant.access_token is None:
-        return grant.retry_at is None or grant.retry_at <= now
-    if grant.status in PARKED_STATUSES:
-        return False
-    due = grant.retry_at if grant.retry_at is not None else grant.next_refresh_at
-    return due is not None and due <= now
+    """Whether a leased grant (tokens read) still needs work: another process may have refreshed it."""
+    at = due_at(
+        status=grant.status,
+        retry_at=grant.retry_at,
+        next_refresh_at=grant.next_refresh_at,
+        in_flight_since=grant.in_flight_since,
+        has_access_token=grant.access_token is not None,
+        client_credentials=client_credentials,
+    )
+    return at is not None and at <= now
 
 
 def inactivity_days(provider: str) -> float | None:

@@ -57,7 +57,12 @@ class GrantStore(abc.ABC):
     # -- scheduling and leases (the keeper, linkctl token) ----------------------------
     @abc.abstractmethod
     def due_links(self, now: float, *, limit: int) -> list[str]:
-        """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
+        """Names of links to refresh or obtain now, most overdue first, whose lease is free.
+
+        Due means :func:`reconciler.domain.schedule.due_at`: a backend stores its result on
+        every grant write that changes one of its inputs and only compares it here (not
+        before a held lease expires), so no backend re-encodes the rule in its query language.
+        """
 
     @abc.abstractmethod
     def next_due_at(self) -> float | None:

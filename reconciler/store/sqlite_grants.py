@@ -9,8 +9,9 @@ defined here so the status rules live in one place).
 Extending it (leases, fenced token writes): add methods here that use
 ``self._immediate()`` for read-modify-write, condition every token write on
 ``token_version`` (``UPDATE ... WHERE link_uid = ? AND token_version = ?`` and check
-``rowcount``), seal tokens with :meth:`_seal_token`, and add columns through a new
-``migrations/000N_*.sql`` file plus :data:`GRANT_COLUMNS`.
+``rowcount``), seal tokens with :meth:`_seal_token`, add columns through a new
+``migrations/000N_*.sql`` file plus :data:`GRANT_COLUMNS`, and end every write that
+changes an input of the due rule with :func:`write_due_at`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.schedule import due_at
 from reconciler.secrets import Secret
 from reconciler.store import grants, sealing
 
@@ -55,6 +57,38 @@ _SELECT_GRANTS = (
 )
 
 
+IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
+# What the due rule reads of a grant and its link (the grant type lives in the spec).
+_DUE_INPUTS = (
+    "SELECT g.link_uid, g.status, g.retry_at, g.next_refresh_at, g.in_flight_since,"
+    " g.access_token IS NOT NULL, l.spec_json FROM grants g JOIN links l ON l.uid = g.link_uid"
+    " WHERE g.link_uid IN ({marks})"
+)
+
+
+def write_due_at(conn: sqlite3.Connection, uids: Sequence[str]) -> None:
+    """Store ``grants.due_at`` of these grants from their rows as they are now (caller's transaction).
+
+    Computed by :func:`reconciler.domain.schedule.due_at`, the one due rule, so the due
+    query (``SQLiteLeases.due_links``) needs no copy of it in SQL.
+    """
+    updates: list[tuple[float | None, str]] = []
+    for start in range(0, len(uids), IN_CHUNK):
+        chunk = tuple(uids[start : start + IN_CHUNK])
+        rows = conn.execute(_DUE_INPUTS.format(marks=", ".join("?" * len(chunk))), chunk)
+        for uid, status, retry_at, next_refresh_at, in_flight_since, has_access, spec_json in rows:
+            at = due_at(
+                status=status,
+                retry_at=retry_at,
+                next_refresh_at=next_refresh_at,
+                in_flight_since=in_flight_since,
+                has_access_token=bool(has_access),
+                client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
+            )
+            updates.append((at, uid))
+    conn.executemany("UPDATE grants SET due_at = ? WHERE link_uid = ?", updates)
+
+
 def initial_grant_status(spec: Mapping[str, Any]) -> GrantStatus:
     """The status of a new link's grant: credentials first, then an admin's consent."""
     return GrantStatus.NEEDS_AUTHORIZATION if spec.get("clientId") else GrantStatus.PENDING_CREDENTIALS
@@ -66,18 +100,21 @@ def insert_initial_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, 
         "INSERT INTO grants (link_uid, status, token_version) VALUES (?, ?, 0)",
         (uid, initial_grant_status(spec)),
     )
+    write_due_at(conn, (uid,))
 
 
 def promote_pending_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
     """On a link update: ``pending_credentials`` becomes ``needs_authorization`` once a clientId exists.
 
-    Never touches tokens or any other status.
+    Never touches tokens or any other status. The due time is written again either way:
+    the update may have changed the link's grant type (client credentials or not).
     """
     if spec.get("clientId"):
         conn.execute(
             "UPDATE grants SET status = ? WHERE link_uid = ? AND status = ?",
             (GrantStatus.NEEDS_AUTHORIZATION, uid, GrantStatus.PENDING_CREDENTIALS),
         )
+    write_due_at(conn, (uid,))
 
 
 class SQLiteGrants:

@@ -18,6 +18,10 @@ How the invariants listed in docs/testing.md hold here:
 * a request that was sent but never answered (:meth:`mark_in_flight` without a commit,
   then a crash) is turned into ``lost_response`` when the next holder takes the lease.
 
+Scheduling is data: each write that changes an input of the due rule ends with
+:func:`~reconciler.store.sqlite_grants.write_due_at` (the domain rule, in Python), and
+:meth:`due_links` / :meth:`next_due_at` only compare ``grants.due_at`` with the clock.
+
 The ``*_many`` methods (the keeper's batches) run the same per-row statements for many
 links inside ONE ``BEGIN IMMEDIATE`` … ``COMMIT``: one fsync for the batch instead of one
 per link. Each row stays fenced on its own (``token_version`` + ``lease_owner``); a
@@ -38,6 +42,7 @@ from reconciler.domain.grants import GrantStatus
 from reconciler.domain.schedule import next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
+from reconciler.store.sqlite_grants import IN_CHUNK, write_due_at
 
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
@@ -47,25 +52,16 @@ if TYPE_CHECKING:
 _LINK_UID = "(SELECT uid FROM links WHERE name = ?)"
 _STATUSES = frozenset(GrantStatus)
 _REFRESHING = str(GrantStatus.REFRESHING)
-_IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
-_PARKED = ", ".join(f"'{s}'" for s in (GrantStatus.PENDING_CREDENTIALS, GrantStatus.CONFIGURATION_ERROR))
 # A lease is free when nobody holds it or its holder let it expire.
 _LEASE_FREE = "(g.lease_owner IS NULL OR g.lease_expires_at <= :now)"
-# Client-credentials links need no human: without tokens they are due at once.
-_CC_WITHOUT_TOKENS = (
-    "(g.access_token IS NULL AND json_extract(l.spec_json, '$.grant') = 'client_credentials')"
-)
-_DUE_TIME = "COALESCE(g.retry_at, g.next_refresh_at)"
-_ELIGIBLE = (
-    f"g.status NOT IN ({_PARKED}) AND ("
-    f" (g.status != '{GrantStatus.NEEDS_AUTHORIZATION}' AND {_DUE_TIME} IS NOT NULL)"
-    f" OR g.in_flight_since IS NOT NULL OR {_CC_WITHOUT_TOKENS})"
-)
-# The moment a row becomes due (0 = now), not before its current lease ends.
-_DUE_AT = (
-    f"MAX(CASE WHEN {_CC_WITHOUT_TOKENS} OR g.in_flight_since IS NOT NULL"
-    f" THEN COALESCE(g.retry_at, 0) ELSE {_DUE_TIME} END,"
-    " COALESCE(g.lease_expires_at, 0))"
+# The moment a row becomes due (0 = now), not before its current lease ends. ``due_at`` is
+# written by the one due rule (``reconciler.domain.schedule.due_at``; NULL: never due).
+_DUE_AT = "MAX(g.due_at, COALESCE(g.lease_expires_at, 0))"
+DUE_LINKS_QUERY = (
+    "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
+    # ``g.due_at <= :now`` follows from the last term; it lets the due_at index narrow the rows.
+    f" WHERE g.due_at <= :now AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
+    f" ORDER BY {_DUE_AT}, l.name LIMIT :limit"
 )
 # When a holder left a request in flight, the next holder learns the response was lost.
 _ADOPT_IN_FLIGHT = (
@@ -181,24 +177,18 @@ class SQLiteLeases:
                     uid,
                 ),
             )
+            write_due_at(conn, (uid,))
             return self._read(name)
 
     # -- scheduling ------------------------------------------------------------------
     def due_links(self, now: float, *, limit: int) -> list[str]:
         """Names of links to refresh or obtain now, most overdue first, whose lease is free."""
-        rows = self._conn.execute(
-            "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
-            f" WHERE {_ELIGIBLE} AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
-            f" ORDER BY {_DUE_AT}, l.name LIMIT :limit",
-            {"now": now, "limit": max(int(limit), 0)},
-        ).fetchall()
+        rows = self._conn.execute(DUE_LINKS_QUERY, {"now": now, "limit": max(int(limit), 0)}).fetchall()
         return [row[0] for row in rows]
 
     def next_due_at(self) -> float | None:
         """The earliest time any link becomes due (None: nothing is scheduled)."""
-        row = self._conn.execute(
-            f"SELECT MIN({_DUE_AT}) FROM grants g JOIN links l ON l.uid = g.link_uid WHERE {_ELIGIBLE}"
-        ).fetchone()
+        row = self._conn.execute(f"SELECT MIN({_DUE_AT}) FROM grants g WHERE g.due_at IS NOT NULL").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     # -- leases ----------------------------------------------------------------------
@@ -209,6 +199,7 @@ class SQLiteLeases:
             if cursor.rowcount != 1:
                 self._uid_and_spec(conn, name)  # raises for an unknown link
                 return None
+            self._write_due_at(conn, [name])
             return self._read(name, with_tokens=True)
 
     def mark_in_flight(
@@ -222,6 +213,7 @@ class SQLiteLeases:
             )
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, token_version, "mark the refresh in flight")
+            self._write_due_at(conn, [name])
 
     def commit_tokens(
         self,
@@ -257,6 +249,7 @@ class SQLiteLeases:
             )
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, expected_version, "store refreshed tokens")
+            write_due_at(conn, (uid,))
             return self._read(name)
 
     def record_failure(
@@ -286,6 +279,7 @@ class SQLiteLeases:
             cursor = conn.execute(_FAIL, self._failure_params(record, owner=owner, now=now))
             if cursor.rowcount != 1:
                 raise self._lease_lost(conn, name, owner, expected_version, "record a failed refresh")
+            self._write_due_at(conn, [name])
             return self._read(name)
 
     def release_lease(self, name: str, *, owner: str) -> bool:
@@ -299,7 +293,10 @@ class SQLiteLeases:
                 f" WHERE link_uid = {_LINK_UID} AND lease_owner = ?",
                 (name, owner),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            self._write_due_at(conn, [name])
+            return True
 
     # -- batches (one transaction each) ---------------------------------------------
     def acquire_leases(
@@ -319,6 +316,7 @@ class SQLiteLeases:
                 ).rowcount
                 == 1
             ]
+            self._write_due_at(conn, taken)
             return self._read_many(taken, with_tokens=True)
 
     def mark_in_flight_many(
@@ -328,13 +326,15 @@ class SQLiteLeases:
         out: list[grants.LeaseLost | None] = []
         expires = None if ttl is None else now + ttl
         with self._immediate() as conn:
+            marked: list[str] = []
             for name, version in items:
                 cursor = conn.execute(_MARK, (now, _REFRESHING, expires, name, version, owner, now))
-                out.append(
-                    None
-                    if cursor.rowcount == 1
-                    else self._lease_lost(conn, name, owner, version, "mark the refresh in flight")
-                )
+                if cursor.rowcount == 1:
+                    marked.append(name)
+                    out.append(None)
+                else:
+                    out.append(self._lease_lost(conn, name, owner, version, "mark the refresh in flight"))
+            self._write_due_at(conn, marked)
         return out
 
     def commit_tokens_many(
@@ -344,6 +344,7 @@ class SQLiteLeases:
         out: list[grants.LeaseLost | None] = []
         with self._immediate() as conn:
             uids = self._uids(conn, [c.name for c in commits])
+            committed: list[str] = []
             for c in commits:
                 uid = uids.get(c.name)
                 if uid is None:
@@ -365,11 +366,14 @@ class SQLiteLeases:
                         owner,
                     ),
                 )
-                out.append(
-                    None
-                    if cursor.rowcount == 1
-                    else self._lease_lost(conn, c.name, owner, c.expected_version, "store refreshed tokens")
-                )
+                if cursor.rowcount == 1:
+                    committed.append(uid)
+                    out.append(None)
+                else:
+                    out.append(
+                        self._lease_lost(conn, c.name, owner, c.expected_version, "store refreshed tokens")
+                    )
+            write_due_at(conn, committed)
         return out
 
     def record_failures_many(
@@ -381,13 +385,17 @@ class SQLiteLeases:
                 raise ValueError(f"unknown grant status {f.status!r}")
         out: list[grants.LeaseLost | None] = []
         with self._immediate() as conn:
+            recorded: list[str] = []
             for f in failures:
                 cursor = conn.execute(_FAIL, self._failure_params(f, owner=owner, now=now))
-                out.append(
-                    None
-                    if cursor.rowcount == 1
-                    else self._lease_lost(conn, f.name, owner, f.expected_version, "record a failed refresh")
-                )
+                if cursor.rowcount == 1:
+                    recorded.append(f.name)
+                    out.append(None)
+                else:
+                    out.append(
+                        self._lease_lost(conn, f.name, owner, f.expected_version, "record a failed refresh")
+                    )
+            self._write_due_at(conn, recorded)
         return out
 
     # -- helpers ---------------------------------------------------------------------
@@ -405,18 +413,22 @@ class SQLiteLeases:
             "owner": owner,
         }
 
+    def _write_due_at(self, conn: sqlite3.Connection, names: Sequence[str]) -> None:
+        """Write the due time of these links' grants after a write changed an input of the rule."""
+        write_due_at(conn, list(self._uids(conn, names).values()))
+
     def _uids(self, conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = names[start : start + _IN_CHUNK]
+        for start in range(0, len(names), IN_CHUNK):
+            chunk = names[start : start + IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             out.update(conn.execute(f"SELECT name, uid FROM links WHERE name IN ({marks})", chunk).fetchall())
         return out
 
     def _read_many(self, names: Sequence[str], *, with_tokens: bool) -> list[grants.Grant]:
         out: list[grants.Grant] = []
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = tuple(names[start : start + _IN_CHUNK])
+        for start in range(0, len(names), IN_CHUNK):
+            chunk = tuple(names[start : start + IN_CHUNK])
             marks = ", ".join("?" * len(chunk))
             rows = self._iter_grant_rows(f"l.name IN ({marks})", chunk)
             out.extend(self._grant_from_row(row, with_tokens=with_tokens) for row in rows)

@@ -43,7 +43,8 @@ def test_keeper_and_token_failures_never_show_or_store_a_token(
     db = sqlite3.connect(tmp_path / "state.db")  # make "kept" due for the keeper now
     with db:
         db.execute(
-            "UPDATE grants SET next_refresh_at = 0"
+            # due_at is what the store's due query reads (written by the store's rule on its writes)
+            "UPDATE grants SET next_refresh_at = 0, due_at = 0"
             " WHERE link_uid = (SELECT uid FROM links WHERE name = 'kept')"
         )
     db.close()

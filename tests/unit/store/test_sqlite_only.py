@@ -26,6 +26,7 @@ from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import Event, Store
 from reconciler.store.sqlite import SQLiteStore, load_migrations, split_statements, sqlite_path
+from tests.support.fakes import add_links, link_write, response
 from tests.support.stores import PYTHON, child_env, db_path, file_digest, link
 
 OpenStore = Callable[..., Store]
@@ -262,6 +263,14 @@ def test_token_copied_to_another_link_fails_to_open(store: Store) -> None:
     with pytest.raises(StateError):
         store.get_grant("b", with_tokens=True)
     assert store.get_grant("b") is not None  # without tokens it still reads
+
+
+def test_saved_authorization_seals_the_refresh_token(store: Store) -> None:
+    # Moved from the lease tests (now in the contract suite): the row underneath holds no plaintext.
+    add_links(store, link_write("a"))
+    store.save_authorization("a", response(at=1_800_000_000.0), clock_now=1_800_000_000.0)
+    raw = store._conn.execute("SELECT refresh_token FROM grants").fetchone()[0]  # type: ignore[attr-defined]
+    assert b"rt-1" not in bytes(raw)
 
 
 # -- secrets at rest -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.settings import Settings
+from tests.support.fakes import FakeClock
 from tests.support.stores import BACKENDS, StoreBackend
 
 
@@ -25,3 +26,9 @@ def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
 def settings(isolated_env: dict[str, str], store_backend: StoreBackend, tmp_path: Path) -> Settings:
     """Settings of a fresh store of ``store_backend`` (the key file under the isolated HOME)."""
     return dataclasses.replace(Settings.from_env(isolated_env), state_url=store_backend.make_url(tmp_path))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand."""
+    return FakeClock()

@@ -1,2 +1,0 @@
--- 0002: a placeholder on branch h/services only, so that 0003 follows 1..N without a gap.
--- Helper "keeper" owns migration 0002 (due_at); at merge its file replaces this one.
