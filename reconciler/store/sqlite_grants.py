@@ -61,7 +61,7 @@ IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 99
 # What the due rule reads of a grant and its link (the grant type lives in the spec).
 _DUE_INPUTS = (
     "SELECT g.link_uid, g.status, g.retry_at, g.next_refresh_at, g.in_flight_since,"
-    " g.access_token IS NOT NULL, l.spec_json FROM grants g JOIN links l ON l.uid = g.link_uid"
+    " g.access_token IS NOT NULL, l.spec_json, g.due_at FROM grants g JOIN links l ON l.uid = g.link_uid"
     " WHERE g.link_uid IN ({marks})"
 )
 
@@ -76,7 +76,7 @@ def write_due_at(conn: sqlite3.Connection, uids: Sequence[str]) -> None:
     for start in range(0, len(uids), IN_CHUNK):
         chunk = tuple(uids[start : start + IN_CHUNK])
         rows = conn.execute(_DUE_INPUTS.format(marks=", ".join("?" * len(chunk))), chunk)
-        for uid, status, retry_at, next_refresh_at, in_flight_since, has_access, spec_json in rows:
+        for uid, status, retry_at, next_refresh_at, in_flight_since, has_access, spec_json, stored in rows:
             at = due_at(
                 status=status,
                 retry_at=retry_at,
@@ -85,7 +85,8 @@ def write_due_at(conn: sqlite3.Connection, uids: Sequence[str]) -> None:
                 has_access_token=bool(has_access),
                 client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
             )
-            updates.append((at, uid))
+            if at != stored:  # most lease writes leave it as it was: no row or index write then
+                updates.append((at, uid))
     conn.executemany("UPDATE grants SET due_at = ? WHERE link_uid = ?", updates)
 
 
