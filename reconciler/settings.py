@@ -29,7 +29,8 @@ def parse_number(text: str, *, maximum: float | None, integer: bool = False) -> 
         raise ValueError(f"must be a finite number >= 0, not {text[:40]!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"must be at most {maximum:.0f}, not {text[:40]!r}")
-    if integer and not value.is_integer():
+    if integer and not text.strip().isdigit():
+        # Digits only, as argparse's int did: 1.0 and 1e3 are spellings a count never needs.
         raise ValueError(f"must be a whole number, not {text[:40]!r}")
     return value
 

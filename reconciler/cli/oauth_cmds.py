@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 300.0
 
 
+PASTE_TTL = 3600.0  # seconds a pasted redirect may take to come back
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``authorize`` and ``doctor`` to the ``linkctl`` parser."""
     p = subparsers.add_parser(
@@ -98,7 +101,12 @@ def authorize_command(args: argparse.Namespace, ctx: Context) -> int:
             response = flows.run_device_flow(client, config, announce=ctx.out, timeout=args.timeout)
         else:
             use_browser = not args.no_browser and _display_available(ctx.env)
-            started = authorize.start(store, client, config)
+            # The pending state must outlive the wait: the listener's --timeout (plus the
+            # exchange), or for a pasted redirect an hour (it had no limit; codes expire sooner).
+            ttl = max(authorize.PENDING_TTL, args.timeout) + 60
+            if not (config.redirect_uri and flows.is_loopback_redirect(config.redirect_uri)):
+                ttl = max(ttl, PASTE_TTL)
+            started = authorize.start(store, client, config, ttl=ttl)
             callback = flows.await_callback(
                 started.url,
                 started.redirect_uri,

@@ -1,4 +1,4 @@
-"""Time as the domain sees it: an injectable clock and the one ISO 8601 formatter.
+"""Time as the domain sees it: the clock type every layer takes, and the one ISO 8601 formatter.
 
 Every printed or stored timestamp goes through :func:`iso_time`. Two spellings of UTC
 are user-visible today and both stay: ``+00:00`` (keeper messages, ``linkctl token``'s
@@ -9,25 +9,15 @@ lock views), chosen by the explicit ``zulu`` option.
 from __future__ import annotations
 
 import datetime
-import time
-from typing import Protocol, overload
+from collections.abc import Callable
+from typing import overload
 
-__all__ = ["Clock", "SystemClock", "iso_time"]
-
-
-class Clock(Protocol):
-    """Where the current time comes from (tests inject a fake one)."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
+__all__ = ["Clock", "iso_time"]
 
 
-class SystemClock:
-    """The real wall clock (:func:`time.time`)."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
+# Where the current time comes from: ``time.time`` in production, a fake clock in tests.
+# Every decision across processes ("due", "expired") compares times from one such clock.
+Clock = Callable[[], float]
 
 
 @overload

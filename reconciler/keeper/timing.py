@@ -13,6 +13,7 @@ import dataclasses
 import random
 from collections.abc import Callable
 
+from reconciler.domain.clock import Clock
 from reconciler.domain.grants import Grant
 from reconciler.domain.schedule import KEEPALIVE, due_at, keepalive_interval, next_refresh_time
 
@@ -32,7 +33,7 @@ __all__ = [
     "send_deadline",
 ]
 
-Now = Callable[[], float]
+Now = Clock  # the keeper's name for the one clock type
 Sleep = Callable[[float], None]
 
 

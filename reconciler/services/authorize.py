@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from reconciler.domain.clock import Clock
 from reconciler.errors import AuthorizationStateError, ConfigError
 
 if TYPE_CHECKING:
     from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
     from reconciler.store.base import Store
 
-Clock = Callable[[], float]
 PENDING_TTL = 600.0  # seconds a started authorization may take to come back (10 minutes)
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from reconciler.domain.clock import Clock
 from reconciler.errors import ConfigError, LinkctlError
 from reconciler.services.authorize import load_client_config
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from reconciler.oauth.client import ClientConfig, TokenClient
     from reconciler.store.base import Store
 
-Clock = Callable[[], float]
 MAX_CLOCK_SKEW = 60.0  # seconds; beyond this, expiry maths and JWT checks go wrong
 
 

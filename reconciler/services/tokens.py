@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reconciler.domain.clock import Clock
+
 if TYPE_CHECKING:
     from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
     from reconciler.store.grants import Grant
 
-Clock = Callable[[], float]
 DEFAULT_HTTP_TIMEOUT = 10.0
 
 

@@ -65,10 +65,16 @@ class SQLitePendingAuthorizations(PendingAuthorizations):
                 return None
             name, sealed, redirect_uri, issuer, require_iss, created_at, expires_at, consumed_at = row
             if consumed_at is None:
+                # Taken: the row stays until it expires (so a second finish says "already
+                # finished"), without the verifier, which only this first taker gets.
                 conn.execute(
-                    "UPDATE pending_authorizations SET consumed_at = ? WHERE state_hash = ?", (now, hashed)
+                    "UPDATE pending_authorizations SET consumed_at = ?, code_verifier = X''"
+                    " WHERE state_hash = ?",
+                    (now, hashed),
                 )
-        verifier = Secret(self._sealer.open(sealed, verifier_aad(hashed)).decode("ascii"))
+        verifier = Secret("")
+        if consumed_at is None:
+            verifier = Secret(self._sealer.open(sealed, verifier_aad(hashed)).decode("ascii"))
         return PendingAuthorization(
             link_name=name,
             code_verifier=verifier,

@@ -2,7 +2,7 @@
 -- From now on the store writes grants.due_at on every grant write, computed by the one
 -- Python rule reconciler.domain.schedule.due_at (NULL: never due by itself). The UPDATE
 -- below fills existing rows once with the same rule, as the store computed it in SQL
--- before this migration (tests/unit/store/test_due_at_migration.py holds the two equal).
+-- before this migration (tests/unit/store/test_due_at.py holds the two equal).
 
 ALTER TABLE grants ADD COLUMN due_at REAL;
 

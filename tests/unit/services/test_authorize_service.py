@@ -74,6 +74,22 @@ def test_an_expired_authorization_cannot_be_finished(store: Store, client: Any) 
         _finish(store, client, started.state, _callback(started), now=1_001.0)
 
 
+def test_a_longer_expiry_covers_a_longer_wait(store: Store, client: Any) -> None:
+    # `linkctl authorize --timeout 1200` waits 20 minutes: its pending state must outlive that.
+    config = authorize.load_client_config(store, "crm")
+    started = authorize.start(store, client, config, clock=lambda: 1_000.0, ttl=1_260.0)
+    _finish(store, client, started.state, _callback(started), now=1_000.0 + 1_200.0)
+    assert len(client.exchanges) == 1
+
+
+def test_a_finished_authorization_keeps_no_verifier(store: Store, client: Any) -> None:
+    started = _start(store, client)
+    _finish(store, client, started.state, _callback(started))
+    taken_again = store.consume_pending_authorization(started.state, now=1_001.0)
+    assert taken_again is not None and taken_again.consumed_before
+    assert taken_again.code_verifier.reveal() == ""
+
+
 def test_expired_rows_are_dropped_when_the_next_authorization_starts(store: Store, client: Any) -> None:
     old = _start(store, client, now=1_000.0)
     _start(store, client, now=1_000.0 + authorize.PENDING_TTL + 1)
