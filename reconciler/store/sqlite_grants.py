@@ -97,11 +97,21 @@ def initial_grant_status(spec: Mapping[str, Any]) -> GrantStatus:
 
 def insert_initial_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
     """Create the grant row of a new link (inside the caller's transaction)."""
-    conn.execute(
-        "INSERT INTO grants (link_uid, status, token_version) VALUES (?, ?, 0)",
-        (uid, initial_grant_status(spec)),
+    status = initial_grant_status(spec)
+    # The row's inputs of the due rule are all known here (no tokens, nothing scheduled):
+    # computing them directly saves apply a read and a write per new link.
+    first_due = due_at(
+        status=status,
+        retry_at=None,
+        next_refresh_at=None,
+        in_flight_since=None,
+        has_access_token=False,
+        client_credentials=spec.get("grant") == "client_credentials",
     )
-    write_due_at(conn, (uid,))
+    conn.execute(
+        "INSERT INTO grants (link_uid, status, token_version, due_at) VALUES (?, ?, 0, ?)",
+        (uid, status, first_due),
+    )
 
 
 def promote_pending_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, Any]) -> None:
