@@ -8,22 +8,18 @@ table. Tokens arrive wrapped in :class:`~reconciler.secrets.Secret`.
 Called by ``oauth.flows`` (first tokens), ``reconciler.keeper`` (refresh) and
 ``linkctl doctor``.
 
-Why one module of about 650 lines: it is the one HTTP boundary the layer contract names
-("only oauth.client talks HTTP to providers"), and its parts (sending, telling a lost
-response from an unsent one, classifying provider errors, scrubbing secrets from what
-they echo) share the request trace and the secrets of each call; split, each part would
-need the others' internals.
+It sends; :mod:`reconciler.oauth.answers` reads what comes back (classification,
+scrubbing, token fields) and :mod:`reconciler.oauth.discovery` holds the metadata types.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime
 import email.utils
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 from urllib.parse import quote_plus, urlsplit
 
 import httpx
@@ -36,9 +32,9 @@ from reconciler.errors import (
     ResponseLost,
     TransientProviderError,
 )
-from reconciler.oauth import discovery, providers
-from reconciler.oauth.discovery import ProviderMetadata
-from reconciler.secrets import REDACTED, Secret, reveal
+from reconciler.oauth import answers, discovery, providers, request_trace
+from reconciler.oauth.discovery import METADATA_MAX_AGE, MetadataCache, ProviderMetadata
+from reconciler.secrets import Secret, reveal
 
 __all__ = [
     "ClientConfig",
@@ -47,21 +43,7 @@ __all__ = [
     "ProviderMetadata",
     "TokenClient",
     "TokenResponse",
-    "parse_retry_after",
 ]
-
-
-METADATA_MAX_AGE = 24 * 3600.0  # discovery documents change rarely; refetch daily
-
-
-class MetadataCache(Protocol):
-    """Where discovery documents are cached across processes (the store implements it)."""
-
-    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
-        """A cached metadata document and when it was fetched."""
-
-    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
-        """Cache a metadata document."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,95 +63,10 @@ PROBE_BODY_CHARS = 8192  # enough to find an error code on a provider's error pa
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 DEFAULT_DEVICE_INTERVAL = 5.0  # RFC 8628 §3.2
 SLOW_DOWN_STEP = 5.0  # RFC 8628 §3.5
-DESCRIPTION_LIMIT = 200
 # Idle pooled connections are dropped after this many seconds (``keepalive=True`` only):
 # well below common server idle timeouts (Node 5 s, nginx 75 s), so a connection is
 # rarely reused at the very moment the server closes it.
 KEEPALIVE_EXPIRY = 2.0
-# httpcore trace events (``extensions={"trace": ...}``) that tell how far a request got.
-_SENT_EVENT = "http11.send_request_body.complete"
-_CONNECT_PREFIX = "connection.connect_tcp."
-
-# OAuth error codes -> what the caller should do (when the preset says nothing more precise).
-_GRANT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
-_TRANSIENT_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
-# Response fields never copied into TokenResponse.extra: they are, or may be, credentials.
-_SECRET_FIELD_MARKERS = ("token", "secret", "code", "password", "assertion", "key")
-_SAFE_TOKEN_FIELDS = frozenset({"token_type"})
-
-
-def _is_safe_extra(key: str, value: Any) -> bool:
-    """Keep a response field in ``extra`` only when it cannot carry a credential."""
-    if not isinstance(value, (int, float, bool, type(None))) and not isinstance(value, str):
-        return False
-    lowered = key.lower()
-    if lowered in _SAFE_TOKEN_FIELDS or lowered.endswith("expires_in") or lowered.endswith("expires_on"):
-        return (isinstance(value, (int, float, str)) and not isinstance(value, bool)) or value is None
-    return not any(marker in lowered for marker in _SECRET_FIELD_MARKERS)
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    """Replace every value we sent (tokens, codes, secrets) and truncate provider text."""
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, REDACTED)
-    text = " ".join(text.split())  # no control characters or newlines from the provider
-    if len(text) > DESCRIPTION_LIMIT:
-        text = text[: DESCRIPTION_LIMIT - 1] + "…"
-    return text
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from ``now`` (delta-seconds or HTTP-date; RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - now)
-
-
-def _recorder(events: list[str]) -> Callable[[str, Mapping[str, Any]], None]:
-    """An httpcore ``trace`` callback that records event names (never their payloads)."""
-
-    def trace(name: str, info: Mapping[str, Any]) -> None:
-        events.append(name)
-
-    return trace
-
-
-def _request_sent(events: Sequence[str]) -> bool | None:
-    """Whether the request body was completely written (None: the transport reported nothing).
-
-    Only HTTP/1.1 events are understood; anything else (no events: a custom or mock
-    transport; HTTP/2) is unknown, and callers then assume the request was sent.
-    """
-    if not any(e.startswith("http11.") or e.startswith(_CONNECT_PREFIX) for e in events):
-        return None
-    if any(e.startswith("http2.") for e in events):
-        return None
-    return _SENT_EVENT in events
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 # A body that cannot be decoded (bad gzip, wrong charset) arrives after the provider acted:
 # it is a lost response like a dropped connection, not an internal error.
 _NETWORK_ERRORS = (httpx.TransportError, httpx.DecodingError)
@@ -281,8 +178,8 @@ class TokenClient:
             user_code=user_code,
             verification_uri=uri,
             verification_uri_complete=complete if isinstance(complete, str) else None,
-            expires_in=_number(data.get("expires_in")) or 600.0,
-            interval=_number(data.get("interval")) or DEFAULT_DEVICE_INTERVAL,
+            expires_in=answers.number(data.get("expires_in")) or 600.0,
+            interval=answers.number(data.get("interval")) or DEFAULT_DEVICE_INTERVAL,
             received_at=self._clock(),
         )
 
@@ -372,7 +269,7 @@ class TokenClient:
                 raise TransientProviderError(
                     f"discovery for issuer {issuer}: {url} answered HTTP {response.status_code}",
                     status_code=response.status_code,
-                    retry_after=parse_retry_after(response.headers.get("retry-after"), self._clock()),
+                    retry_after=answers.parse_retry_after(response.headers.get("retry-after"), self._clock()),
                 )
             try:
                 document = response.json()
@@ -494,10 +391,12 @@ class TokenClient:
         # not idempotent.
         events: list[str] = []
         try:
-            return self._http.post(url, data=body, headers=headers, extensions={"trace": _recorder(events)})
+            return self._http.post(
+                url, data=body, headers=headers, extensions={"trace": request_trace.recorder(events)}
+            )
         except _NETWORK_ERRORS as error:
-            delivered = _request_sent(events)
-            fresh_connection = any(e.startswith(_CONNECT_PREFIX) for e in events)
+            delivered = request_trace.request_sent(events)
+            fresh_connection = request_trace.opened_connection(events)
             # A timeout is not the idle-close race, and retrying it could double the time
             # the request holds its lease: it is classified as before, never retried.
             if delivered is not False or fresh_connection or isinstance(error, httpx.TimeoutException):
@@ -506,10 +405,15 @@ class TokenClient:
                 ) from None
         retry: list[str] = []
         try:
-            return self._fresh.post(url, data=body, headers=headers, extensions={"trace": _recorder(retry)})
+            return self._fresh.post(
+                url, data=body, headers=headers, extensions={"trace": request_trace.recorder(retry)}
+            )
         except _NETWORK_ERRORS as error:
             raise self._transport_error(
-                f"{what} for link {config.link!r}", url, error, sent=_request_sent(retry) is not False
+                f"{what} for link {config.link!r}",
+                url,
+                error,
+                sent=request_trace.request_sent(retry) is not False,
             ) from None
 
     def _transport_error(
@@ -555,62 +459,19 @@ class TokenClient:
     def _raise_for_error(
         self, config: ClientConfig, response: httpx.Response, *, what: str, sent: list[str]
     ) -> NoReturn:
-        status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock())
         try:
             data = response.json()
         except ValueError:
             data = None
-        code = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(code, str):
-            if status in (404, 405, 410):
-                host = urlsplit(str(response.url)).netloc
-                raise ProviderConfigError(
-                    f"{what} for link {config.link!r}: HTTP {status} from {host} (wrong endpoint URL?)",
-                    hint="check the endpoint URLs of the link (or its issuer)",
-                    status_code=status,
-                )
-            kind = response.headers.get("content-type", "no content type").split(";")[0]
-            raise TransientProviderError(
-                f"{what} for link {config.link!r}: HTTP {status} with a non-OAuth body ({kind})",
-                hint="the provider or a proxy in front of it failed; linkctl retries with backoff",
-                status_code=status,
-                retry_after=retry_after,
-            )
-        raw_description = data.get("error_description") if isinstance(data, dict) else None
-        description = (
-            _scrub(raw_description, sent + self._client_secret(config))
-            if isinstance(raw_description, str)
-            else None
-        )
-        code = _scrub(code, sent + self._client_secret(config))[:64]
-        preset = providers.find_preset(config.provider)
-        meaning = preset.explain(code, raw_description) if preset else None
-        message = f"{what} for link {config.link!r}: HTTP {status} {code}"
-        if meaning:
-            message += f": {meaning.meaning}"
-        if description:
-            message += f" (provider says: {description})"
-        hint = meaning.fix if meaning else None
-        common: dict[str, Any] = {
-            "hint": hint,
-            "oauth_error": code,
-            "status_code": status,
-            "retry_after": retry_after,
-        }
-        if status >= 500 or status == 429 or code in _TRANSIENT_ERRORS or code == "slow_down":
-            raise TransientProviderError(
-                message, **{**common, "hint": hint or "linkctl retries with backoff"}
-            )
-        error_class = meaning.error_class if meaning else None
-        if error_class == "transient":
-            raise TransientProviderError(message, **common)
-        if error_class == "needs_authorization" or (error_class is None and code in _GRANT_ERRORS):
-            raise GrantError(message, **{**common, "hint": hint or f"run `linkctl authorize {config.link}`"})
-        if code in ("authorization_pending", "access_denied", "expired_token"):
-            raise ProviderError(message, **common)
-        raise ProviderConfigError(
-            message, **{**common, "hint": hint or "check the link's client registration and spec"}
+        answers.raise_for_error(
+            config,
+            status=response.status_code,
+            headers=response.headers,
+            url=str(response.url),
+            data=data,
+            now=self._clock(),
+            what=what,
+            secrets=sent + self._client_secret(config),
         )
 
     @staticmethod
@@ -620,29 +481,4 @@ class TokenClient:
     def _token_response(
         self, config: ClientConfig, data: Mapping[str, Any], *, what: str, status: int
     ) -> TokenResponse:
-        access = data.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise ResponseLost(
-                f"{what} for link {config.link!r}: HTTP {status} without an access_token",
-                hint="the provider answered an incomplete token response; linkctl retries",
-                status_code=status,
-            )
-        refresh = data.get("refresh_token")
-        id_token = data.get("id_token")
-        token_type = data.get("token_type")
-        scope = data.get("scope")
-        return TokenResponse(
-            access_token=Secret(access),
-            refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
-            token_type=token_type if isinstance(token_type, str) else None,
-            expires_in=_number(data.get("expires_in")),
-            scope=scope if isinstance(scope, str) else None,
-            received_at=self._clock(),
-            id_token=Secret(id_token) if isinstance(id_token, str) and id_token else None,
-            extra={
-                k: v
-                for k, v in data.items()
-                if k not in ("access_token", "refresh_token", "id_token", "token_type", "expires_in", "scope")
-                and _is_safe_extra(k, v)
-            },
-        )
+        return answers.token_response(config, data, what=what, status=status, received_at=self._clock())

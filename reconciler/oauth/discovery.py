@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from reconciler.errors import ProviderConfigError
@@ -26,6 +26,19 @@ if TYPE_CHECKING:
 
 OIDC_SUFFIX = "/.well-known/openid-configuration"
 RFC8414_SUFFIX = "/.well-known/oauth-authorization-server"
+
+
+METADATA_MAX_AGE = 24 * 3600.0  # discovery documents change rarely; refetch daily
+
+
+class MetadataCache(Protocol):
+    """Where discovery documents are cached across processes (the store implements it)."""
+
+    def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
+        """A cached metadata document and when it was fetched."""
+
+    def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
+        """Cache a metadata document."""
 
 
 @dataclasses.dataclass(frozen=True)

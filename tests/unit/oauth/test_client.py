@@ -22,7 +22,8 @@ from reconciler.errors import (
     ResponseLost,
     TransientProviderError,
 )
-from reconciler.oauth.client import TokenClient, parse_retry_after
+from reconciler.oauth.answers import parse_retry_after
+from reconciler.oauth.client import TokenClient
 from reconciler.oauth.discovery import discovery_urls
 from reconciler.secrets import Secret
 
