@@ -43,8 +43,10 @@ def _paths_args(parser: argparse.ArgumentParser, *, required: bool = True) -> No
     )
 
 
-def output_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+def output_arg(parser: argparse.ArgumentParser, *, markdown: bool = False) -> None:
+    choices = ("text", "json", "markdown") if markdown else ("text", "json")
+    help_text = "output format (markdown: a pull-request comment)" if markdown else "output format"
+    parser.add_argument("-o", "--output", choices=choices, default="text", help=help_text)
 
 
 def _lock_arg(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +81,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("plan", help="show what apply would change (secrets redacted)")
     _paths_args(p)
-    output_arg(p)
+    output_arg(p, markdown=True)
     p.add_argument("--out", metavar="FILE", help="save the plan for `apply --plan FILE`")
     _prune_args(p, "plan deletion of links no longer declared")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when there are changes")
@@ -155,6 +157,10 @@ def _print_plan(ctx: Context, plan: Plan, *, output: str, verbose: bool) -> None
 
     if output == "json":
         ctx.json(plan.to_json())
+    elif output == "markdown":
+        from reconciler.render import render_markdown
+
+        ctx.stdout.write(render_markdown(plan, verbose=verbose))
     else:
         ctx.stdout.write(render_text(plan, verbose=verbose))
 

@@ -97,6 +97,10 @@ def test_plan_apply_then_no_op(cli: Linkctl) -> None:
     changed = cli("plan", "--detailed-exitcode", links, expect=2)
     assert "~ update alpha (google)" in changed.stdout
     assert 'scopes: ["https://mail.google.com/"] → ["https://mail.google.com/", "openid"]' in changed.stdout
+    markdown = cli("plan", "-o", "markdown", "--out", "plan.json", links)
+    assert markdown.stdout.startswith("**Plan:** 0 to create, 1 to update"), markdown
+    assert "### update: `alpha` (`google`)" in markdown.stdout and "alpha-secret-1" not in markdown.stdout
+    assert (cli.cwd / "plan.json").exists() and "plan saved" not in markdown.stderr + markdown.stdout
     as_json = cli("plan", "-o", "json", links).json()
     assert as_json["summary"]["update"] == 1 and as_json["summary"]["unchanged"] == 1
     cli("apply", links)
