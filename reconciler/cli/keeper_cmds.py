@@ -87,7 +87,9 @@ def register(subparsers: Any) -> None:
         help="keep every link's tokens fresh (daemon, or --once from cron)",
         description="Obtain client-credentials tokens and refresh every grant before it expires."
         " Exit status of --once: 0 unless a refresh failed or a link is broken (links that wait"
-        " for their first authorization are reported, not failures).",
+        " for their first authorization are reported, not failures); --once prints nothing when"
+        " nothing happened (no refresh attempted, nothing failed), so cron sends no mail."
+        " Stopped by SIGTERM/SIGINT, the daemon drains its in-flight refreshes and exits 0.",
     )
     keeper.add_argument("--once", action="store_true", help="refresh what is due now, then exit")
     keeper.add_argument("--workers", type=count, default=4, metavar="N", help="worker threads (default 4)")
@@ -113,6 +115,12 @@ def register(subparsers: Any) -> None:
         help="longest pause between looks at the store (default 5)",
     )
     keeper.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    keeper.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the summary even when nothing happened (by default --once is silent then, for cron)",
+    )
     keeper.set_defaults(handler=keeper_command)
 
 
@@ -198,8 +206,13 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
         client.close()
     if args.output == "json":
         ctx.json(report.as_dict())
-    else:
+    elif report.newsworthy or args.verbose:
         ctx.out(report.summary())
         for name, message in sorted({**report.broken, **report.failed}.items()):
             ctx.notice(f"  {name}: {message}")
+    if not args.once:
+        # Stopped by SIGTERM/SIGINT after a clean drain: errors recovered from earlier
+        # are in the store and the logs, not in the exit status (systemd would mark the
+        # unit failed on every stop). An error that stops the keeper raises instead.
+        return EXIT_OK
     return EXIT_OK if report.ok else EXIT_ERROR

@@ -41,6 +41,15 @@ class KeeperReport:
         """False when a refresh failed now or a link is broken; waiting links are not failures."""
         return not self.failed and not self.broken
 
+    @property
+    def newsworthy(self) -> bool:
+        """True when a refresh was attempted or something is broken (cron mails only for news).
+
+        A link that merely waits for its first authorization, or whose lease another
+        keeper held, is not news: ``keeper --once`` from cron stays silent then.
+        """
+        return bool(self.refreshed or self.obtained or self.failed or self.broken)
+
     def add(self, outcome: Outcome) -> None:
         """Count one outcome."""
         if outcome.result == REFRESHED:

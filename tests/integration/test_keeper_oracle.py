@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.support.oracle_links import (
     link_for,
     open_store,
     run,
+    spawn,
     state_env,
 )
 
@@ -107,8 +109,33 @@ def test_keeper_once_obtains_client_credentials_and_reports_waiting(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["obtained"] == ["machine"] and report["waiting_for_authorization"] == ["waiting"]
-    text = run(env, "keeper", "--once")
+    # Nothing due now (the machine token is fresh, "waiting" is not news): cron gets no mail.
+    quiet = run(env, "keeper", "--once")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == "", quiet
+    text = run(env, "keeper", "--once", "-v")
     assert text.returncode == 0 and "waiting for authorization 1" in text.stdout
+
+
+def test_the_daemon_exits_0_on_sigterm_after_recovering_from_an_error(oracle: OidcServer, tmp_path: Path) -> None:
+    env = state_env(tmp_path)
+    store = open_store(env)
+    with store.write(expected_serial=None, actor="test") as tx:
+        tx.put_link(link_for(oracle, oracle.register_machine_client(), "machine", grant="client_credentials"))
+    store.close()
+    oracle.fault("unavailable", retry_after=1, times=1)
+    daemon = spawn(env, "keeper", "--poll-interval", "0.2")
+    try:
+        deadline = time.monotonic() + 30
+        seen: list[object] = []
+        while time.monotonic() < deadline and seen[-1:] != [200]:  # the 503, then the token
+            time.sleep(0.1)
+            seen = [r.get("status") or r.get("fault") for r in oracle.requests()]
+        assert seen[:1] == ["unavailable"] and seen[-1:] == [200], seen
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=30)
+    # Recovered errors are in the store and the log, not in the exit status (systemd).
+    assert daemon.returncode == 0, err
 
 
 def test_transient_503_then_recovery(oracle: OidcServer, client: TokenClient, tmp_path: Path) -> None:
