@@ -116,7 +116,9 @@ def test_keeper_once_obtains_client_credentials_and_reports_waiting(
     assert text.returncode == 0 and "waiting for authorization 1" in text.stdout
 
 
-def test_the_daemon_exits_0_on_sigterm_after_recovering_from_an_error(oracle: OidcServer, tmp_path: Path) -> None:
+def test_the_daemon_exits_0_on_sigterm_after_recovering_from_an_error(
+    oracle: OidcServer, tmp_path: Path
+) -> None:
     env = state_env(tmp_path)
     store = open_store(env)
     with store.write(expected_serial=None, actor="test") as tx:
@@ -133,7 +135,7 @@ def test_the_daemon_exits_0_on_sigterm_after_recovering_from_an_error(oracle: Oi
         assert seen[:1] == ["unavailable"] and seen[-1:] == [200], seen
     finally:
         daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=30)
+        _, err = daemon.communicate(timeout=30)
     # Recovered errors are in the store and the log, not in the exit status (systemd).
     assert daemon.returncode == 0, err
 

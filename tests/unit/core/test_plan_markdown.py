@@ -13,7 +13,7 @@ def test_summary_first_then_a_section_per_change_with_secrets_redacted() -> None
     old = desired("a")
     plan = compute([desired("a", secret="other-canary", scopes=["a", "b"]), desired("b")], [stored(old)])
     text = render_markdown(plan)
-    first, *rest = text.splitlines()
+    first = text.splitlines()[0]
     assert first.startswith("**Plan:** 1 to create, 1 to update") and "(state serial 7)" in first
     assert "### create: `b` (`google`)" in text and "### update: `a` (`google`)" in text
     assert '- scopes: ["a"]' in text and '+ scopes: ["a", "b"]' in text
@@ -24,9 +24,7 @@ def test_summary_first_then_a_section_per_change_with_secrets_redacted() -> None
 def test_deletions_and_revocations_are_called_out_before_the_sections() -> None:
     gone, local = desired("gone"), desired("local")
     plan = compute([], [stored(gone), stored(local)], prune=True)
-    changes = tuple(
-        dataclasses.replace(c, revokes_tokens=c.link == "gone") for c in plan.changes
-    )
+    changes = tuple(dataclasses.replace(c, revokes_tokens=c.link == "gone") for c in plan.changes)
     text = render_markdown(dataclasses.replace(plan, changes=changes))
     warning = text.index("> [!WARNING]")
     assert warning < text.index("### 🗑 delete: `gone`")
