@@ -1,4 +1,4 @@
-"""``linkctl secrets encrypt|decrypt`` and ``linkctl keygen``: SOPS files and age identities.
+"""``linkctl secrets encrypt|decrypt|edit`` and ``linkctl keygen``: SOPS files and age identities.
 
 A thin edge over :mod:`reconciler.sops`; registered by :mod:`reconciler.cli`. Flags are
 named like sops's so muscle memory carries over. Heavy modules load inside handlers.
@@ -47,6 +47,17 @@ def register(subparsers: Any) -> None:
     dec.add_argument("file", metavar="FILE")
     dec.set_defaults(handler=_decrypt)
 
+    edit = sub.add_parser(
+        "edit",
+        help="edit a SOPS file's plaintext in $EDITOR, then encrypt it again (like `sops edit`)",
+        description="Decrypt FILE to a private temporary file (0600, in /dev/shm where it exists), open"
+        " $VISUAL or $EDITOR on it, and encrypt the result again for the same recipients and with the"
+        " same rule. The plaintext copy is removed whatever happens: the editor fails or is killed,"
+        " linkctl is stopped, or the text no longer parses (then FILE is left unchanged).",
+    )
+    edit.add_argument("file", metavar="FILE")
+    edit.set_defaults(handler=_edit)
+
     keygen = subparsers.add_parser("keygen", help="generate an age X25519 identity (like age-keygen)")
     keygen.add_argument("-o", "--output", metavar="FILE", help="write the identity to FILE (mode 0600)")
     keygen.set_defaults(handler=_keygen)
@@ -58,6 +69,12 @@ def _help(parser: argparse.ArgumentParser) -> Any:
         return 0
 
     return handler
+
+
+def _edit(args: argparse.Namespace, ctx: Context) -> int:
+    from reconciler.cli.secrets_edit import edit_command
+
+    return edit_command(args, ctx)
 
 
 def _read(path: str) -> str:

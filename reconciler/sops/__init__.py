@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError, CryptoError
 from reconciler.sops.config import EncryptionRule
+
+if TYPE_CHECKING:
+    from reconciler.sops.tree import KeyPlan
 
 __all__ = [
     "LINK_DEFAULT_RULE",
@@ -188,6 +191,70 @@ def encrypt_text(
         docs, filename=filename, plan=tree.KeyPlan(groups, threshold), rule=chosen
     )
     return dump_documents(encrypted, fmt=fmt, yaml_indent=cfg.yaml_indent, json_indent=cfg.json_indent)
+
+
+def reencrypt_text(plaintext: str, *, like: str, filename: str, fmt: str, env: Mapping[str, str]) -> str:
+    """Encrypt ``plaintext`` for the recipients, Shamir threshold and rule of the encrypted file ``like``.
+
+    What ``secrets edit`` writes back: the file keeps who can read it and which values are
+    encrypted, whatever ``.sops.yaml`` says now (as ``sops edit`` does); a new data key is drawn.
+    """
+    from reconciler.sops import config, tree
+
+    meta = _sops_block(like, filename=filename, fmt=fmt)
+    plan = _key_plan(meta, filename)
+    rule = EncryptionRule.from_mapping(meta, f"{filename}: sops")
+    docs = _parse(plaintext, filename=filename, fmt=fmt, comments=True)
+    if any("sops" in doc for doc in docs):
+        raise CryptoError(f"{filename}: the edited text has a top-level 'sops' key; remove it")
+    try:
+        cfg = config.load_config(config.find_config(env=env, cwd=os.getcwd()))
+    except ConfigError:
+        cfg = config.SopsConfig(path=None)  # only the indentation comes from it
+    encrypted = tree.encrypt_documents(docs, filename=filename, plan=plan, rule=rule)
+    return dump_documents(encrypted, fmt=fmt, yaml_indent=cfg.yaml_indent, json_indent=cfg.json_indent)
+
+
+def _sops_block(text: str, *, filename: str, fmt: str) -> Mapping[str, Any]:
+    docs = _parse(text, filename=filename, fmt=fmt)
+    meta = docs[0].get("sops")
+    if not isinstance(meta, dict):
+        raise CryptoError(f"{filename}: not a SOPS file (no top-level 'sops' key)")
+    return meta
+
+
+def _key_plan(meta: Mapping[str, Any], filename: str) -> KeyPlan:
+    from reconciler.sops import config, tree
+
+    def recipients(holder: Mapping[str, Any], where: str) -> tuple[str, ...]:
+        other = [kind for kind in config.OTHER_KEY_TYPES if holder.get(kind)]
+        if other:
+            raise CryptoError(
+                f"{filename}: {where} has {', '.join(other)} keys; linkctl writes age recipients only"
+                " (refusing rather than silently dropping those keys); use `sops edit` for this file"
+            )
+        entries = holder.get("age") or []
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("recipient"), str) for e in entries
+        ):
+            raise CryptoError(f"{filename}: {where}.age is not a list of recipients")
+        return tuple(e["recipient"] for e in entries)
+
+    groups_meta = meta.get("key_groups")
+    if isinstance(groups_meta, list) and groups_meta:
+        groups = tuple(
+            recipients(group if isinstance(group, dict) else {}, f"sops.key_groups[{index}]")
+            for index, group in enumerate(groups_meta)
+        )
+        threshold = meta.get("shamir_threshold") or 0
+        if not isinstance(threshold, int):
+            raise CryptoError(f"{filename}: sops.shamir_threshold is not a number")
+        plan = tree.KeyPlan(groups, threshold)
+    else:
+        plan = tree.KeyPlan((recipients(meta, "sops"),))
+    if not plan.groups or any(not group for group in plan.groups):
+        raise CryptoError(f"{filename}: the file names no age recipient to encrypt for again")
+    return plan
 
 
 def _split_recipients(values: Sequence[str]) -> tuple[str, ...]:

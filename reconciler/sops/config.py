@@ -27,7 +27,7 @@ SELECTORS = (
     "unencrypted_comment_regex",
     "encrypted_comment_regex",
 )
-_OTHER_KEY_TYPES = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hckms", "hc_vault")
+OTHER_KEY_TYPES = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri", "hckms", "hc_vault")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _age_list(value: Any, where: str) -> list[str]:
 
 
 def _other_keys(data: Mapping[str, Any]) -> list[str]:
-    return [name for name in _OTHER_KEY_TYPES if data.get(name)]
+    return [name for name in OTHER_KEY_TYPES if data.get(name)]
 
 
 def load_config(path: Path | None) -> SopsConfig:

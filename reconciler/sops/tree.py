@@ -242,7 +242,10 @@ def decrypt_documents(
 
 
 def _check_mac(walker: _Walker, stored: Any, lastmodified: Any, computed: str, filename: str) -> None:
-    hint = "the file was modified without sops; restore it from git (or pass --ignore-mac if you are sure)"
+    hint = (
+        "the file was modified without sops; restore it from git (or pass --ignore-mac if you are sure)."
+        " Edit encrypted files with `linkctl secrets edit FILE` (or `sops edit`), which keeps the MAC"
+    )
     if not isinstance(stored, str) or not stored:
         raise CryptoError(
             f"{filename}: MAC mismatch: the file has no MAC (it was modified without sops)", hint=hint
