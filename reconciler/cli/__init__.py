@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "reconciler.cli.secrets_cmds",
     "reconciler.cli.oauth_cmds",
     "reconciler.cli.keeper_cmds",
+    "reconciler.cli.completion",
 )
 
 EPILOG = """\
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    from reconciler.cli.parser_finish import finish
+
+    finish(parser)
     return parser
 
 
@@ -97,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
     disable_core_dumps()
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see cli.completion)
+        from reconciler.cli.completion import complete
+
+        complete(parser)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
