@@ -19,6 +19,7 @@ from reconciler import __version__
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
+    "reconciler.cli.init_cmds",
     "reconciler.cli.core_cmds",
     "reconciler.cli.inspect_cmds",
     "reconciler.cli.secrets_cmds",

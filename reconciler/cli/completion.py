@@ -27,11 +27,6 @@ def register(subparsers: Any) -> None:
         help="print the shell completion script for bash, zsh or fish",
         description="Print a completion script generated from linkctl's parser (commands, flags,"
         " choices, and link names from the store).",
-        epilog="examples:\n"
-        "  source <(linkctl completion bash)            # in ~/.bashrc\n"
-        '  linkctl completion zsh > "${fpath[1]}/_linkctl"\n'
-        "  linkctl completion fish > ~/.config/fish/completions/linkctl.fish",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
     parser.set_defaults(handler=completion_command)

@@ -20,6 +20,10 @@ GLOBAL_OPTIONS: tuple[tuple[str, dict[str, object]], ...] = (
 
 # Two or three examples per command, shown at the end of its --help (and in docs/cli.md).
 EXAMPLES: dict[str, tuple[str, ...]] = {
+    "init": (
+        "linkctl init links --base-url https://wiki.example.com",
+        "linkctl init --base-url https://wiki.example.com --recipient age1…   # a key you already have",
+    ),
     "validate": (
         "linkctl validate links/",
         "linkctl validate -o json links/ | jq '.diagnostics[]'",
@@ -81,6 +85,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "token": (
         "TOKEN=$(linkctl token support-gmail --min-valid 300)",
         "linkctl token support-gmail -o json | jq -r .expires_at",
+    ),
+    "completion": (
+        "source <(linkctl completion bash)   # in ~/.bashrc",
+        'linkctl completion zsh > "${fpath[1]}/_linkctl"',
+        "linkctl completion fish > ~/.config/fish/completions/linkctl.fish",
     ),
     "keeper": (
         "linkctl keeper   # a daemon; SIGTERM drains and exits 0",
