@@ -127,6 +127,11 @@ class InvalidConfiguration(ConfigError):
     def __str__(self) -> str:
         return self.message
 
+    def as_json(self) -> dict[str, object]:
+        """Also every diagnostic in its documented JSON form (file, line, column, hint)."""
+        found = [d.to_json() for d in self.diagnostics if hasattr(d, "to_json")]
+        return {**super().as_json(), "diagnostics": found}
+
 
 class ConflictError(LinkctlError):
     """Another writer got there first; retry later or re-plan."""

@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
         metavar="PATH",
         help="compute it from declared files instead of the store",
     )
+    output_arg(p)
     p.set_defaults(handler=cmd_redirect_url)
 
     p = subparsers.add_parser("state", help="inspect the store and its lock")
@@ -61,6 +62,7 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("schema", help="print or write the JSON Schemas of the declared kinds")
     p.add_argument("--write", metavar="DIR", help="write *.schema.json files into DIR")
+    output_arg(p)
     p.set_defaults(handler=cmd_schema)
 
 
@@ -145,7 +147,7 @@ def cmd_redirect_url(args: argparse.Namespace, ctx: Context) -> int:
             raise LinkctlError("no Instance document with spec.baseUrl in those files")
         if args.name not in {link.name for link in result.links}:
             raise LinkctlError(f"no link named {args.name!r} is declared in those files")
-        ctx.out(redirect_url(result.instance.spec.baseUrl, args.name))
+        _print_redirect_url(ctx, args, redirect_url(result.instance.spec.baseUrl, args.name), "files")
         return EXIT_OK
     from reconciler.services.views import stored_link
 
@@ -153,8 +155,15 @@ def cmd_redirect_url(args: argparse.Namespace, ctx: Context) -> int:
     url = link.spec.get("redirectUri")
     if not url:
         raise LinkctlError(f"link {args.name!r} has no redirect URL (grant {link.spec.get('grant')})")
-    ctx.out(url)
+    _print_redirect_url(ctx, args, url, "store")
     return EXIT_OK
+
+
+def _print_redirect_url(ctx: Context, args: argparse.Namespace, url: str, source: str) -> None:
+    if args.output == "json":
+        ctx.json({"name": args.name, "redirect_url": url, "from": source})
+    else:
+        ctx.out(url)
 
 
 @reads_only
@@ -238,6 +247,9 @@ def cmd_schema(args: argparse.Namespace, ctx: Context) -> int:
     from reconciler.models import json_schemas, render_schema
 
     schemas = json_schemas()
+    if not args.write and args.output == "json":
+        ctx.json(schemas)  # one document: {file name: schema}
+        return EXIT_OK
     if not args.write:
         ctx.stdout.write(render_schema(schemas["linkctl.schema.json"]))
         for name in ("outgoing-link.schema.json", "instance.schema.json"):
@@ -250,5 +262,8 @@ def cmd_schema(args: argparse.Namespace, ctx: Context) -> int:
             (target / name).write_text(render_schema(schema), encoding="utf-8")
     except OSError as exc:
         raise StateError(f"cannot write schemas to {target}: {exc.strerror}") from None
-    ctx.notice(f"wrote {len(schemas)} schema file(s) to {target}")
+    if args.output == "json":
+        ctx.json({"written": [str(target / name) for name in schemas]})
+    else:
+        ctx.notice(f"wrote {len(schemas)} schema file(s) to {target}")
     return EXIT_OK

@@ -173,11 +173,7 @@ def render_error(error: LinkctlError, stream: TextIO) -> None:
 
 
 def render_json_error(error: LinkctlError, stream: TextIO) -> None:
-    """A failure of a command run with ``-o json`` as one JSON object.
-
-    On stdout, where the command's JSON goes: a script parses exactly one document either
-    way and tells them apart by the exit code (stderr may also carry log lines).
-    """
+    """A failure of a command run with ``-o json`` as one JSON object on ``stream`` (see :func:`_report`)."""
     stream.write(json.dumps(error.as_json(), indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -195,15 +191,27 @@ def _store_failure(error: Exception, ctx: Context) -> LinkctlError | None:
     return store_failure(error, url)
 
 
+def _report(error: LinkctlError, args: argparse.Namespace, ctx: Context) -> None:
+    """Render a failure once: with ``-o json`` as a JSON object, else as text on stderr.
+
+    ``token`` (``json_errors``) puts its JSON failure on stdout, where the token's JSON would
+    be (its documented contract); every other command keeps stdout for data and writes the
+    JSON failure to stderr.
+    """
+    if getattr(args, "output", None) != "json":
+        render_error(error, ctx.stderr)
+    elif getattr(args, "json_errors", False):
+        render_json_error(error, ctx.stdout)
+    else:
+        render_json_error(error, ctx.stderr)
+
+
 def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int:
     """Run a command handler and turn its outcome into an exit code."""
     try:
         return handler(args, ctx)
     except LinkctlError as error:
-        if getattr(args, "json_errors", False) and getattr(args, "output", None) == "json":
-            render_json_error(error, ctx.stdout)
-        else:
-            render_error(error, ctx.stderr)
+        _report(error, args, ctx)
         return error.exit_code
     except KeyboardInterrupt:
         ctx.stderr.write("interrupted\n")
@@ -213,13 +221,22 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
     except Exception as error:
         failure = _store_failure(error, ctx)
         if failure is not None:
-            render_error(failure, ctx.stderr)
+            _report(failure, args, ctx)
             return failure.exit_code
         if getattr(args, "debug", False):
             traceback.print_exc(file=ctx.stderr)
         # Without --debug only the type: a library's message may quote input, and input may
         # hold a secret.
         detail = f": {error}" if getattr(args, "debug", False) else ""
+        if getattr(args, "output", None) == "json":
+            internal = {
+                "error": "internal_error",
+                "message": f"internal error: {type(error).__name__}{detail}",
+                "hint": "this is a bug in linkctl; rerun with --debug and report the traceback",
+                "exit_code": EXIT_ERROR,
+            }
+            ctx.stderr.write(json.dumps(internal, indent=2, sort_keys=True) + "\n")
+            return EXIT_ERROR
         ctx.stderr.write(
             f"internal error: {type(error).__name__}{detail}\n"
             "  hint: this is a bug in linkctl; rerun with --debug and report the traceback\n"
