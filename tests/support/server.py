@@ -104,7 +104,9 @@ def serve(env: Mapping[str, str], *args: str, startup_timeout: float = 30) -> It
                     served = Served(match.group(1), process, log_path, env)
                     break
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"linkctl serve did not start:\n{log_path.read_text(errors='replace')}")
+                    raise RuntimeError(
+                        f"linkctl serve did not start:\n{log_path.read_text(errors='replace')}"
+                    )
                 time.sleep(0.05)
             while True:  # the socket is bound before the app is up: wait for an answer
                 try:
