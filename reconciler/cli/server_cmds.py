@@ -228,8 +228,24 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal to the handlers it
+    # found: these make that a clean exit 0, like `linkctl keeper`'s.
+    import signal
+
+    stopped: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stopped.append(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    server = uvicorn.Server(config)
     try:
-        uvicorn.Server(config).run()
+        server.run()
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started and not stopped:
+        raise LinkctlError("the server did not start; see the messages above")
+    if stopped:
+        ctx.notice(f"linkctl serve: stopped by {signal.Signals(stopped[0]).name}")
     return EXIT_OK
