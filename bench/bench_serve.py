@@ -333,9 +333,7 @@ def main() -> int:
         if label in results:
             print(f"ratio token API / {label}: {ours['rps'] / results[label]['rps']:.2f}")
     print(f"serve --keeper RSS with {opts.links} links: {idle_rss[0]:.0f} MiB after start-up,")
-    print(
-        f"  {loaded_rss[0]:.0f} MiB after the load (peaks summed {loaded_rss[1]:.0f} MiB; main + worker process)"
-    )
+    print(f"  {loaded_rss[0]:.0f} MiB after the load (peaks summed {loaded_rss[1]:.0f} MiB; main + worker)")
     print(f"GET /v1/links of {opts.links} links: {list_seconds:.2f} s; access log lines written: {log_lines}")
     return 0
 
