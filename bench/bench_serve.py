@@ -300,6 +300,26 @@ def main() -> int:
                     f"http://127.0.0.1:{port}{path}", duration=opts.duration, connections=opts.connections
                 )
 
+        # The same app on uvicorn (for the choice of server; `serve` itself runs granian).
+        port = free_port()
+        app_args = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "reconciler.server.app:app_from_environment",
+        ]
+        app_env = {**env, "LINKCTL_SERVE_OPTIONS": json.dumps({"keeper": True})}
+        app_args += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
+        with running([*pin(0), *app_args], env=app_env, log=tmp / "uvicorn.log"):
+            wait_http(f"http://127.0.0.1:{port}/openapi.json")
+            results["linkctl app on uvicorn (token API)"] = wrk(
+                f"http://127.0.0.1:{port}{path}",
+                duration=opts.duration,
+                connections=opts.connections,
+                key=key,
+            )
+
         port = free_port()
         serve = [sys.executable, "-m", "reconciler", "serve", "--keeper", "--listen", f"127.0.0.1:{port}"]
         with running([*pin(0), *serve], env=env, log=tmp / "serve.log") as pid:
@@ -332,6 +352,10 @@ def main() -> int:
     for label in ("nginx static (1 worker)", "bare Starlette on uvicorn", "bare Starlette on granian"):
         if label in results:
             print(f"ratio token API / {label}: {ours['rps'] / results[label]['rps']:.2f}")
+    on_uvicorn = (
+        results["linkctl app on uvicorn (token API)"]["rps"] / results["bare Starlette on uvicorn"]["rps"]
+    )
+    print(f"ratio app on uvicorn / bare Starlette on uvicorn: {on_uvicorn:.2f}")
     print(f"serve --keeper RSS with {opts.links} links: {idle_rss[0]:.0f} MiB after start-up,")
     print(f"  {loaded_rss[0]:.0f} MiB after the load (peaks summed {loaded_rss[1]:.0f} MiB; main + worker)")
     print(f"GET /v1/links of {opts.links} links: {list_seconds:.2f} s; access log lines written: {log_lines}")
