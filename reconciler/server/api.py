@@ -181,15 +181,25 @@ def _min_valid_of(query: bytes) -> float:
         raise ApiError(400, "invalid_request", f"min_valid {exc}") from None
 
 
-async def token_body(
+def _read_token(
     ctx: ServerContext, scope: MutableMapping[str, Any], name: str, key: str | None
-) -> bytes:
-    """The JSON answer of ``GET /v1/links/{name}/token``; raises what :func:`from_error` maps."""
+) -> tuple[Grant | None, float]:
+    """Check the key and read the stored grant: the grant if fresh enough (else None), and min_valid."""
     record = link_key_of(ctx, scope, key)
     min_valid = _min_valid_of(scope.get("query_string", b""))
     if not apikeys.allows(record, name):
         raise not_allowed(name)
-    grant = stored_token(ctx.store(), name, min_valid=min_valid, now=ctx.clock())
+    return stored_token(ctx.store(), name, min_valid=min_valid, now=ctx.clock()), min_valid
+
+
+async def token_body(
+    ctx: ServerContext, scope: MutableMapping[str, Any], name: str, key: str | None
+) -> bytes:
+    """The JSON answer of ``GET /v1/links/{name}/token``; raises what :func:`from_error` maps."""
+    if ctx.inline_reads:  # a local SQLite read takes microseconds: not worth a thread hop
+        grant, min_valid = _read_token(ctx, scope, name, key)
+    else:  # a network store must not stall the event loop
+        grant, min_valid = await run_in_threadpool(_read_token, ctx, scope, name, key)
     if grant is None:
         grant = await run_in_threadpool(_refresh, ctx, name, min_valid)
     assert grant is not None and grant.access_token is not None

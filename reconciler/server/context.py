@@ -47,6 +47,11 @@ class ServerContext:
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
     _touched: dict[str, float] = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def inline_reads(self) -> bool:
+        """Whether quick store reads may run on the event loop (a local SQLite file: yes)."""
+        return self.settings.state_url.lower().startswith("sqlite:")
+
     def store(self) -> Store:
         """This thread's store connection (opened on first use, closed by :meth:`close`)."""
         store: Store | None = getattr(self._local, "store", None)
