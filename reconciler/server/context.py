@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from reconciler.domain.clock import Clock
@@ -43,7 +44,8 @@ class ServerContext:
     notice: Any = None  # Callable[[str], None] for store-opening notes; None: stderr
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # for the pages/ops parts
     _local: threading.local = dataclasses.field(default_factory=threading.local, repr=False)
-    _opened: list[Store] = dataclasses.field(default_factory=list, repr=False)
+    # Weak: a pool thread that ends drops its store (and its connection) with its thread-locals.
+    _opened: weakref.WeakSet[Store] = dataclasses.field(default_factory=weakref.WeakSet, repr=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
     _touched: dict[str, float] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -59,7 +61,7 @@ class ServerContext:
             store = self.open_store()
             self._local.store = store
             with self._lock:
-                self._opened.append(store)
+                self._opened.add(store)
         return store
 
     def open_store(self) -> Store:
@@ -91,7 +93,7 @@ class ServerContext:
     def close(self) -> None:
         """Close every store connection opened through :meth:`store`."""
         with self._lock:
-            opened, self._opened = self._opened, []
+            opened, self._opened = list(self._opened), weakref.WeakSet()
         for store in opened:
             # A connection of a thread that is gone: nothing to keep.
             with contextlib.suppress(Exception):
