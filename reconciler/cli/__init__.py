@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "reconciler.cli.oauth_cmds",
     "reconciler.cli.keeper_cmds",
     "reconciler.cli.completion",
+    "reconciler.cli.server_cmds",
 )
 
 EPILOG = """\
