@@ -22,6 +22,7 @@ from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.store.grants import GrantStore
+from reconciler.store.notifications import Notifications
 from reconciler.store.pending import PendingAuthorizations
 
 
@@ -122,7 +123,7 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore, PendingAuthorizations):
+class Store(GrantStore, PendingAuthorizations, Notifications):
     """A state backend. Implementations are safe to use from one thread each.
 
     Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,

@@ -34,7 +34,14 @@ from typing import Any
 from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending
+from reconciler.store import (
+    base,
+    sealing,
+    sqlite_grants,
+    sqlite_leases,
+    sqlite_notifications,
+    sqlite_pending,
+)
 from reconciler.store.schema import load_migrations, split_statements
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
 from reconciler.store.sqlite_lock import SQLiteApplyLock
@@ -76,6 +83,7 @@ class SQLiteStore(
     sqlite_leases.SQLiteLeases,
     sqlite_grants.SQLiteGrants,
     sqlite_pending.SQLitePendingAuthorizations,
+    sqlite_notifications.SQLiteNotifications,
     base.Store,
 ):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
