@@ -22,6 +22,7 @@ from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.store.grants import GrantStore
+from reconciler.store.health import StoreHealth
 from reconciler.store.notifications import Notifications
 from reconciler.store.pending import PendingAuthorizations
 
@@ -123,7 +124,7 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore, PendingAuthorizations, Notifications):
+class Store(GrantStore, PendingAuthorizations, Notifications, StoreHealth):
     """A state backend. Implementations are safe to use from one thread each.
 
     Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,

@@ -38,6 +38,7 @@ from reconciler.store import (
     base,
     sealing,
     sqlite_grants,
+    sqlite_health,
     sqlite_leases,
     sqlite_notifications,
     sqlite_pending,
@@ -84,6 +85,7 @@ class SQLiteStore(
     sqlite_grants.SQLiteGrants,
     sqlite_pending.SQLitePendingAuthorizations,
     sqlite_notifications.SQLiteNotifications,
+    sqlite_health.SQLiteHealth,
     base.Store,
 ):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
