@@ -44,6 +44,7 @@ from reconciler.store import (
     sqlite_pending,
 )
 from reconciler.store.schema import load_migrations, split_statements
+from reconciler.store.sqlite_api_keys import SQLiteApiKeys
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
 from reconciler.store.sqlite_lock import SQLiteApplyLock
 from reconciler.store.sqlite_open import (
@@ -61,6 +62,7 @@ from reconciler.store.sqlite_open import (
     verify_key,
     warn_if_shared,
 )
+from reconciler.store.sqlite_sessions import SQLiteSessions
 
 # Importable from here as before this module was split.
 __all__ = ["SQLiteStore", "load_migrations", "split_statements", "sqlite_path", "store_failure"]
@@ -84,6 +86,8 @@ class SQLiteStore(
     sqlite_leases.SQLiteLeases,
     sqlite_grants.SQLiteGrants,
     sqlite_pending.SQLitePendingAuthorizations,
+    SQLiteApiKeys,
+    SQLiteSessions,
     sqlite_notifications.SQLiteNotifications,
     sqlite_health.SQLiteHealth,
     base.Store,
