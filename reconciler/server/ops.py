@@ -1,7 +1,9 @@
 """Operations endpoints of ``linkctl serve``: ``/healthz``, ``/readyz``, ``/metrics``, and the notifier.
 
 :func:`routes` is what :func:`reconciler.server.app.create_app` mounts; the handlers find
-the process's :class:`Operations` on ``request.app.state.operations``. One
+the process's :class:`Operations` in the context (``ctx.extras["operations"]``, made by
+:meth:`Operations.for_context`), and :class:`RequestMetrics` (a middleware) counts the
+token API's answers by status. One
 :class:`Operations` per process holds the :class:`~reconciler.server.metrics.Metrics`
 registry, the status-webhook :class:`~reconciler.services.notify.NotifierThread`
 (started and stopped with the app) and a store connection per request thread for the
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.errors import LinkctlError
 from reconciler.server.metrics import CONTENT_TYPE, Metrics, StoreSnapshot
@@ -27,9 +30,11 @@ from reconciler.services.notify import NotifierThread, NotifyPolicy
 
 if TYPE_CHECKING:
     from reconciler.keeper import Outcome, TokenClientLike
+    from reconciler.server.context import ServerContext
     from reconciler.store.base import Store
 
-__all__ = ["Operations", "routes"]
+__all__ = ["Operations", "RequestMetrics", "operations_of", "routes"]
+OPERATIONS = "operations"  # the key in ServerContext.extras
 
 # Nothing here may be cached by a proxy: a stale "ready" is worse than none.
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -57,9 +62,30 @@ class Operations:
             store_factory, actor=actor, policy=policy, observe=self.metrics.observe_notification
         )
 
+    @classmethod
+    def for_context(cls, ctx: ServerContext) -> Operations:
+        """The operations of a ``serve`` process (``LINKCTL_NOTIFY_*`` read now: a bad one stops start-up)."""
+        import os
+
+        from reconciler.settings import process_actor
+        from reconciler.store import open_store
+
+        settings, notice = ctx.settings, ctx.notice
+
+        def factory() -> Store:
+            # Never create or migrate: serve did that at start-up; a vanished store stays missing.
+            return open_store(settings, notice=notice or _quiet, create=False)
+
+        return cls(
+            factory,
+            actor=process_actor(os.environ),
+            policy=NotifyPolicy.from_env(os.environ),
+            clock=ctx.clock,
+        )
+
     # -- hooks for the rest of the server ------------------------------------------------
     def observe_request(self, status: int) -> None:
-        """Count one token API answer (call once per ``/v1/links/{name}/token`` response)."""
+        """Count one token API answer (:class:`RequestMetrics` calls it once per ``/v1/`` response)."""
         self.metrics.observe_request(status)
 
     def keeper_observer(self) -> Callable[[Outcome], None]:
@@ -134,9 +160,42 @@ def _reason(error: Exception) -> str:
     return f"the store failed ({type(error).__name__})"
 
 
-def _operations(request: Request) -> Operations:
-    operations: Operations = request.app.state.operations
+def _quiet(text: str) -> None:
+    import logging
+
+    logging.getLogger("linkctl.server").info(text)
+
+
+def operations_of(request: Request) -> Operations:
+    """The process's :class:`Operations` from a request."""
+    from reconciler.server.context import context_of
+
+    operations: Operations = context_of(request).extras[OPERATIONS]
     return operations
+
+
+_operations = operations_of
+
+
+class RequestMetrics:
+    """ASGI middleware: counts every answer under ``/v1/`` (the token API) by HTTP status."""
+
+    def __init__(self, app: ASGIApp, *, operations: Operations) -> None:
+        self.app = app
+        self.operations = operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count its response status when it starts."""
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.operations.observe_request(int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting)
 
 
 def healthz(request: Request) -> Response:

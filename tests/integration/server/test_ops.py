@@ -1,32 +1,29 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` of ``linkctl serve`` over a real store and the oracle.
+"""``/healthz``, ``/readyz``, ``/metrics`` and status webhooks of a real ``linkctl serve --keeper``.
 
-The families are read back with prometheus_client's own text parser; the keeper that feeds
-the refresh counters and the latency histogram is the real one, refreshing at the real
-oidc-provider, observed through the hooks ``serve --keeper`` gives it.
+The store holds links authorized at the real oidc-provider; one of them has its refresh
+token revoked there. ``serve --keeper`` refreshes both: the counters and the latency
+histogram come from its keeper, the token API counter from real requests, the store
+gauges from the store, each family read back with prometheus_client's own text parser;
+the revoked link turns ``needs_authorization`` and serve's notifier POSTs that change,
+signed, to a real receiver. Readiness turns 503 when the store's schema is newer than
+this linkctl, and when the store file vanishes (never re-created by the probe).
 """
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.testclient import TestClient
-
-from reconciler import keeper
+from reconciler.domain.notify import NotifyTargetDecl, target_origin
 from reconciler.oauth.client import TokenClient
-from reconciler.server import ops
-from reconciler.settings import Settings
-from reconciler.store import open_store as open_by_url
-from reconciler.store.base import Store
+from reconciler.secrets import Secret
+from reconciler.services.notify import Notifier, verify
 from reconciler.store.schema import load_migrations
 from tests.support.oracle import OidcServer
-from tests.support.oracle_links import add_authorized_links, open_store, state_env
+from tests.support.oracle_links import add_authorized_links, open_store, revoke_refresh_token, state_env
+from tests.support.server import Served, create_key, serve
+from tests.support.webhooks import Receiver
 
 FAMILIES = {
     "linkctl_token_requests": "counter",
@@ -39,42 +36,14 @@ FAMILIES = {
     "linkctl_notifications_pending": "gauge",
     "linkctl_store_up": "gauge",
 }
+HOOK_KEY = "ops-test-webhook-signing-key-01"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Offset:
-    """Real time plus an offset the test moves."""
+def _families(text: str) -> dict[str, Samples]:
+    from prometheus_client.parser import text_string_to_metric_families
 
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-def _client(env: dict[str, str], clock: Offset) -> tuple[TestClient, ops.Operations]:
-    settings = Settings.from_env(env)
-    # As serve does: the stores of request threads never create or migrate (create=False).
-    operations = ops.Operations(
-        lambda: open_by_url(settings, notice=lambda _: None, create=False), actor="t", clock=clock
-    )
-    app = Starlette(routes=ops.routes())
-    app.state.operations = operations
-    return TestClient(app), operations
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[dict[str, str], TestClient, ops.Operations, Offset]]:
-    env = state_env(tmp_path)
-    open_store(env).close()
-    clock = Offset()
-    client, operations = _client(env, clock)
-    with client:
-        yield env, client, operations, clock
-    operations.stop()
-
-
-def _families(text: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
-    found: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    found: dict[str, Samples] = {}
     for family in text_string_to_metric_families(text):
         samples = found.setdefault(f"{family.name}:{family.type}", {})
         for sample in family.samples:
@@ -82,95 +51,111 @@ def _families(text: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...
     return found
 
 
-def test_healthz_and_readyz_when_all_is_well(served: tuple) -> None:  # type: ignore[type-arg]
-    _, client, _, _ = served
-    alive = client.get("/healthz")
-    assert alive.status_code == 200 and alive.json() == {"status": "ok"}
-    ready = client.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "schema_version": len(load_migrations())}
-    assert ready.headers["cache-control"] == "no-store"
+def _scrape_until(served: Served, ready: str, timeout: float = 20) -> str:
+    """/metrics once ``ready`` appears in it (the in-process keeper works meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = served.get("/metrics").text
+        if ready in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
 
 
-def test_readyz_is_503_for_a_newer_schema_and_for_a_vanished_store(served: tuple) -> None:  # type: ignore[type-arg]
-    env, client, _, _ = served
-    assert client.get("/readyz").status_code == 200
-    db = Path(env["LINKCTL_STATE"].removeprefix("sqlite:///"))
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (len(load_migrations()) + 1,))
-    conn.close()
-    newer = client.get("/readyz")
-    assert newer.status_code == 503
-    assert newer.json()["status"] == "not_ready" and "upgrade linkctl" in newer.json()["reason"]
-    db.rename(db.with_suffix(".moved"))
-    gone = client.get("/readyz")
-    assert gone.status_code == 503 and "is gone" in gone.json()["reason"]
-    again = client.get("/readyz")  # opened anew, and never created again
-    assert again.status_code == 503 and "not ready" in again.json()["reason"]
-    assert not db.exists()
-    assert client.get("/healthz").status_code == 200  # alive, just not ready
-    scrape = client.get("/metrics")  # counters still served, the store marked down
-    assert scrape.status_code == 200
-    assert _families(scrape.text)["linkctl_store_up:gauge"][("linkctl_store_up", ())] == 0
-
-
-def test_metrics_families_from_the_keeper_the_api_and_the_store(
-    served: tuple,  # type: ignore[type-arg]
-    oracle: OidcServer,
-    client: TokenClient,
-) -> None:
-    env, http, operations, clock = served
-    store: Store = open_store(env)
-    registered = add_authorized_links(oracle, store, ["crm", "erp"], client)
-    clock.offset += 61  # the 60 s access tokens are due
-    runner = keeper.Keeper(
-        store,
-        operations.timed_client(client),
-        clock=clock,
-        rng=random.Random(1),
-        observe=operations.keeper_observer(),
-    )
-    assert sorted(runner.run_once().refreshed) == ["crm", "erp"]
-    for status in (200, 200, 401, 409):
-        operations.observe_request(status)
-    scrape = http.get("/metrics")
-    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
-    families = _families(scrape.text)
+def test_serve_keeper_metrics_and_webhooks(oracle: OidcServer, client: TokenClient, tmp_path: Path) -> None:
+    env = state_env(tmp_path)
+    env["LINKCTL_NOTIFY_INTERVAL"] = "0.2"
+    with Receiver().running() as receiver:
+        with open_store(env) as store:
+            registered = add_authorized_links(oracle, store, ["crm", "erp"], client)
+            decl = NotifyTargetDecl(Secret(receiver.url), Secret(HOOK_KEY), target_origin(receiver.url))
+            store.put_notify_targets([decl], actor="test", now=time.time())
+            Notifier(store, None, actor="test").detect()  # the baseline: both healthy
+            erp = store.get_grant("erp", with_tokens=True)
+            assert erp is not None and erp.refresh_token is not None
+            revoke_refresh_token(oracle, registered, erp.refresh_token)
+        conn = sqlite3.connect(tmp_path / "state.db")
+        with conn:  # both due now, for the keeper inside serve
+            conn.execute("UPDATE grants SET next_refresh_at = 0, due_at = 0")
+        conn.close()
+        key = create_key(env, "--links", "*")
+        with serve(env, "--keeper") as served:
+            assert served.get("/healthz").json() == {"status": "ok"}
+            ready = served.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+            text = _scrape_until(served, 'linkctl_refreshes_total{outcome="failed"} 1.0')
+            assert served.get("/v1/links/crm/token", key=key).status_code == 200
+            assert served.get("/v1/links/crm/token").status_code == 401
+            assert served.get("/v1/links/erp/token", key=key).status_code == 409
+            text = served.get("/metrics").text
+            (post,) = receiver.wait_for(1)
+            log = served.log()
+    families = _families(text)
     for name, kind in FAMILIES.items():
         assert f"{name}:{kind}" in families, name
-    assert families["linkctl_token_requests:counter"] == {
-        ("linkctl_token_requests_total", (("status", "200"),)): 2,
-        ("linkctl_token_requests_total", (("status", "401"),)): 1,
-        ("linkctl_token_requests_total", (("status", "409"),)): 1,
-    }
+    requests = families["linkctl_token_requests:counter"]
+    for status in ("200", "401", "409"):
+        assert requests[("linkctl_token_requests_total", (("status", status),))] == 1, requests
     refreshes = families["linkctl_refreshes:counter"]
-    assert refreshes[("linkctl_refreshes_total", (("outcome", "refreshed"),))] == 2
-    assert refreshes[("linkctl_refreshes_total", (("outcome", "failed"),))] == 0
+    assert refreshes[("linkctl_refreshes_total", (("outcome", "refreshed"),))] == 1
+    assert refreshes[("linkctl_refreshes_total", (("outcome", "failed"),))] == 1
     latency = families["linkctl_refresh_duration_seconds:histogram"]
     assert latency[("linkctl_refresh_duration_seconds_count", ())] == 2
     assert 0 < latency[("linkctl_refresh_duration_seconds_sum", ())] < 10
     links = families["linkctl_links:gauge"]
-    assert links[("linkctl_links", (("provider", "custom"), ("status", "healthy")))] == 2
-    assert links[("linkctl_links", (("provider", "google"), ("status", "needs_authorization")))] == 0
+    assert links[("linkctl_links", (("provider", "custom"), ("status", "healthy")))] == 1
+    assert links[("linkctl_links", (("provider", "custom"), ("status", "needs_authorization")))] == 1
+    assert links[("linkctl_links", (("provider", "google"), ("status", "healthy")))] == 0
     status = families["linkctl_link_status:gauge"]
-    assert status[("linkctl_link_status", (("link", "crm"), ("status", "healthy")))] == 1
+    assert status[("linkctl_link_status", (("link", "erp"), ("status", "needs_authorization")))] == 1
     expiry = families["linkctl_access_token_expiry_seconds:gauge"]
-    # The new 60 s tokens, on the clock the keeper and the scrape share.
-    assert 50 < expiry[("linkctl_access_token_expiry_seconds", (("link", "crm"),))] <= 60
-    assert families["linkctl_notifications_pending:gauge"][("linkctl_notifications_pending", ())] == 0
-    # Nothing secret in any label or value.
+    assert 40 < expiry[("linkctl_access_token_expiry_seconds", (("link", "crm"),))] <= 60
+    assert families["linkctl_store_up:gauge"][("linkctl_store_up", ())] == 1
+    # The webhook came from serve's own notifier, signed with the declared key.
+    assert verify(
+        HOOK_KEY,
+        post.headers["X-Linkctl-Timestamp"],
+        post.body,
+        post.headers["X-Linkctl-Signature"],
+        now=time.time(),
+    )
+    body = post.json
+    assert (body["link"], body["old_status"], body["new_status"]) == ("erp", "healthy", "needs_authorization")
+    # No secret in the scrape, the webhook or the server's log.
+    secrets = [key, HOOK_KEY]
     assert registered.client_secret is not None
-    secrets = [registered.client_secret.reveal()]
-    for name in ("crm", "erp"):
-        grant = store.get_grant(name, with_tokens=True)
-        assert grant is not None and grant.access_token and grant.refresh_token
-        secrets += [grant.access_token.reveal(), grant.refresh_token.reveal()]
-    assert not [s for s in secrets if s in scrape.text]
-    # The store is read at most every 2 s: a deleted link shows until the snapshot ages.
-    with store.write(expected_serial=None, actor="t") as tx:
-        tx.delete_link("erp")
-    assert 'link="erp"' in http.get("/metrics").text
-    clock.offset += 2.5
-    assert 'link="erp"' not in http.get("/metrics").text
-    store.close()
+    secrets.append(registered.client_secret.reveal())
+    with open_store(env) as store:
+        for name in ("crm", "erp"):
+            grant = store.get_grant(name, with_tokens=True)
+            assert grant is not None and grant.access_token is not None
+            secrets.append(grant.access_token.reveal())
+            if grant.refresh_token is not None:
+                secrets.append(grant.refresh_token.reveal())
+    for where, data in (("/metrics", text), ("the webhook", post.body.decode()), ("the log", log)):
+        assert not [s[:6] for s in secrets if s in data], where
+
+
+def test_readyz_turns_503_for_a_newer_schema_and_a_vanished_store(tmp_path: Path) -> None:
+    env = state_env(tmp_path)
+    open_store(env).close()
+    db = tmp_path / "state.db"
+    with serve(env) as served:
+        assert served.get("/readyz").status_code == 200
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (len(load_migrations()) + 1,)
+            )
+        conn.close()
+        newer = served.get("/readyz")
+        assert newer.status_code == 503 and newer.headers["cache-control"] == "no-store"
+        assert newer.json()["status"] == "not_ready" and "upgrade linkctl" in newer.json()["reason"]
+        db.rename(tmp_path / "moved.db")
+        for _ in range(3):  # whichever thread answers: not ready, and the file is not created again
+            gone = served.get("/readyz")
+            assert gone.status_code == 503 and gone.json()["status"] == "not_ready", gone.text
+        assert not db.exists()
+        assert served.get("/healthz").status_code == 200  # alive, only not ready
+        scrape = served.get("/metrics")
+        assert scrape.status_code == 200  # this process's counters still scrape
+        assert _families(scrape.text)["linkctl_store_up:gauge"][("linkctl_store_up", ())] == 0
