@@ -32,6 +32,7 @@ from tests.support.cli import INSTANCE, Linkctl, Result, link_doc
 from tests.support.fakes import response
 from tests.support.oracle import OidcServer, OracleClient, start_oidc_server
 from tests.support.oracle_links import authorize, open_store
+from tests.support.server import serve
 from tests.support.webhooks import Receiver
 
 
@@ -250,6 +251,14 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
             now=time.time(),
         )
         run("state", "events", "--limit", "500", "-o", "json")
+        # The operations endpoints of `linkctl serve` on this store: no canary in any answer.
+        with serve({**linkctl.env, "LINKCTL_NOTIFY_INTERVAL": "60"}) as served:
+            answers = [served.get(path) for path in ("/healthz", "/readyz", "/metrics")]
+            served_log = served.log()
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert 'linkctl_link_status{link="canary-env",status="healthy"} 1.0' in answers[2].text
+        for text in [*(a.text for a in answers), served_log]:
+            assert marker not in text and url_marker not in text, "a canary in serve's answers or log"
 
         wal = Path(str(db) + "-wal")
         assert wal.exists() and wal.stat().st_size > 0, "the WAL should hold recent commits"
