@@ -44,24 +44,22 @@ def target_id(fingerprint_key: bytes, url: Secret) -> str:
     return url.fingerprint(fingerprint_key, "notify-url")[:16]
 
 
-def _diff(
-    states: Sequence[LinkState], announced_rows: Mapping[str, str], announced: frozenset[str]
-) -> tuple[list[tuple[LinkState, str]], list[LinkState], list[str]]:
-    """(changed with old status, first seen, gone) between current states and announced rows."""
-    changed: list[tuple[LinkState, str]] = []
-    first: list[LinkState] = []
-    present = set()
-    for state in states:
-        present.add(state.name)
-        if state.status is None or state.status not in announced:
-            continue
-        old = announced_rows.get(state.name)
-        if old is None:
-            first.append(state)
-        elif old != state.status:
-            changed.append((state, old))
-    gone = [name for name in announced_rows if name not in present]
-    return changed, first, gone
+def _differing(announced: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+    """SQL (and its parameters) of the links whose announced status differs from their grant's."""
+    marks = ", ".join("?" * len(announced))
+    sql = (
+        "SELECT l.name, l.provider, g.status, g.last_error, g.error_class, g.retry_at, g.access_expires_at,"
+        " n.status FROM links l JOIN grants g ON g.link_uid = l.uid"
+        " LEFT JOIN link_notifications n ON n.link_name = l.name"
+        f" WHERE g.status IN ({marks}) AND (n.status IS NULL OR n.status != g.status) ORDER BY l.name"
+    )
+    return sql, tuple(sorted(announced))
+
+
+_GONE = (
+    "FROM link_notifications"
+    " WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.name = link_notifications.link_name)"
+)
 
 
 class SQLiteNotifications(Notifications):
@@ -147,9 +145,6 @@ class SQLiteNotifications(Notifications):
         """Every link's status and timing in one read, ordered by name (no token decrypted)."""
         return [LinkState(*row) for row in self._conn.execute(_LINK_STATES)]
 
-    def _announced_rows(self, conn: sqlite3.Connection) -> dict[str, str]:
-        return dict(conn.execute("SELECT link_name, status FROM link_notifications").fetchall())
-
     def record_status_changes(
         self,
         *,
@@ -159,19 +154,23 @@ class SQLiteNotifications(Notifications):
         announced: frozenset[str],
     ) -> list[StatusChange]:
         """Detect and enqueue, in one write transaction, every change of a link's announced status."""
+        sql, params = _differing(announced)
         # A read first: most looks find nothing, and then no write lock is taken at all.
-        if not any(_diff(self.link_states(), self._announced_rows(self._conn), announced)):
+        if (
+            self._conn.execute(sql + " LIMIT 1", params).fetchone() is None
+            and self._conn.execute(f"SELECT 1 {_GONE} LIMIT 1").fetchone() is None
+        ):
             return []
         changes: list[StatusChange] = []
         with self._immediate() as conn:
-            states = [LinkState(*row) for row in conn.execute(_LINK_STATES)]
-            changed, first, gone = _diff(states, self._announced_rows(conn), announced)
-            for state in first:
-                conn.execute(
-                    "INSERT INTO link_notifications (link_name, status, notified_at) VALUES (?, ?, ?)",
-                    (state.name, state.status, now),
-                )
-            for state, old in changed:
+            for *columns, old in conn.execute(sql, params).fetchall():
+                state = LinkState(*columns)
+                if old is None:  # first sight: the baseline, told to nobody
+                    conn.execute(
+                        "INSERT INTO link_notifications (link_name, status, notified_at) VALUES (?, ?, ?)",
+                        (state.name, state.status, now),
+                    )
+                    continue
                 assert state.status is not None
                 change = StatusChange(link=state.name, old=old, new=state.status, at=now, state=state)
                 conn.execute(
@@ -186,8 +185,7 @@ class SQLiteNotifications(Notifications):
                         (target, body, now, now),
                     )
                 changes.append(change)
-            for name in gone:
-                conn.execute("DELETE FROM link_notifications WHERE link_name = ?", (name,))
+            conn.execute(f"DELETE {_GONE}")
         return changes
 
     # -- the outbox --------------------------------------------------------------------
