@@ -159,3 +159,17 @@ def test_readyz_turns_503_for_a_newer_schema_and_a_vanished_store(tmp_path: Path
         scrape = served.get("/metrics")
         assert scrape.status_code == 200  # this process's counters still scrape
         assert _families(scrape.text)["linkctl_store_up:gauge"][("linkctl_store_up", ())] == 0
+
+
+def test_a_bad_notify_setting_stops_serve_and_keeper_before_they_start(tmp_path: Path) -> None:
+    from tests.support.server import run_linkctl
+
+    env = state_env(tmp_path)
+    for command, var, value in (
+        (("serve", "--listen", "127.0.0.1:0"), "LINKCTL_NOTIFY_INTERVAL", "soon"),
+        (("keeper", "--once"), "LINKCTL_NOTIFY_MAX_ATTEMPTS", "0"),
+    ):
+        done = run_linkctl({**env, var: value}, *command)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.startswith(f"{var}: error:") or f"\n{var}: error:" in done.stderr
+        assert "Traceback" not in done.stderr
