@@ -52,11 +52,7 @@ def test_a_sops_encrypted_webhook_is_sealed_and_signs_with_the_decrypted_key(lin
             assert (
                 target.url.reveal() == f"https://hooks.example.com/{marker}" and target.secret.reveal() == key
             )
-            from reconciler.domain.notify import NotifyTargetDecl, target_origin
-
-            local = NotifyTargetDecl(
-                target.url.__class__(receiver.url), target.secret, target_origin(receiver.url)
-            )
+            local = NotifyTargetDecl(Secret(receiver.url), target.secret, target_origin(receiver.url))
             store.put_notify_targets([local], actor="test", now=time.time())
         outputs.append(linkctl("keeper", "--once", expect=None))  # the baseline
         with open_store(linkctl.env) as store:
