@@ -20,9 +20,6 @@ from reconciler.secrets import Secret
 
 __all__ = ["WebhookAnswer", "WebhookSender"]
 
-ANSWER_PREVIEW = 200  # characters of a refusing receiver's body kept for the error text
-
-
 @dataclasses.dataclass(frozen=True)
 class WebhookAnswer:
     """What one POST to a receiver gave: a status code, or the reason there was none."""
@@ -80,10 +77,11 @@ class WebhookSender:
             return WebhookAnswer(None, f"{origin}: {type(error).__name__}")
         if 200 <= response.status_code < 300:
             return WebhookAnswer(response.status_code)
-        preview = " ".join(response.text[:ANSWER_PREVIEW].split())
+        # The answer's body is not kept: an error page may echo the request path, which is
+        # the secret part of a Slack-style URL.
         return WebhookAnswer(
             response.status_code,
-            f"{origin} answered HTTP {response.status_code}" + (f": {preview}" if preview else ""),
+            f"{origin} answered HTTP {response.status_code}",
             _retry_after(response.headers.get("Retry-After"), time.time()),
         )
 

@@ -204,12 +204,13 @@ def verify(
     return hmac.compare_digest("sha256=" + expected, signature)
 
 
-def _body_link(delivery: Delivery) -> str | None:
+def _body_field(delivery: Delivery, field: str) -> str | None:
+    """A text field of a stored body (None for a row that is not what render_body wrote)."""
     try:
-        link = json.loads(delivery.body).get("link")
+        value = json.loads(delivery.body).get(field)
     except (ValueError, AttributeError):
         return None
-    return link if isinstance(link, str) else None
+    return value if isinstance(value, str) else None
 
 
 class Notifier:
@@ -263,7 +264,7 @@ class Notifier:
         return len(claimed)
 
     def _deliver_one(self, delivery: Delivery, target: NotifyTarget | None) -> None:
-        link = _body_link(delivery)
+        link = _body_field(delivery, "link")
         attempts = delivery.attempts + 1
         detail: dict[str, object] = {"attempts": attempts, "delivery": delivery.id}
         if target is None:
@@ -274,7 +275,7 @@ class Notifier:
         assert self.sender is not None, "a Notifier that delivers needs a sender"
         body = delivery.body.encode("utf-8")
         timestamp = int(self.clock())
-        delivery_id = json.loads(delivery.body).get("id", str(delivery.id))
+        delivery_id = _body_field(delivery, "id") or str(delivery.id)
         answer = self.sender.post(
             target.url,
             body,
