@@ -109,6 +109,7 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._by_status: dict[int, Any] = {}
         for outcome in OUTCOMES:
             self.refreshes.labels(outcome)
         for outcome in DELIVERY_OUTCOMES:
@@ -118,8 +119,11 @@ class Metrics:
 
     # -- hooks -----------------------------------------------------------------------
     def observe_request(self, status: int) -> None:
-        """Count one token API answer by its HTTP status (srv-api calls it once per request)."""
-        self.token_requests.labels(str(int(status))).inc()
+        """Count one token API answer by its HTTP status (once per ``/v1/`` response)."""
+        child = self._by_status.get(status)
+        if child is None:  # a few statuses ever: labels() (a lock and a lookup) once per status
+            child = self._by_status.setdefault(status, self.token_requests.labels(str(int(status))))
+        child.inc()
 
     def observe_outcome(self, outcome: Outcome) -> None:
         """Count one keeper outcome (``Keeper(observe=metrics.observe_outcome)``)."""
