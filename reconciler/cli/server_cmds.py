@@ -193,6 +193,9 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
     settings = ctx.settings
     ctx.store()  # opens (creates, migrates) the store here, so a wrong key is an error before binding
     ctx.close()
+    from reconciler.services.notify import NotifyPolicy
+
+    NotifyPolicy.from_env(ctx.env)  # a bad LINKCTL_NOTIFY_* is a usage error before binding, too
     host, port = args.listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

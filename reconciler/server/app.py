@@ -54,8 +54,15 @@ def _keeper_thread(ctx: ServerContext, workers: int, stop: threading.Event, read
     )
     try:
         with ctx.open_store() as store:
+            operations = ctx.extras[ops.OPERATIONS]  # /metrics: outcomes and refresh latency
             runner = keeper.Keeper(
-                store, client, store_factory=ctx.open_store, workers=workers, policy=policy, clock=ctx.clock
+                store,
+                operations.timed_client(client),
+                store_factory=ctx.open_store,
+                workers=workers,
+                policy=policy,
+                clock=ctx.clock,
+                observe=operations.keeper_observer(),
             )
             ready["keeper"] = runner
             ready["started"].set()
@@ -97,11 +104,13 @@ def create_app(
 ) -> Starlette:
     """The ASGI application of ``linkctl serve`` over the store of ``settings``."""
     ctx = ServerContext(settings=settings, clock=clock, log_format=log_format)
+    operations = ctx.extras[ops.OPERATIONS] = ops.Operations.for_context(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = threading.Event()
         thread = None
+        operations.start()  # status webhooks, on their own thread
         if keeper:
             ready: dict[str, Any] = {"started": threading.Event()}
             thread = threading.Thread(
@@ -116,9 +125,11 @@ def create_app(
             stop.set()
             if thread is not None:
                 thread.join(60)
+            operations.stop()
             ctx.close()
 
     middleware = [Middleware(AccessLog, log_format=log_format)] if access_log else []
+    middleware.append(Middleware(ops.RequestMetrics, operations=operations))
     app = Starlette(
         routes=[*api.routes(), *ops.routes(), *pages.routes()],
         middleware=middleware,

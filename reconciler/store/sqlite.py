@@ -34,7 +34,15 @@ from typing import Any
 from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending
+from reconciler.store import (
+    base,
+    sealing,
+    sqlite_grants,
+    sqlite_health,
+    sqlite_leases,
+    sqlite_notifications,
+    sqlite_pending,
+)
 from reconciler.store.schema import load_migrations, split_statements
 from reconciler.store.sqlite_api_keys import SQLiteApiKeys
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
@@ -80,6 +88,8 @@ class SQLiteStore(
     sqlite_pending.SQLitePendingAuthorizations,
     SQLiteApiKeys,
     SQLiteSessions,
+    sqlite_notifications.SQLiteNotifications,
+    sqlite_health.SQLiteHealth,
     base.Store,
 ):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -25,10 +26,14 @@ import pytest
 
 from reconciler import keeper
 from reconciler.oauth.client import TokenClient
+from reconciler.services.notify import verify
 from tests.conftest import require
 from tests.support.cli import INSTANCE, Linkctl, Result, link_doc
+from tests.support.fakes import response
 from tests.support.oracle import OidcServer, OracleClient, start_oidc_server
 from tests.support.oracle_links import authorize, open_store
+from tests.support.server import serve
+from tests.support.webhooks import Receiver
 
 
 class Recorder:
@@ -81,7 +86,19 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
     work = linkctl.cwd
     links = work / "links"
     links.mkdir()
-    (links / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    # A status webhook whose signing key is a canary; its URL path is one of outputs and the store
+    # (a Slack-style URL is a credential: sealed, shown by origin), not of the plaintext file's parse cache.
+    url_marker = f"hookpath-{uuid.uuid4().hex}"
+    receiving = Receiver().running()
+    receiver = receiving.__enter__()
+    hook_key = f"{marker}-hook-1"
+    linkctl.env["CANARY_HOOK"] = hook_key
+    (links / "instance.yaml").write_text(
+        INSTANCE
+        + f"  allowInsecureLoopback: true\n  notify:\n  - url: {receiver.url}/{url_marker}\n"
+        + "    secret: {fromEnv: CANARY_HOOK}\n",
+        encoding="utf-8",
+    )
     (links / "env.yaml").write_text(link_doc("canary-env", secret_env="CANARY_SECRET"), encoding="utf-8")
     secret_dir = work / "secret-files"  # outside links/: only the link file reads it
     secret_dir.mkdir()
@@ -209,13 +226,48 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
         run("apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3 if sops else 0)
         run("validate", "links", env={"CANARY_SECRET": ""}, expect=3)
 
+        told = "status webhooks stored: 1 target(s) (http://127.0.0.1:"
+        stored = [r for r in run.results if told in r.stderr]
+        assert len(stored) == 1, "apply stores the webhook target once, shown by its origin"
+        # A status change (authorized: needs_authorization -> healthy) announced by `keeper --once`.
+        run("keeper", "--once", expect=None)
+        store = open_store(linkctl.env)
+        try:
+            store.save_authorization(
+                "canary-env", response(f"{marker}-at", f"{marker}-rt", at=time.time()), clock_now=time.time()
+            )
+        finally:
+            store.close()
+        run("keeper", "--once", expect=None)
+        (post,) = receiver.wait_for(1)
+        assert post.json["link"] == "canary-env" and post.json["new_status"] == "healthy"
+        sent = json.dumps(post.headers) + post.body.decode()
+        assert marker not in sent, "a canary in a webhook's headers or body"
+        assert verify(
+            hook_key,
+            post.headers["X-Linkctl-Timestamp"],
+            post.body,
+            post.headers["X-Linkctl-Signature"],
+            now=time.time(),
+        )
+        run("state", "events", "--limit", "500", "-o", "json")
+        # The operations endpoints of `linkctl serve` on this store: no canary in any answer.
+        with serve({**linkctl.env, "LINKCTL_NOTIFY_INTERVAL": "60"}) as served:
+            answers = [served.get(path) for path in ("/healthz", "/readyz", "/metrics")]
+            served_log = served.log()
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert 'linkctl_link_status{link="canary-env",status="healthy"} 1.0' in answers[2].text
+        for text in [*(a.text for a in answers), served_log]:
+            assert marker not in text and url_marker not in text, "a canary in serve's answers or log"
+
         wal = Path(str(db) + "-wal")
         assert wal.exists() and wal.stat().st_size > 0, "the WAL should hold recent commits"
         stores = {p: p.read_bytes() for p in (db, wal, Path(str(db) + "-shm")) if p.exists()}
     finally:
         keep_open.close()
+        receiving.__exit__(None, None, None)
 
-    leaks = [str(r) for r in run.results if marker in r.output]
+    leaks = [str(r) for r in run.results if marker in r.output or url_marker in r.output]
     assert not leaks, "canary printed by:\n" + "\n".join(leaks)
     for path in plan_files:
         text = path.read_text(encoding="utf-8")
@@ -223,6 +275,7 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
         assert marker not in text, path
     for path, data in stores.items():
         assert marker.encode() not in data, f"canary in plaintext in {path}"
+        assert url_marker.encode() not in data, f"webhook URL in plaintext in {path}"
         assert marker.encode("utf-16-le") not in data, f"canary (UTF-16) in {path}"
     # Nothing else linkctl wrote (key file, state dir, anything under HOME) holds it either.
     for root, _dirs, files in os.walk(linkctl.env["HOME"]):
