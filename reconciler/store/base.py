@@ -21,8 +21,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from reconciler.secrets import Secret
+from reconciler.store.api_keys import ApiKeys
 from reconciler.store.grants import GrantStore
 from reconciler.store.pending import PendingAuthorizations
+from reconciler.store.sessions import Sessions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,7 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore, PendingAuthorizations):
+class Store(GrantStore, PendingAuthorizations, ApiKeys, Sessions):
     """A state backend. Implementations are safe to use from one thread each.
 
     Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,
