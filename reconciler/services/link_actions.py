@@ -41,12 +41,13 @@ def _known(store: Store, name: str) -> None:
 
 
 def refresh_now(
-    store: Store, client: TokenClientLike, name: str, *, owner: str, clock: Clock = time.time
+    store: Store, client: TokenClientLike, name: str, *, owner: str | None = None, clock: Clock = time.time
 ) -> ActionResult:
     """Refresh ``name`` now under its lease (skipped, and said so, while another process holds it)."""
     from reconciler import keeper
 
     _known(store, name)
+    owner = owner or keeper.new_owner("serve")
     policy = keeper.KeeperPolicy(lease_ttl=3 * HTTP_TIMEOUT, http_timeout=HTTP_TIMEOUT)
     outcome = keeper.refresh_link(
         store, client, name, owner=owner, policy=policy, clock=clock, rng=random.Random(), force=True

@@ -87,6 +87,7 @@ class LinksPage:
     provider: str | None
     page: int
     pages: int
+    page_size: int
 
 
 def _choice(value: str | None, allowed: list[str], what: str) -> str | None:
@@ -131,6 +132,7 @@ def links_page(
         provider=provider,
         page=page,
         pages=pages,
+        page_size=page_size,
     )
 
 
@@ -185,3 +187,25 @@ def _next_step(detail: dict[str, Any], status: GrantStatus) -> str | None:
     if status is GrantStatus.CONFIGURATION_ERROR:
         return "fix the client registration or secret (see the fix below), apply, then Refresh now"
     return None
+
+
+def instance_base_url(store: Store) -> str | None:
+    """The Instance's baseUrl as the stored redirect URLs show it (None: no link has one)."""
+    from reconciler.validate.urls import REDIRECT_PATH
+
+    for link in store.list_links():
+        redirect = link.spec.get("redirectUri")
+        suffix = REDIRECT_PATH.format(name=link.name)
+        if isinstance(redirect, str) and redirect.endswith(suffix):
+            return redirect[: -len(suffix)]
+    return None
+
+
+def authorization_origin_hint(store: Store, spec: dict[str, Any]) -> str | None:
+    """Where Authorize will send the browser: the declared, cached or issuer's authorization endpoint."""
+    endpoint = spec.get("authorizationEndpoint")
+    issuer = spec.get("issuer")
+    if not endpoint and issuer:
+        cached = store.get_provider_metadata(str(issuer))
+        endpoint = (cached[0].get("authorization_endpoint") if cached else None) or issuer
+    return str(endpoint) if endpoint else None
