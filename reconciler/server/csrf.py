@@ -86,13 +86,20 @@ def login_token_ok(store: Store, cookie_nonce: str | None, token: str | None) ->
 async def read_form(request: Request) -> dict[str, str]:
     """A small urlencoded form body as ``{field: first value}``; :class:`FormError` otherwise."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise FormError("expected a form (application/x-www-form-urlencoded)", 415)
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise FormError(f"the form is larger than {MAX_FORM_BYTES} bytes", 413)
+    if not body:
+        return {}  # no fields, so no csrf_token: the caller refuses it
+    if kind != "application/x-www-form-urlencoded":
+        # Not one of our forms (text/plain and JSON are the classic cross-site tricks): no token.
+        raise FormError(
+            "refused: not a form of these pages (application/x-www-form-urlencoded), so no csrf_token;"
+            " nothing was changed",
+            403,
+        )
     try:
         text = body.decode("utf-8")
         fields = parse_qs(text, keep_blank_values=True, strict_parsing=False, max_num_fields=20)
