@@ -108,7 +108,8 @@ def test_log_in_authorize_at_the_provider_and_revoke(
             assert "needs authorization" in rows.nth(0).inner_text()
             assert "pending credentials" in rows.nth(1).inner_text()
             assert page.locator("#links tr.attention .flag").count() == 2
-            assert "links/links.yaml:1" in rows.nth(0).inner_text() and "managed in git" in rows.nth(0).inner_text()
+            first = rows.nth(0).inner_text()
+            assert "links/links.yaml:1" in first and "managed in git" in first
             assert "2 need attention" in page.inner_text("#summary")
 
             # The link: redirect URL first, copied by its button.
