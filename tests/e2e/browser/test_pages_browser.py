@@ -86,9 +86,11 @@ def test_log_in_authorize_at_the_provider_and_revoke(
         ours = served.base_url + "/"
         page.on(
             "console",
-            lambda m: errors.append(m.text)
-            if m.type == "error" and str(m.location.get("url", "")).startswith(ours)
-            else None,
+            lambda m: (
+                errors.append(m.text)
+                if m.type == "error" and str(m.location.get("url", "")).startswith(ours)
+                else None
+            ),
         )
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.set_default_timeout(15_000)
