@@ -130,3 +130,29 @@ def test_a_provider_error_is_shown_with_its_fix(site: dict[str, Any]) -> None:
         _refused(answer, 400, "refused the authorization: access_denied", "End-User aborted", "approve")
         assert 'action="/links/cb-denied/authorize"' in answer.text  # "Authorize again", with a csrf_token
         assert _stored(site, "cb-denied")[2] == 0
+
+
+def test_refresh_now_goes_through_the_keepers_lease(site: dict[str, Any]) -> None:
+    with Admin(site["served"].base_url).logged_in(site["admin"]) as admin:
+        if not _stored(site, "cb-two")[0]:
+            assert admin.get(_callback(site, admin, "cb-two")).status_code == 303
+        _, version, _ = _stored(site, "cb-two")
+        answer = admin.press("cb-two", "refresh")
+        assert answer.status_code == 303 and answer.headers["location"] == "/links/cb-two?done=refreshed"
+        assert _stored(site, "cb-two")[1] == version + 1  # one fenced token write
+        assert "Tokens refreshed now." in admin.get(answer.headers["location"]).text
+        with open_store(site["env"]) as store:
+            grant = store.get_grant("cb-two")
+        assert grant is not None and grant.lease_owner is None and grant.status == "healthy"
+
+
+def test_one_server_starts_the_authorization_another_finishes_it(site: dict[str, Any]) -> None:
+    # Two `serve` processes on one store: sessions and pending states live in the store.
+    with serve(site["env"]) as replica, Admin(site["served"].base_url).logged_in(site["admin"]) as admin:
+        with open_store(site["env"]) as store:
+            hosted_links(site["oracle"], store, site["served"].base_url, ["cb-replica"])
+        callback = _callback(site, admin, "cb-replica")
+        # The same browser (cookies are per host, not per port) comes back through the replica.
+        done = admin.http.get(replica.base_url + callback)
+        assert done.status_code == 303 and done.headers["location"] == "/links/cb-replica?done=authorized"
+        assert _stored(site, "cb-replica")[0] is True
