@@ -89,6 +89,8 @@ def _login_form(request: Request, *, error: str | None = None, status: int = 200
             "csrf": csrf.login_token(ctx.store(), nonce),
             "next": safe_next(request.query_params.get("next")),
             "error": error,
+            # Secure cookies never come back over plain HTTP: say so before the log-in fails.
+            "insecure": request.url.scheme == "http" and cookie_secure(request),
         },
         status=status,
     )

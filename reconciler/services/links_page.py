@@ -19,7 +19,8 @@ from reconciler.errors import UsageError
 from reconciler.services import views
 
 if TYPE_CHECKING:
-    from reconciler.store.base import Store
+    from reconciler.store.base import Store, StoredLink
+    from reconciler.store.grants import Grant
 
 PAGE_SIZE = 200
 
@@ -98,6 +99,32 @@ def _choice(value: str | None, allowed: list[str], what: str) -> str | None:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class _Triage:
+    """What sorting, filtering and counting need of one link (cheap: no times formatted)."""
+
+    attention: bool
+    rank: int
+    name: str
+    provider: str
+    status: str
+    link: StoredLink
+    grant: Grant | None
+
+
+def _triage(link: StoredLink, grant: Grant | None) -> _Triage:
+    from reconciler.plan import missing_scopes
+
+    spec = link.spec
+    if grant is not None and grant.status in _RANK:
+        status = GrantStatus(grant.status)
+    else:
+        status = GrantStatus.NEEDS_AUTHORIZATION if spec.get("clientId") else GrantStatus.PENDING_CREDENTIALS
+    missing = missing_scopes(list(spec.get("scopes") or ()), views.authorized_scopes(grant))
+    attention = status in ATTENTION or bool(missing)
+    return _Triage(attention, _RANK[status], link.name, link.provider, status.value, link, grant)
+
+
 def links_page(
     store: Store,
     *,
@@ -106,27 +133,33 @@ def links_page(
     page: int = 1,
     page_size: int = PAGE_SIZE,
 ) -> LinksPage:
-    """Links needing attention first (then by name), filtered by status and provider, one page of them."""
-    rows = [_row(view) for view in views.link_views(store)]
-    rows.sort(key=lambda r: (not r["attention"], r["rank"], r["name"]))
-    providers = sorted({str(r["provider"]) for r in rows})
+    """Links needing attention first (then by name), filtered by status and provider, one page of them.
+
+    Every link is triaged (status, attention) for the order and the counts; only the rows
+    of the page shown are built in full (times formatted, the view of ``linkctl list``).
+    """
+    grants = {g.link_name: g for g in store.list_grants()}
+    triaged = [_triage(link, grants.get(link.name)) for link in store.list_links()]
+    triaged.sort(key=lambda t: (not t.attention, t.rank, t.name))
+    providers = sorted({t.provider for t in triaged})
     status = _choice(status, [*(s.value for s in STATUS_LABELS), "attention"], "status")
     provider = _choice(provider, providers, "provider") if provider else None
     chosen = [
-        r
-        for r in rows
-        if (status is None or r["status"] == status or (status == "attention" and r["attention"]))
-        and (provider is None or r["provider"] == provider)
+        t
+        for t in triaged
+        if (status is None or t.status == status or (status == "attention" and t.attention))
+        and (provider is None or t.provider == provider)
     ]
     pages = max(1, -(-len(chosen) // page_size))
     if page < 1 or page > pages:
         raise UsageError(f"page {page} does not exist", hint=f"pages run from 1 to {pages}")
+    shown = chosen[(page - 1) * page_size : page * page_size]
     return LinksPage(
-        rows=chosen[(page - 1) * page_size : page * page_size],
+        rows=[_row(views.link_view(t.link, t.grant)) for t in shown],
         total=len(chosen),
-        all_links=len(rows),
-        attention=sum(1 for r in rows if r["attention"]),
-        counts=dict(Counter(r["status"] for r in rows)),
+        all_links=len(triaged),
+        attention=sum(1 for t in triaged if t.attention),
+        counts=dict(Counter(t.status for t in triaged)),
         providers=providers,
         status=status,
         provider=provider,
