@@ -1,10 +1,10 @@
 """``linkctl serve`` and ``linkctl apikey``: the command-line edge of the HTTP server.
 
-``serve`` binds the socket itself (so a taken port is a clear error, and ``--listen
-HOST:0`` picks a free port that it prints), then runs uvicorn on the application factory
-``reconciler.server.app:app_from_environment`` given as an import string: this edge may
-not import the server edge, and uvicorn builds the app from its options in the
-environment. ``apikey`` creates, lists and revokes API keys through
+``serve`` first binds the address itself (so a taken port is a clear error, and
+``--listen HOST:0`` picks a free port that it prints), then runs granian (one worker
+process, ASGI) on the application factory ``reconciler.server.app:app_from_environment``
+given as an import string: this edge may not import the server edge, and the worker
+builds the app from its options in the environment. ``apikey`` creates, lists and revokes API keys through
 :mod:`reconciler.services.apikeys`.
 """
 
@@ -178,7 +178,7 @@ def apikey_revoke(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def serve_command(args: argparse.Namespace, ctx: Context) -> int:
-    """``linkctl serve``: bind, then run uvicorn on the app factory until SIGTERM/SIGINT."""
+    """``linkctl serve``: check the address, then run granian on the app factory until SIGTERM/SIGINT."""
     import json
     import os
     import socket
@@ -207,29 +207,33 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
             hint="choose another --listen HOST:PORT (port 0 picks a free one)",
         ) from None
     bound_port = sock.getsockname()[1]
+    # granian binds again (in Rust, with SO_REUSEADDR): checking here makes a taken port a
+    # clear error and turns port 0 into a free port; another process could take it in between.
+    sock.close()
     os.environ["LINKCTL_STATE"] = settings.state_url
     os.environ["LINKCTL_SERVE_OPTIONS"] = json.dumps(
         {"keeper": args.keeper, "keeper_workers": workers, "log_format": args.log_format}
     )
-    import uvicorn
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
 
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     keeper_note = f", keeper with {workers} worker(s)" if args.keeper else ""
     ctx.notice(f"linkctl serve: listening on http://{shown}:{bound_port}{keeper_note}; SIGTERM stops it")
     ctx.stderr.flush()
-    config = uvicorn.Config(
+    server = Granian(
         APP_FACTORY,
+        address=host,
+        port=bound_port,
+        interface=Interfaces.ASGI,
+        workers=1,
         factory=True,
-        fd=sock.fileno(),
-        access_log=False,  # our own access log never shows a query value (reconciler.server.access_log)
-        log_config=None,
-        server_header=False,
-        date_header=True,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
+        backlog=2048,
+        log_enabled=True,
+        log_level=LogLevels.warning,  # granian's own notes; requests go to our access log
+        log_access=False,  # ours never shows a query value (reconciler.server.access_log)
+        respawn_failed_workers=False,
     )
-    try:
-        uvicorn.Server(config).run()
-    finally:
-        sock.close()
+    server.serve()
     return EXIT_OK

@@ -7,8 +7,9 @@ the token keeper runs in a thread of this process for the app's lifetime (the sa
 leases as ``linkctl keeper``, so it is safe next to other keepers); ``app.state.keeper``
 is the running :class:`~reconciler.keeper.Keeper` (None without).
 
-``linkctl serve`` starts uvicorn with :func:`app_from_environment` as an import string
+``linkctl serve`` starts granian with :func:`app_from_environment` as an import string
 (the CLI edge may not import this one): its options come in ``LINKCTL_SERVE_OPTIONS``.
+The app runs in granian's worker process, the keeper (with ``--keeper``) in a thread there.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def configure_logging(log_format: str) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(Formatter())
-    for name in ("linkctl", "uvicorn.error"):
+    for name in ("linkctl",):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(logging.INFO)

@@ -8,7 +8,8 @@ log in to the pages, link keys read tokens (see :mod:`reconciler.services.apikey
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from reconciler.services.apikeys import KeyRefused
 
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
 
 def bearer_key(request: Request) -> str | None:
     """The key of an ``Authorization: Bearer`` header (None when absent or another scheme)."""
-    header = request.headers.get("authorization")
+    return bearer_from_header(request.headers.get("authorization"))
+
+
+def bearer_from_header(header: str | None) -> str | None:
+    """The key of an ``Authorization`` header value (None when absent or another scheme)."""
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -32,8 +37,13 @@ def bearer_key(request: Request) -> str | None:
 
 def link_key(ctx: ServerContext, request: Request) -> ApiKeyRecord:
     """The live link key of a request; :class:`KeyRefused` (401/403) otherwise."""
+    return link_key_of(ctx, request.scope, bearer_key(request))
+
+
+def link_key_of(ctx: ServerContext, scope: MutableMapping[str, Any], key: str | None) -> ApiKeyRecord:
+    """The live link key ``key`` of the request ``scope``; :class:`KeyRefused` (401/403) otherwise."""
     now = ctx.clock()
-    record = ctx.key_cache.verify(ctx.store(), bearer_key(request), now)
+    record = ctx.key_cache.verify(ctx.store(), key, now)
     if record.admin:
         raise KeyRefused(
             "an admin key is for the pages, not the token API; create a key without --admin"
@@ -41,7 +51,7 @@ def link_key(ctx: ServerContext, request: Request) -> ApiKeyRecord:
             reason="admin_only",
             status=403,
         )
-    request.scope.setdefault("state", {})["api_key_id"] = record.id
+    scope.setdefault("state", {})["api_key_id"] = record.id
     if ctx.should_touch(record.id, now):
         _touch_later(ctx, record.id, now)
     return record

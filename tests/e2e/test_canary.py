@@ -345,6 +345,52 @@ class _Secrets:
         return [f"{kind} ({value[:6]}…)" for kind, values in kinds for value in values if value in text]
 
 
+class _Served:
+    """What the server phase saw: API answers (token answers apart) and the server's whole log."""
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.token_answers: list[str] = []
+        self.log = ""
+
+
+def _serve_phase(linkctl: Linkctl, names: list[str], secrets: _Secrets, server: OidcServer) -> _Served:
+    """``serve --keeper --log-format json``: API keys, tokens (fresh, refreshed, provider down), status."""
+    from tests.support.server import create_key, serve
+
+    seen = _Served()
+    key = create_key(linkctl.env, "--links", "m-*", "--name", "canary")  # printed once, by design
+    admin = create_key(linkctl.env, "--links", "*", "--admin")
+    secrets.values.update({key, admin})
+    with serve(linkctl.env, "--keeper", "--log-format", "json") as running:
+
+        def call(path: str, presented: str | None, *, token: bool = False) -> None:
+            answer = running.get(path, key=presented)
+            (seen.token_answers if token and answer.status_code == 200 else seen.answers).append(
+                answer.text + json.dumps(dict(answer.headers))
+            )
+
+        for name in names:
+            call(f"/v1/links/{name}/token?min_valid=1", key, token=True)
+            call(f"/v1/links/{name}/token?min_valid=59.9&code=x", key)  # refused, logged scrubbed
+            call(f"/v1/links/{name}/token?min_valid=59.9", key, token=True)  # refreshed first
+            call(f"/v1/links/{name}/token", admin)
+            call(f"/v1/links/{name}", key)
+            secrets.collect_tokens(linkctl.env, names)
+        call("/v1/links", key)
+        call("/v1/links/m-env/token", key[:-2] + "xx")
+        call("/v1/links/nope/token", key)
+        call("/openapi.json", None)
+        server.fault("unavailable", times=1000)
+        for name in names:
+            call(f"/v1/links/{name}/token?min_valid=59.99", key)
+        server.reset()
+    seen.log = running.log()
+    assert '"status":503' in seen.log and '"status":200' in seen.log, seen.log[-2000:]
+    assert len(seen.token_answers) >= 2 * len(names), seen.answers
+    return seen
+
+
 def _make_due(db: Path) -> None:
     conn = sqlite3.connect(db)
     try:
@@ -505,6 +551,7 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         for name in names:
             run("show", name)
             run("show", "-o", "json", name)
+        served = _serve_phase(linkctl, names, secrets, server)
 
         # Failure 1: the provider is down.
         server.fault("unavailable", times=1000)
@@ -573,6 +620,17 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         for r in token_stdouts
         if (found := secrets.found_in(r.stdout, may_hold_access_token=True))
     ]
+    leaks += [
+        f"serve answer {i}: {found}"
+        for i, text in enumerate(served.answers)
+        if (found := secrets.found_in(text))
+    ]
+    leaks += [
+        f"serve token answer {i}: {found}"
+        for i, text in enumerate(served.token_answers)
+        if (found := secrets.found_in(text, may_hold_access_token=True))
+    ]
+    leaks += [f"serve log: {found}" for found in secrets.found_in(served.log)]
     assert not leaks, "secrets printed:\n" + "\n".join(leaks)
     for path, data in stores.items():
         text = data.decode("latin-1")

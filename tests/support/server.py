@@ -43,6 +43,7 @@ class Served:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: Mapping[str, str]
+    final_log: str | None = None  # kept when the process ends and its scratch directory goes
 
     @property
     def port(self) -> int:
@@ -51,6 +52,8 @@ class Served:
 
     def log(self) -> str:
         """Its stderr so far: start-up notes, server messages, access log lines."""
+        if self.final_log is not None:
+            return self.final_log
         return self.log_path.read_text(errors="replace")
 
     def request(self, method: str, path: str, *, key: str | None = None, **kw: Any) -> httpx.Response:
@@ -120,6 +123,7 @@ def serve(env: Mapping[str, str], *args: str, startup_timeout: float = 30) -> It
         finally:
             if served is not None:
                 served.stop()
+                served.final_log = served.log()
             elif process.poll() is None:
                 process.kill()
                 process.wait(5)
