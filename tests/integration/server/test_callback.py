@@ -156,3 +156,36 @@ def test_one_server_starts_the_authorization_another_finishes_it(site: dict[str,
         done = admin.http.get(replica.base_url + callback)
         assert done.status_code == 303 and done.headers["location"] == "/links/cb-replica?done=authorized"
         assert _stored(site, "cb-replica")[0] is True
+
+
+def test_no_refresh_token_is_shown_with_its_fix_and_stores_nothing(site: dict[str, Any]) -> None:
+    # Without offline_access the oracle issues no refresh token, and a 60 s access token:
+    # a link that would stop within the hour is refused, as `linkctl authorize` refuses it.
+    import dataclasses
+
+    from tests.support.oracle_links import link_for
+
+    with open_store(site["env"]) as store:
+        registered = hosted_links(site["oracle"], store, site["served"].base_url, ["cb-offline"])
+        link = store.get_link("cb-offline")
+        assert link is not None
+        spec = {**link.spec, "scopes": ["openid", "api:read"]}
+        with store.write(expected_serial=None, actor="test") as tx:
+            tx.put_link(dataclasses.replace(link_for(site["oracle"], registered, "cb-offline"), spec=spec))
+    with Admin(site["served"].base_url).logged_in(site["admin"]) as admin:
+        answer = admin.get(_callback(site, admin, "cb-offline"))
+        _refused(answer, 400, "returned no refresh token", "offline_access", "Authorize again")
+    has_refresh_token, _, authorized_events = _stored(site, "cb-offline")
+    assert not has_refresh_token and authorized_events == 0
+
+
+def test_an_https_base_url_makes_the_cookies_secure(
+    oidc_server: OidcServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = state_env(tmp_path_factory.mktemp("secure-store"))
+    with serve(env) as served:
+        with open_store(env) as store:
+            hosted_links(oidc_server, store, "https://linkctl.example", ["tls-one"])
+        form = served.get("/login")
+        assert "; Secure" in form.headers["set-cookie"] or "Secure;" in form.headers["set-cookie"]
+        assert 'id="insecure"' in form.text  # reached over plain http: the page says why log-in would fail
