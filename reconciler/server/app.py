@@ -33,6 +33,7 @@ from reconciler.domain.clock import Clock
 from reconciler.server import api, ops, pages
 from reconciler.server.access_log import AccessLog
 from reconciler.server.context import ServerContext
+from reconciler.server.security import SecurityHeaders, add_headers
 from reconciler.settings import Settings
 
 OPTIONS_ENV = "LINKCTL_SERVE_OPTIONS"
@@ -89,8 +90,11 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     """An unexpected exception: logged by type only, answered without detail."""
     log.error("internal error answering %s %s: %s", request.method, request.url.path, type(exc).__name__)
     if request.url.path.startswith("/v1/"):
-        return api.error_response(api.ApiError(500, "internal_error", "internal error; see the server's log"))
-    return PlainTextResponse("internal error; see the server's log", status_code=500)
+        error = api.error_response(
+            api.ApiError(500, "internal_error", "internal error; see the server's log")
+        )
+        return add_headers(error)  # this handler runs outside every middleware
+    return add_headers(PlainTextResponse("internal error; see the server's log", status_code=500))
 
 
 def create_app(
@@ -130,6 +134,7 @@ def create_app(
 
     middleware = [Middleware(AccessLog, log_format=log_format)] if access_log else []
     middleware.append(Middleware(ops.RequestMetrics, operations=operations))
+    middleware.insert(0, Middleware(SecurityHeaders))
     app = Starlette(
         routes=[*api.routes(), *ops.routes(), *pages.routes()],
         middleware=middleware,

@@ -5,6 +5,10 @@ can finish what one started: :func:`start` builds the request and persists its p
 state in the store (PKCE verifier sealed, short expiry, single use); :func:`finish`
 consumes it exactly once, exchanges the code and saves the tokens. The device and
 client credentials grants run in one process and save through :func:`save_tokens`.
+An authorization started from the server's pages is bound to the admin's session and
+its link (``session_hash``, ``link``): :func:`finish` refuses a callback from another
+session or naming another link before it takes the state, so nothing is stored and
+the admin's own callback still works.
 Never returns or logs a token, code, verifier or secret.
 """
 
@@ -21,6 +25,7 @@ from reconciler.errors import AuthorizationStateError, ConfigError
 if TYPE_CHECKING:
     from reconciler.oauth.client import ClientConfig, TokenClient, TokenResponse
     from reconciler.store.base import Store
+    from reconciler.store.pending import PendingAuthorization
 
 PENDING_TTL = 600.0  # seconds a started authorization may take to come back (10 minutes)
 
@@ -60,6 +65,7 @@ def start(
     *,
     clock: Clock = time.time,
     ttl: float = PENDING_TTL,
+    session_hash: str | None = None,
 ) -> StartedAuthorization:
     """Build the authorization code request of ``config`` and persist its pending state."""
     from reconciler.oauth import flows
@@ -75,6 +81,7 @@ def start(
         require_iss=request.require_iss,
         created_at=now,
         expires_at=now + ttl,
+        session_hash=session_hash,
     )
     return StartedAuthorization(request.link, request.url, request.state, request.redirect_uri, now + ttl)
 
@@ -87,18 +94,30 @@ def finish(
     *,
     actor: str,
     clock: Clock = time.time,
+    link: str | None = None,
+    session_hash: str | None = None,
 ) -> tuple[ClientConfig, TokenResponse]:
-    """Consume the pending authorization of ``state`` once, exchange the callback's code, save tokens."""
+    """Consume the pending authorization of ``state`` once, exchange the callback's code, save tokens.
+
+    With ``link``/``session_hash`` (the hosted callback), a state bound to another link or
+    session is refused and left untouched.
+    """
     from reconciler.oauth import flows
 
-    pending = store.consume_pending_authorization(state, now=clock())
-    again = "run `linkctl authorize NAME` again"
+    pending = store.consume_pending_authorization(state, now=clock(), link=link, session_hash=session_hash)
+    hosted = session_hash is not None
+    again = "press Authorize on the link's page again" if hosted else "run `linkctl authorize NAME` again"
     if pending is None:
         raise AuthorizationStateError(
             "no authorization was started with this state (or it was removed after expiring)", hint=again
         )
+    _refuse_binding(pending, link, again)
     link = pending.link_name
-    again = f"run `linkctl authorize {link}` again"
+    again = (
+        f"press Authorize on the page of link {link!r} again"
+        if hosted
+        else f"run `linkctl authorize {link}` again"
+    )
     if pending.consumed_before:
         raise AuthorizationStateError(f"link {link!r}: this authorization was already finished", hint=again)
     if clock() >= pending.expires_at:
@@ -122,6 +141,28 @@ def finish(
     response = flows.exchange_callback(client, config, request, callback_url)
     save_tokens(store, config, response, actor=actor, clock=clock)
     return config, response
+
+
+def _refuse_binding(pending: PendingAuthorization, link: str | None, again: str) -> None:
+    """Say why a callback may not finish a pending authorization it does not own."""
+    if pending.refused == "link":
+        raise AuthorizationStateError(
+            f"this callback is for link {link!r}, but its state belongs to an authorization of link"
+            f" {pending.link_name!r}: the code is not exchanged",
+            hint=f"start the authorization from the page of the link you mean; {again}",
+        )
+    if pending.refused == "session" and pending.session_hash is None:
+        raise AuthorizationStateError(
+            f"link {pending.link_name!r}: this authorization was started with `linkctl authorize`,"
+            " not from this server's pages",
+            hint="copy this page's address from the browser's address bar into the terminal where"
+            " `linkctl authorize` waits, or press Authorize on the link's page instead",
+        )
+    if pending.refused == "session":
+        raise AuthorizationStateError(
+            f"link {pending.link_name!r}: this authorization was started from another browser session",
+            hint="finish it in the browser that started it, or press Authorize on the link's page here",
+        )
 
 
 def save_tokens(

@@ -131,9 +131,18 @@ def _check_client_authentication(client: TokenClient, config: ClientConfig, add:
         )
 
 
+def last_error_fix(provider: str, last_error: str) -> str | None:
+    """The fix of a stored last error, from the provider preset's known codes (doctor and pages)."""
+    from reconciler.oauth import providers
+
+    preset = providers.find_preset(provider)
+    meaning = preset.explain(None, last_error) if preset else None
+    return meaning.fix if meaning else None
+
+
 def diagnose_link(store: Store, client: TokenClient, name: str, *, clock: Clock = time.time) -> list[Finding]:
     """Run every check on one link."""
-    from reconciler.oauth import flows, providers
+    from reconciler.oauth import flows
 
     found: list[Finding] = []
 
@@ -202,9 +211,7 @@ def diagnose_link(store: Store, client: TokenClient, name: str, *, clock: Clock 
         severity = (
             "error" if grant.error_class in ("configuration_error", "needs_authorization") else "warning"
         )
-        preset = providers.find_preset(config.provider)
-        meaning = preset.explain(None, grant.last_error) if preset else None
-        add("last error", severity, grant.last_error, meaning.fix if meaning else None)
+        add("last error", severity, grant.last_error, last_error_fix(config.provider, grant.last_error))
     elif grant is None or grant.access_expires_at is None:
         add("grant", "warning", "not authorized yet", f"run `linkctl authorize {name}`")
     return found

@@ -5,6 +5,11 @@ interface; :mod:`reconciler.services.authorize` writes a row when an authorizati
 starts and consumes it when the callback arrives, possibly in another process. The
 ``state`` is stored only as its SHA-256 and the PKCE verifier is sealed, so the
 table holds nothing that would let a reader finish someone else's consent.
+
+An authorization started from the server's pages is bound to the admin session that
+started it (``session_hash``, the SHA-256 the sessions table keys on) and always to its
+link: a callback from another session, or naming another link, is refused without
+taking the row, so the admin's own callback can still finish it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import hmac
 
 from reconciler.secrets import Secret
 
@@ -38,6 +44,8 @@ class PendingAuthorization:
     created_at: float
     expires_at: float
     consumed_before: bool = False  # a finish already took it (this one must fail)
+    session_hash: str | None = None  # the admin session that started it (None: the CLI)
+    refused: str | None = None  # "link" | "session": left untouched, the binding did not match
 
 
 class PendingAuthorizations(abc.ABC):
@@ -55,13 +63,31 @@ class PendingAuthorizations(abc.ABC):
         require_iss: bool,
         created_at: float,
         expires_at: float,
+        session_hash: str | None = None,
     ) -> None:
         """Record a started authorization; rows expired before ``created_at`` are dropped."""
 
     @abc.abstractmethod
-    def consume_pending_authorization(self, state: str, *, now: float) -> PendingAuthorization | None:
+    def consume_pending_authorization(
+        self, state: str, *, now: float, link: str | None = None, session_hash: str | None = None
+    ) -> PendingAuthorization | None:
         """Take the row of ``state`` exactly once, atomically (None: unknown state).
 
         A row taken before comes back with ``consumed_before=True``; expiry is the
         caller's check (``expires_at``), so it can say which of the two happened.
+        With ``link`` or ``session_hash``, a row bound to another link or session (or
+        to none) is not taken: it comes back with ``refused`` set and no verifier.
         """
+
+
+def binding_refusal(
+    row_link: str, row_session: str | None, *, link: str | None, session_hash: str | None
+) -> str | None:
+    """Why a row may not be taken by this caller ("link" | "session"), or None: it may."""
+    if link is not None and row_link != link:
+        return "link"
+    if session_hash is not None and not (
+        row_session is not None and hmac.compare_digest(row_session, session_hash)
+    ):
+        return "session"
+    return None

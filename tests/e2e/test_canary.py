@@ -287,6 +287,72 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
     assert marker.encode() not in final
 
 
+# --- The server's pages: no client secret, token, API key or session id on any page -----------
+
+
+def test_pages_never_show_a_secret(tmp_path: Path) -> None:
+    """Every page an admin can reach (list, link, errors, refusals, callback outcomes) and the log."""
+    from tests.support.oracle_links import state_env
+    from tests.support.pages import Admin, hosted_links
+    from tests.support.server import create_key, serve
+
+    env = state_env(tmp_path)
+    admin_key = create_key(env, "--admin", "--links", "*")
+    link_key = create_key(env, "--links", "*")
+    with start_oidc_server() as server, serve(env) as served:
+        with open_store(env) as store:
+            registered = hosted_links(server, store, served.base_url, ["canary-one", "canary-two"])
+        assert registered.client_secret is not None
+        secrets = {registered.client_secret.reveal(), admin_key, link_key}
+        bodies: list[str] = []
+
+        def seen(answer: httpx.Response, *, to_provider: bool = False) -> httpx.Response:
+            # Set-Cookie carries the session id by design, and Authorize's Location the state
+            # the provider must get: every other header, and every body, is searched.
+            skip = {"set-cookie", "location"} if to_provider else {"set-cookie"}
+            headers = [f"{k}: {v}" for k, v in answer.headers.items() if k not in skip]
+            bodies.append(answer.text + "\n".join(headers))
+            return answer
+
+        def tokens() -> None:
+            with open_store(env) as store:
+                for name in ("canary-one", "canary-two"):
+                    grant = store.get_grant(name, with_tokens=True)
+                    for token in (grant.access_token, grant.refresh_token) if grant else ():
+                        if token is not None:
+                            secrets.add(token.reveal())
+
+        with Admin(served.base_url) as admin:
+            seen(admin.login(link_key))  # refused: a link key is not an admin key
+            seen(admin.login(admin_key))
+            secrets.add(admin.http.cookies["linkctl_session"])
+            started = seen(admin.press("canary-one", "authorize"), to_provider=True)
+            callback = server.login_and_consent(started.headers["location"])
+            path = callback[len(served.base_url) :]
+            secrets.update(v for k, v in httpx.URL(callback).params.multi_items() if k in ("code", "state"))
+            with Admin(served.base_url).logged_in(admin_key) as intruder:
+                seen(intruder.get(path))  # another session: refused
+            seen(admin.get(path.replace("canary-one?", "canary-two?")))  # another link: refused
+            seen(admin.get(path))
+            seen(admin.get(path))  # replayed
+            tokens()
+            seen(admin.press("canary-one", "refresh"))
+            tokens()
+            for page in ("/", "/?status=healthy", "/links/canary-one", "/links/canary-two", "/logout"):
+                seen(admin.get(page))
+            seen(admin.get("/links/canary-one?done=refreshed"))
+            seen(admin.post("/links/canary-one/refresh", {"csrf_token": "forged"}))
+            seen(admin.press("canary-one", "revoke"))
+            seen(admin.get("/links/canary-one?done=revoked"))
+        log = served.log()
+    assert len(secrets) >= 8
+    for number, secret in enumerate(sorted(secrets)):
+        pages = [i for i, body in enumerate(bodies) if secret in body]
+        assert not pages, f"secret #{number} on the pages (answers {pages})"  # never print it
+        in_log = secret in log
+        assert not in_log, f"secret #{number} in the server's log"
+
+
 # --- The matrix: every kind of secret through apply, keeper, token and doctor ------------------
 
 SOURCES = ("env", "file", "sops")  # where each link's client secret comes from
