@@ -42,6 +42,7 @@ from reconciler.store.postgres_leases import PostgresLeases
 from reconciler.store.postgres_links import SELECT_LINKS, PostgresWriteTransaction, link_from_row
 from reconciler.store.postgres_lock import LOCK_KEY, PostgresApplyLock
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
+from reconciler.store.postgres_transfer import PostgresTransfer
 from reconciler.store.schema import load_migrations
 
 Notice = Callable[[str], None]
@@ -105,6 +106,7 @@ class PostgresStore(
     PostgresLeases,
     PostgresGrants,
     PostgresPendingAuthorizations,
+    PostgresTransfer,
     base.Store,
 ):
     """A state store in a PostgreSQL database (a pool of connections shared in the process)."""

@@ -46,6 +46,7 @@ _T = TypeVar("_T")
 RECONNECT_SECONDS = 15.0  # how long one operation keeps trying to reach the server
 CONNECT_TIMEOUT = 5  # seconds, per connection attempt (libpq connect_timeout)
 DEFAULT_POOL_SIZE = 10
+OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any token lifetime)
 _OWN_PARAMS = ("pool_size",)
 # Conflicts a rerun resolves (the transaction was rolled back as a whole).
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
@@ -137,10 +138,18 @@ class ClockFrame:
         self._measured = float("-inf")  # time.monotonic() of the last measurement
 
     def measured(self, db_now: float, local_before: float, local_after: float) -> None:
-        """Record a reading of the database clock taken between two local readings."""
-        if not self.caller_clock:
-            self._offset = db_now - (local_before + local_after) / 2
-            self._measured = time.monotonic()
+        """Record a reading of the database clock taken between two local readings.
+
+        The offset moves only when it changed by more than :data:`OFFSET_STEP` (and is 0
+        within it): a reading is no better than its round trip, and a stable offset
+        converts a moment there and back to exactly itself (an exported state re-imports equal).
+        """
+        if self.caller_clock:
+            return
+        offset = db_now - (local_before + local_after) / 2
+        if abs(offset - self._offset) > OFFSET_STEP:
+            self._offset = 0.0 if abs(offset) <= OFFSET_STEP else offset
+        self._measured = time.monotonic()
 
     def stale(self, max_age: float = 2.0) -> bool:
         """Whether the offset should be measured again before converting read times."""
