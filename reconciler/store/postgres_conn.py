@@ -31,7 +31,8 @@ import dataclasses
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -260,11 +261,35 @@ class Connector:
         self.clock = ClockFrame(caller_clock=caller_clock)
         self._released = False
 
+        self._pinned: psycopg.Connection[Any] | None = None
+
     def close(self) -> None:
-        """Stop using the pool (idempotent)."""
+        """Stop using the pool (idempotent); a private schema (see :meth:`pin_private_schema`) vanishes."""
+        if self._pinned is not None:
+            self._pinned.close()  # never committed: the private schema is rolled back with it
+            self._pinned = None
         if not self._released:
             self._released = True
             release_pool(self.url)
+
+    def pin_private_schema(self, migrations: Sequence[str]) -> None:
+        """From now on run every operation in one never-committed transaction on a private schema.
+
+        For read-only commands on a database without linkctl's tables: they read an empty
+        store made by the migrations in a schema no other session can see, and nothing
+        is written (the transaction is rolled back when the store closes).
+        """
+        conn = psycopg.connect(self.url.conninfo, autocommit=False)
+        try:
+            name = f"linkctl_readonly_{uuid.uuid4().hex[:12]}"
+            conn.execute(f"CREATE SCHEMA {name}")
+            conn.execute(f"SET LOCAL search_path = {name}")
+            for sql in migrations:
+                conn.execute(sql.encode())
+        except psycopg.Error as exc:
+            conn.close()
+            raise _as_state_error(exc, self.url, "read an empty store") from None
+        self._pinned = conn
 
     def run(self, work: Callable[[Tx], _T], *, write: bool, action: str) -> _T:
         """Run ``work`` in one transaction (commit once, retried on a lost connection; see above)."""
@@ -284,6 +309,8 @@ class Connector:
             delay = min(delay * 2, 1.0)
 
     def _attempt(self, work: Callable[[Tx], _T], *, write: bool, action: str, deadline: float) -> object:
+        if self._pinned is not None:
+            return self._on_pinned(work, action)
         conn, tx = self._begin(deadline, action, write=write)
         committing = False
         try:
@@ -310,6 +337,17 @@ class Connector:
                 raise
         finally:
             self.pool.putconn(conn)
+
+    def _on_pinned(self, work: Callable[[Tx], _T], action: str) -> _T:
+        conn = self._pinned
+        assert conn is not None
+        row = conn.execute(_NOW_SQL).fetchone()
+        assert row is not None
+        try:
+            with conn.transaction():  # a savepoint: a failed operation leaves the schema usable
+                return work(Tx(conn, float(row[0]), None))
+        except psycopg.Error as exc:
+            raise _as_state_error(exc, self.url, action) from None
 
     @contextlib.contextmanager
     def transaction(self, *, action: str) -> Iterator[Tx]:

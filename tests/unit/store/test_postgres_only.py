@@ -21,7 +21,7 @@ import pytest
 from reconciler.errors import LockTimeout, StateError
 from reconciler.settings import Settings
 from reconciler.store import open_store
-from reconciler.store.base import Store
+from reconciler.store.base import Event, Store
 from reconciler.store.grants import LeaseLost
 from reconciler.store.postgres_conn import Connector, parse_url, redact
 from tests.conftest import require_tool
@@ -117,11 +117,25 @@ def test_a_newer_schema_and_a_foreign_database_are_refused(pg: Open, pg_settings
     ] == ["invoices"]
 
 
-def test_read_only_commands_do_not_create_the_schema(pg_settings: Settings) -> None:
-    with pytest.raises(StateError, match=r"empty.*does not create or migrate") as info:
+def test_read_only_commands_read_an_empty_store_and_create_nothing(pg_settings: Settings) -> None:
+    store = open_store(pg_settings, notice=lambda _: None, read_only=True)
+    try:
+        assert store.list_links() == [] and store.state_serial() == 0 and store.current_lock() is None
+        with pytest.raises(StateError, match="read-only"):
+            store.add_event(Event(action="x", link=None, actor="t"))
+    finally:
+        store.close()
+    assert _sql(pg_settings, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'linkctl_readonly%'") == []
+    assert _sql(pg_settings, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()") == []
+    assert not pg_settings.state_key_file.exists()
+
+
+def test_an_older_schema_is_not_migrated_by_a_read_only_command(pg: Open, pg_settings: Settings) -> None:
+    pg().close()
+    _sql(pg_settings, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(StateError, match=r"schema version 3 .* does not migrate") as info:
         open_store(pg_settings, notice=lambda _: None, read_only=True)
     assert "state migrate" in (info.value.hint or "")
-    assert _sql(pg_settings, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()") == []
 
 
 def test_the_password_never_shows() -> None:
