@@ -274,7 +274,8 @@ def test_canary_stays_secret_on_postgresql_and_through_export_and_import(linkctl
     from reconciler.store.postgres_conn import parse_url
 
     with psycopg.connect(parse_url(url).conninfo) as conn:
-        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = [r[0] for r in listed]
         for table in tables:
             rows = conn.execute(f"SELECT t::text FROM {table} t").fetchall()
             assert not [r for r in rows if marker in r[0] or marker.encode().hex() in r[0]], table
