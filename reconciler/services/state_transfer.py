@@ -4,7 +4,8 @@ The file (docs/postgresql.md, "Moving a state") is JSON lines, UTF-8:
 
 * line 1, the header: ``{"format": "linkctl-state", "version": 1, "schema_version": N,
   "backend": "sqlite"|"postgresql", "serial": N, "instance": str|null, "key_check": BASE64,
-  "exported_at": ISO-8601}``;
+  "meta": {key: str}, "exported_at": ISO-8601}`` (``meta``: the store's other meta rows,
+  such as the declared webhook targets, whose URLs and keys are sealed);
 * one line per row: ``{"table": NAME, "row": {column: value}}``, tables in foreign-key
   order; sealed bytes as ``{"$base64": "…"}`` (still sealed: the file holds no plaintext
   secret, but it holds everything the state key opens, so it is written 0600);
@@ -31,7 +32,7 @@ from typing import IO, TYPE_CHECKING, Any
 from reconciler.domain.clock import iso_time
 from reconciler.errors import ConfigError, StateError
 from reconciler.store.base import locked
-from reconciler.store.transfer import BINARY_COLUMNS, TABLES, StateHeader
+from reconciler.store.transfer import BINARY_COLUMNS, OWN_META, TABLES, StateHeader
 
 if TYPE_CHECKING:
     from reconciler.store.base import Store
@@ -67,6 +68,7 @@ def export_state(store: Store, path: Path, *, force: bool = False) -> dict[str, 
                     "serial": header.serial,
                     "instance": header.instance,
                     "key_check": base64.b64encode(header.key_check).decode("ascii"),
+                    "meta": dict(header.meta),
                     "exported_at": iso_time(time.time(), zulu=True),
                 },
             )
@@ -187,7 +189,12 @@ def _header(data: Mapping[str, Any], bad: Callable[[str], ConfigError]) -> State
         key_check = base64.b64decode(data["key_check"], validate=True)
     except (binascii.Error, ValueError):
         raise bad("header field 'key_check' is not base64") from None
-    return StateHeader(data["schema_version"], data["serial"], instance, key_check, data["backend"])
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k not in OWN_META for k, v in meta.items()
+    ):
+        raise bad("header field 'meta' must map other meta keys to strings")
+    return StateHeader(data["schema_version"], data["serial"], instance, key_check, data["backend"], meta)
 
 
 def _row(data: Mapping[str, Any], bad: Callable[[str], ConfigError]) -> tuple[str, dict[str, Any]]:

@@ -19,7 +19,14 @@ from reconciler.errors import StateError
 from reconciler.store import sealing
 from reconciler.store.postgres_grants import write_due_at
 from reconciler.store.schema import load_migrations
-from reconciler.store.transfer import IDENTITY_TABLES, TABLES, StateHeader, StateTransfer, carried
+from reconciler.store.transfer import (
+    IDENTITY_TABLES,
+    TABLES,
+    StateHeader,
+    StateTransfer,
+    carried,
+    other_meta,
+)
 
 if TYPE_CHECKING:
     from reconciler.store.postgres_conn import Connector, Tx
@@ -59,6 +66,7 @@ class PostgresTransfer(StateTransfer):
             instance=meta.get("instance"),
             key_check=base64.b64decode(meta["key_check"]),
             backend="postgresql",
+            meta=other_meta(meta),
         )
 
     def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -148,11 +156,14 @@ class PostgresTransfer(StateTransfer):
                     f" GREATEST((SELECT max(id) FROM {table}), 0) + 1, false)"
                 )
             tx.execute("UPDATE meta SET value = %s WHERE key = 'serial'", (str(header.serial),))
+            extra = dict(header.meta)
             if header.instance is not None:
+                extra["instance"] = header.instance
+            for key, value in extra.items():
                 tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('instance', %s)"
+                    "INSERT INTO meta (key, value) VALUES (%s, %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (header.instance,),
+                    (key, value),
                 )
             write_due_at(tx, [r[0] for r in tx.execute("SELECT link_uid FROM grants").fetchall()])
             return len(rows)

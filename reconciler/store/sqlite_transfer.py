@@ -16,7 +16,7 @@ from reconciler.errors import StateError
 from reconciler.store import sealing
 from reconciler.store.schema import load_migrations
 from reconciler.store.sqlite_grants import write_due_at
-from reconciler.store.transfer import TABLES, StateHeader, StateTransfer, carried
+from reconciler.store.transfer import TABLES, StateHeader, StateTransfer, carried, other_meta
 
 
 class SQLiteTransfer(StateTransfer):
@@ -40,6 +40,7 @@ class SQLiteTransfer(StateTransfer):
             instance=None if meta.get("instance") is None else str(meta["instance"]),
             key_check=bytes(meta["key_check"]),
             backend="sqlite",
+            meta=other_meta(meta),
         )
 
     def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -82,10 +83,10 @@ class SQLiteTransfer(StateTransfer):
                     [row[n] for n in names],
                 )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'serial'", (header.serial,))
+            extra = dict(header.meta)
             if header.instance is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('instance', ?)", (header.instance,)
-                )
+                extra["instance"] = header.instance
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(extra.items()))
             write_due_at(conn, [r[0] for r in conn.execute("SELECT link_uid FROM grants")])
         return len(rows)
 

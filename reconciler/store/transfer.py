@@ -60,6 +60,17 @@ class StateHeader:
     instance: str | None
     key_check: bytes  # the sealed key check: the importing store must open it with its key
     backend: str
+    meta: Mapping[str, str] = dataclasses.field(default_factory=dict)  # other ``meta`` rows (see OWN_META)
+
+
+# ``meta`` rows the header names itself; every other meta row (e.g. the declared webhook
+# targets, sealed) moves as it is.
+OWN_META = frozenset({"schema_version", "serial", "instance", "key_check"})
+
+
+def other_meta(rows: Mapping[str, object]) -> dict[str, str]:
+    """The meta rows that move in ``StateHeader.meta`` (values as text)."""
+    return {k: str(v) for k, v in rows.items() if k not in OWN_META and v is not None}
 
 
 def carried(table: str, row: Mapping[str, Any]) -> dict[str, Any]:

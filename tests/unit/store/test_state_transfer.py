@@ -46,6 +46,8 @@ def _populate(store: Store) -> None:
     add_links(store, link_write("alpha"), link_write("beta"), link_write("gamma"), link_write("cc"))
     with store.write(expected_serial=store.state_serial(), actor="test") as tx:
         tx.set_instance("wiki")
+    _put_meta(store, "notify_targets", '[{"id":"t1","url":"sealed"}]')
+    with store.write(expected_serial=store.state_serial(), actor="test") as tx:
         tx.add_event(Event(action="apply", link=None, actor="test", detail={"n": 1}))
     store.save_authorization("alpha", response("at-a", "rt-a", at=clock()), clock_now=clock())
     store.save_authorization("beta", response("at-b", "rt-b", at=clock()), clock_now=clock())
@@ -79,6 +81,19 @@ def _populate(store: Store) -> None:
     store.put_provider_metadata("https://idp.example", {"issuer": "https://idp.example"}, fetched_at=clock())
 
 
+def _put_meta(store: Store, key: str, value: str) -> None:
+    """Another meta row, as a later feature writes one (the webhook targets do)."""
+    conn: Any = getattr(store, "_conn", None)
+    if conn is not None:  # SQLite
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+        return
+    store._db.run(  # type: ignore[attr-defined]
+        lambda tx: tx.execute("INSERT INTO meta (key, value) VALUES (%s, %s)", (key, value)),
+        write=True,
+        action="test",
+    )
+
+
 def _rows(store: Store) -> list[tuple[str, str]]:
     return sorted(
         (table, json.dumps(row, sort_keys=True, default=repr)) for table, row in store.export_rows()
@@ -97,11 +112,13 @@ def test_round_trip_sqlite_postgresql_sqlite_keeps_everything(
     import_state(middle, tmp_path / "a.jsonl", lock_timeout=5)
     assert _rows(middle) == first
     assert middle.state_serial() == source.state_serial() and middle.instance_name() == "wiki"
+    assert middle.export_header().meta == {"notify_targets": '[{"id":"t1","url":"sealed"}]'}
     export_state(middle, tmp_path / "b.jsonl")
 
     last = make("sqlite")
     import_state(last, tmp_path / "b.jsonl", lock_timeout=5)
     assert _rows(last) == first
+    assert last.export_header().meta == source.export_header().meta
     for store in (middle, last):
         grants = {g.link_name: g for g in store.list_grants()}
         assert {n: g.token_version for n, g in grants.items()} == {
