@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from reconciler.errors import LockTimeout, StateError
+from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import Event, Store
@@ -171,6 +172,7 @@ def test_a_lease_ended_by_the_database_clock_fences_its_holder(pg: Open) -> None
 
 SKEWED = """
 import os, time
+from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from tests.support.fakes import response
@@ -303,3 +305,27 @@ def test_a_dead_holder_of_the_apply_lock_on_any_host_is_replaced(
     finally:
         holder.kill()
         store.close()
+
+
+def test_a_pending_authorization_bound_to_a_session_is_taken_only_by_it(pg: Open) -> None:
+    store = pg()
+    add_links(store, link_write("a"), link_write("b"))
+    now = time.time()
+    store.put_pending_authorization(
+        "a",
+        state="st",
+        code_verifier=Secret("v-1"),
+        redirect_uri="https://x/cb",
+        issuer=None,
+        require_iss=False,
+        created_at=now,
+        expires_at=now + 600,
+        session_hash="s" * 64,
+    )
+    for kw in ({"link": "b"}, {"session_hash": "t" * 64}):
+        other = store.consume_pending_authorization("st", now=now, **kw)  # type: ignore[arg-type]
+        assert other is not None and other.code_verifier == Secret("") and not other.consumed_before
+    mine = store.consume_pending_authorization("st", now=now, link="a", session_hash="s" * 64)
+    assert mine is not None and mine.code_verifier == Secret("v-1")
+    again = store.consume_pending_authorization("st", now=now, link="a", session_hash="s" * 64)
+    assert again is not None and again.consumed_before
