@@ -223,8 +223,8 @@ class PostgresLeases:
             at = self._db.clock.now(tx.db_now, now)
             out: list[grants.LeaseLost | None] = []
             marked: list[str] = []
-            for name, version in items:
-                params = {
+            params = [
+                {
                     "now": at,
                     "status": _REFRESHING,
                     "expires": None if ttl is None else at + ttl,
@@ -232,7 +232,10 @@ class PostgresLeases:
                     "version": version,
                     "owner": owner,
                 }
-                if tx.execute(sql, params).rowcount == 1:
+                for name, version in items
+            ]
+            for (name, version), matched in zip(items, _fenced(tx, sql, params), strict=True):
+                if matched:
                     marked.append(name)
                     out.append(None)
                 else:
@@ -273,21 +276,24 @@ class PostgresLeases:
             uids = _uid_map(tx, [c.name for c in commits])
             out: list[grants.LeaseLost | None] = []
             committed: list[str] = []
+            known = [c for c in commits if c.name in uids]
+            params = []
+            for c in known:
+                row = self._token_params(uids[c.name], c.response, now=at)
+                row.update(
+                    next=self._db.clock.to_db(c.next_refresh_at),
+                    uid=uids[c.name],
+                    version=c.expected_version,
+                    owner=owner,
+                )
+                params.append(row)
+            matched = dict(zip([c.name for c in known], _fenced(tx, _COMMIT, params), strict=True))
             for c in commits:
-                uid = uids.get(c.name)
-                if uid is not None:
-                    params = self._token_params(uid, c.response, now=at)
-                    params.update(
-                        next=self._db.clock.to_db(c.next_refresh_at),
-                        uid=uid,
-                        version=c.expected_version,
-                        owner=owner,
-                    )
-                    if tx.execute(_COMMIT, params).rowcount == 1:
-                        committed.append(uid)
-                        out.append(None)
-                        continue
-                out.append(_lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens"))
+                if matched.get(c.name):
+                    committed.append(uids[c.name])
+                    out.append(None)
+                else:
+                    out.append(_lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens"))
             write_due_at(tx, committed)
             return out
 
@@ -331,8 +337,8 @@ class PostgresLeases:
             at = self._db.clock.now(tx.db_now, now)
             out: list[grants.LeaseLost | None] = []
             recorded: list[str] = []
-            for f in failures:
-                params = {
+            params = [
+                {
                     "status": str(f.status),
                     "error_class": f.error_class,
                     "message": f.message,
@@ -343,7 +349,10 @@ class PostgresLeases:
                     "version": f.expected_version,
                     "owner": owner,
                 }
-                if tx.execute(_FAIL, params).rowcount == 1:
+                for f in failures
+            ]
+            for f, matched in zip(failures, _fenced(tx, _FAIL, params), strict=True):
+                if matched:
                     recorded.append(f.name)
                     out.append(None)
                 else:
@@ -378,6 +387,23 @@ class PostgresLeases:
             "now": now,
             "expires_in": response.expires_in,
         }
+
+
+def _fenced(tx: Tx, sql: str, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """Run one fenced UPDATE per row, pipelined (one round trip for the batch); per row: matched."""
+    if not rows:
+        return []
+    cursors = []
+    with tx.conn.pipeline() as pipeline:
+        for params in rows:
+            cur = tx.conn.cursor()
+            cur.execute(sql, params)
+            cursors.append(cur)
+        pipeline.sync()
+    out = [cur.rowcount == 1 for cur in cursors]
+    for cur in cursors:
+        cur.close()
+    return out
 
 
 def _uid_and_spec(tx: Tx, name: str) -> tuple[str, str]:
