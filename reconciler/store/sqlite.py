@@ -42,6 +42,7 @@ from reconciler.store import (
     sqlite_leases,
     sqlite_notifications,
     sqlite_pending,
+    sqlite_transfer,
 )
 from reconciler.store.schema import load_migrations, split_statements
 from reconciler.store.sqlite_api_keys import SQLiteApiKeys
@@ -90,6 +91,7 @@ class SQLiteStore(
     SQLiteSessions,
     sqlite_notifications.SQLiteNotifications,
     sqlite_health.SQLiteHealth,
+    sqlite_transfer.SQLiteTransfer,
     base.Store,
 ):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""
