@@ -133,6 +133,19 @@ class InstanceDefaults(_Strict):
     deletionPolicy: DeletionPolicy | None = None
 
 
+class NotifyTarget(_Strict):
+    """A webhook that gets a signed JSON POST whenever a link's status changes."""
+
+    url: Url = Field(
+        description="HTTPS endpoint receiving the POST (http only on loopback with allowInsecureLoopback);"
+        " may be SOPS-encrypted: it is sealed in the store and shown by its origin only"
+    )
+    secret: SecretSource = Field(
+        description="HMAC-SHA256 key signing each body (X-Linkctl-Signature): SOPS-encrypted,"
+        " {fromEnv: NAME} or {fromFile: path}"
+    )
+
+
 class InstanceSpec(_Strict):
     """The app instance whose outgoing links these are."""
 
@@ -144,6 +157,11 @@ class InstanceSpec(_Strict):
         False, description="Allow plaintext clientSecret values in declared files (not recommended)"
     )
     defaults: InstanceDefaults = Field(default_factory=InstanceDefaults)
+    notify: list[NotifyTarget] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Status webhooks: each gets a signed JSON POST when a link's status changes",
+    )
 
 
 class Instance(_Strict):

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "reconciler.cli.secrets_cmds",
     "reconciler.cli.oauth_cmds",
     "reconciler.cli.keeper_cmds",
+    "reconciler.cli.server_cmds",
 )
 
 EPILOG = """\

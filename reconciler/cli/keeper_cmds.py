@@ -157,6 +157,8 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
 
     from reconciler import keeper
     from reconciler.errors import EXIT_ERROR, EXIT_OK, ConfigError
+    from reconciler.services import notify
+    from reconciler.settings import process_actor
     from reconciler.store import open_store
 
     try:
@@ -173,14 +175,24 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     def store_factory() -> Store:
         return open_store(settings, notice=ctx.notice)
 
+    notify_policy = notify.NotifyPolicy.from_env(ctx.env)
     client = _token_client(ctx, policy.http_timeout, keepalive=True, connections=args.workers)
+    # Status webhooks run beside the refreshes, on their own thread and store connection.
+    notifier = None
+    if not args.once:
+        notifier = notify.NotifierThread(store_factory, actor=process_actor(ctx.env), policy=notify_policy)
     try:
         runner = keeper.Keeper(
             store, client, store_factory=store_factory, workers=args.workers, policy=policy
         )
         if args.once:
+            # Look before and after: a change made by this run is told, however rarely cron runs it.
+            notify.notify_once(store, actor=process_actor(ctx.env), policy=notify_policy, deliver=False)
             report = runner.run_once()
+            notify.notify_once(store, actor=process_actor(ctx.env), policy=notify_policy)
         else:
+            assert notifier is not None
+            notifier.start()
             stop = threading.Event()
 
             def on_signal(signum: int, frame: object) -> None:
@@ -195,6 +207,8 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
     finally:
+        if notifier is not None:
+            notifier.stop()
         client.close()
     if args.output == "json":
         ctx.json(report.as_dict())

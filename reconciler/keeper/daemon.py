@@ -46,8 +46,12 @@ class Keeper:
         clock: Now = time.time,
         sleep: Sleep = time.sleep,
         rng: random.Random | None = None,
+        observe: Callable[[Outcome], None] | None = None,
     ) -> None:
-        """``store`` is used by the calling thread; ``store_factory`` opens one per worker thread."""
+        """``store`` is used by the calling thread; ``store_factory`` opens one per worker thread.
+
+        ``observe`` sees every outcome as it happens (``serve --keeper`` counts them for /metrics).
+        """
         if workers > 1 and store_factory is None:
             raise ValueError("more than one worker needs a store_factory (SQLite connections are per thread)")
         self.store = store
@@ -58,17 +62,22 @@ class Keeper:
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
+        self.observe = observe
         self._lock = threading.Lock()
 
     def _process(self, store: Store, names: list[str], owner: str) -> list[Outcome]:
         """Refresh a chunk of links (:func:`refresh_batch`); one outcome per distinct name."""
         try:
-            return refresh_batch(
+            outcomes = refresh_batch(
                 store, self.client, names, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
             )
         except LinkctlError as error:  # e.g. the store was busy: the leases (if any) simply expire
             log.warning("%d links: %s", len(names), error.message)
-            return [Outcome(name, SKIPPED, message=error.message) for name in dict.fromkeys(names)]
+            outcomes = [Outcome(name, SKIPPED, message=error.message) for name in dict.fromkeys(names)]
+        if self.observe is not None:
+            for outcome in outcomes:
+                self.observe(outcome)
+        return outcomes
 
     def _finish(self, report: KeeperReport) -> KeeperReport:
         """Add the links that wait for a human (not attempted by the keeper)."""

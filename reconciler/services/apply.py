@@ -184,12 +184,25 @@ def apply_declared(
             check_saved_plan(saved, plan)
         outcome = ApplyOutcome(plan, recorded, None)
         if not plan.has_changes and not outcome.records_instance:
+            store_notify_targets(store, result, actor=actor, notice=notice)
             return outcome
         deleted = [c.link for c in plan.changes if c.action == DELETE]
         with revocations(store, deleted, client_factory=client_factory, notice=notice) as revoke:
             applied = apply_plan(store, plan, result.links, actor=actor, instance=plan.instance)
+            store_notify_targets(store, result, actor=actor, notice=notice)
             failed = revoke() != EXIT_OK
     return dataclasses.replace(outcome, applied=applied, revocation_failed=failed)
+
+
+def store_notify_targets(store: Store, result: ValidationResult, *, actor: str, notice: Notice) -> None:
+    """Seal the Instance's ``spec.notify`` targets into the store (files without an Instance: kept)."""
+    if result.instance is None:
+        return
+    import time
+
+    if store.put_notify_targets(result.notify, actor=actor, now=time.time()):
+        origins = ", ".join(t.origin for t in result.notify) or "none"
+        notice(f"status webhooks stored: {len(result.notify)} target(s) ({origins})")
 
 
 @contextlib.contextmanager

@@ -37,9 +37,8 @@ def fresh_access_token(
     from reconciler import keeper
 
     now = clock()
-    grant = store.get_grant(name, with_tokens=True)
-    left = None if grant is None else keeper.access_valid_for(grant, now)
-    if grant is None or left is None or left < min_valid:
+    grant = stored_token(store, name, min_valid=min_valid, now=now)
+    if grant is None:
         policy = keeper.KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
         clients: list[TokenClient] = []
 
@@ -57,6 +56,17 @@ def fresh_access_token(
         now = clock()
     assert grant is not None and grant.access_token is not None
     return grant, now
+
+
+def stored_token(store: Store, name: str, *, min_valid: float, now: float) -> Grant | None:
+    """The stored grant if its access token is valid for ``min_valid`` s at ``now`` (no request, no lease)."""
+    from reconciler.keeper.timing import access_valid_for
+
+    grant = store.get_grant(name, with_tokens=True)
+    left = None if grant is None else access_valid_for(grant, now)
+    if grant is None or grant.access_token is None or left is None or left < min_valid:
+        return None
+    return grant
 
 
 def token_json(grant: Grant, now: float) -> dict[str, Any]:

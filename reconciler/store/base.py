@@ -21,8 +21,12 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from reconciler.secrets import Secret
+from reconciler.store.api_keys import ApiKeys
 from reconciler.store.grants import GrantStore
+from reconciler.store.health import StoreHealth
+from reconciler.store.notifications import Notifications
 from reconciler.store.pending import PendingAuthorizations
+from reconciler.store.sessions import Sessions
 from reconciler.store.transfer import StateTransfer
 
 
@@ -123,7 +127,7 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore, PendingAuthorizations, StateTransfer):
+class Store(GrantStore, PendingAuthorizations, ApiKeys, Sessions, Notifications, StoreHealth, StateTransfer):
     """A state backend. Implementations are safe to use from one thread each.
 
     Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,

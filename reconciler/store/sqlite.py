@@ -34,8 +34,18 @@ from typing import Any
 from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending, sqlite_transfer
+from reconciler.store import (
+    base,
+    sealing,
+    sqlite_grants,
+    sqlite_health,
+    sqlite_leases,
+    sqlite_notifications,
+    sqlite_pending,
+    sqlite_transfer,
+)
 from reconciler.store.schema import load_migrations, split_statements
+from reconciler.store.sqlite_api_keys import SQLiteApiKeys
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
 from reconciler.store.sqlite_lock import SQLiteApplyLock
 from reconciler.store.sqlite_open import (
@@ -53,6 +63,7 @@ from reconciler.store.sqlite_open import (
     verify_key,
     warn_if_shared,
 )
+from reconciler.store.sqlite_sessions import SQLiteSessions
 
 # Importable from here as before this module was split.
 __all__ = ["SQLiteStore", "load_migrations", "split_statements", "sqlite_path", "store_failure"]
@@ -76,6 +87,10 @@ class SQLiteStore(
     sqlite_leases.SQLiteLeases,
     sqlite_grants.SQLiteGrants,
     sqlite_pending.SQLitePendingAuthorizations,
+    SQLiteApiKeys,
+    SQLiteSessions,
+    sqlite_notifications.SQLiteNotifications,
+    sqlite_health.SQLiteHealth,
     sqlite_transfer.SQLiteTransfer,
     base.Store,
 ):

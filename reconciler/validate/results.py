@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.diagnostics import Diagnostic, has_errors
 from reconciler.domain.links import DesiredLink
+from reconciler.domain.notify import NotifyTargetDecl
 from reconciler.load import Document
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class ValidationResult:
     links: list[DesiredLink]
     skipped: list[str]
     files: list[str]
+    notify: list[NotifyTargetDecl] = dataclasses.field(default_factory=list)  # the Instance's webhooks
 
     @property
     def ok(self) -> bool:

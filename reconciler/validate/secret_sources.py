@@ -1,4 +1,4 @@
-"""Secret sources: clientSecret from sops, ``fromEnv`` or ``fromFile``, and plaintext refused.
+"""Secret sources: clientSecret and webhook secrets from sops, ``fromEnv`` or ``fromFile``; no plaintext.
 
 A refusal never quotes what may be the secret itself (a value pasted as an env name).
 """
@@ -102,15 +102,40 @@ def resolve_secrets(
 ) -> dict[str, Secret]:
     """The link's clientSecret read from where it is declared (errors reported, never the value)."""
     secrets: dict[str, Secret] = {}
-    source = link.spec.clientSecret
-    path = ("spec", "clientSecret")
+    value = resolve_source(
+        report,
+        doc,
+        link.spec.clientSecret,
+        ("spec", "clientSecret"),
+        what="clientSecret",
+        env=env,
+        roots=roots,
+        allow_plaintext=allow_plaintext,
+    )
+    if value is not None:
+        secrets["clientSecret"] = value
+    return secrets
+
+
+def resolve_source(
+    report: Reporter,
+    doc: Document,
+    source: str | FromEnv | FromFile | None,
+    path: tuple[str | int, ...],
+    *,
+    what: str,
+    env: Mapping[str, str],
+    roots: Sequence[str],
+    allow_plaintext: bool,
+) -> Secret | None:
+    """One declared secret (SOPS, ``fromEnv``, ``fromFile``) read, or None with the error reported."""
     if source is None:
-        return secrets
+        return None
     if isinstance(source, FromEnv):
         refusal = _refused_env_name(source.fromEnv)
         if refusal:
             report.error(doc, refusal, (*path, "fromEnv"), hint=_ENV_NAME_HINT, code="secret-env-refused")
-            return secrets
+            return None
         value = env.get(source.fromEnv)
         if value is None:
             report.error(
@@ -120,30 +145,29 @@ def resolve_secrets(
                 hint=f"export {source.fromEnv}=... before running linkctl",
                 code="secret-unresolved",
             )
-            return secrets
+            return None
     elif isinstance(source, FromFile):
         try:
             value = read_secret_file(doc, source.fromFile, env=env, roots=roots)
         except _SecretFileRefused as refused:
             report.error(doc, refused.message, (*path, "fromFile"), hint=refused.hint, code=refused.code)
-            return secrets
+            return None
     else:
         value = source
         if path not in doc.encrypted_paths and not allow_plaintext:
             report.error(
                 doc,
-                "clientSecret is in plaintext",
+                f"{what} is in plaintext",
                 path,
                 hint="encrypt it: `linkctl secrets encrypt --in-place FILE` (or sops), or use "
                 "{fromEnv: NAME} / {fromFile: PATH}",
                 code="plaintext-secret",
             )
-            return secrets
+            return None
     if not value:
-        report.error(doc, "clientSecret is empty", path, code="secret-empty")
-        return secrets
-    secrets["clientSecret"] = Secret(value)
-    return secrets
+        report.error(doc, f"{what} is empty", path, code="secret-empty")
+        return None
+    return Secret(value)
 
 
 def read_secret_file(doc: Document, declared: str, *, env: Mapping[str, str], roots: Sequence[str]) -> str:

@@ -15,10 +15,12 @@ from urllib.parse import urlsplit
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic
 from reconciler.domain.links import DesiredLink
+from reconciler.domain.notify import NotifyTargetDecl
 from reconciler.load import Document, LoadResult
 from reconciler.models import Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset
 from reconciler.validate.desired import desired_link
+from reconciler.validate.notify import check_notify
 from reconciler.validate.results import ValidationResult
 from reconciler.validate.secret_sources import check_plaintext_params, resolve_secrets
 from reconciler.validate.structure import check_structure
@@ -39,6 +41,7 @@ class Validator:
         self.instance_doc: Document | None = None
         self.links: list[DesiredLink] = []
         self._names: dict[str, Document] = {}
+        self.notify: list[NotifyTargetDecl] = []
         self.errors = sum(1 for d in self.diagnostics if d.is_error)
 
     def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
@@ -80,7 +83,7 @@ class Validator:
                     self.links.append(desired)
         self._check_renames(links)
         return ValidationResult(
-            self.diagnostics, self.instance, self.links, self.loaded.skipped, self.loaded.files
+            self.diagnostics, self.instance, self.links, self.loaded.skipped, self.loaded.files, self.notify
         )
 
     def _remember_name(self, doc: Document, name: str) -> bool:
@@ -108,6 +111,7 @@ class Validator:
             allow_loopback=self._allow_loopback(),
             base=True,
         )
+        self.notify = check_notify(self, doc, instance, env=self.env, roots=self.loaded.roots)
 
     def _allow_loopback(self) -> bool:
         return bool(self.instance and self.instance.spec.allowInsecureLoopback)

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -25,10 +26,14 @@ import pytest
 
 from reconciler import keeper
 from reconciler.oauth.client import TokenClient
+from reconciler.services.notify import verify
 from tests.conftest import require
 from tests.support.cli import INSTANCE, Linkctl, Result, link_doc
+from tests.support.fakes import response
 from tests.support.oracle import OidcServer, OracleClient, start_oidc_server
 from tests.support.oracle_links import authorize, open_store
+from tests.support.server import serve
+from tests.support.webhooks import Receiver
 
 
 class Recorder:
@@ -81,7 +86,19 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
     work = linkctl.cwd
     links = work / "links"
     links.mkdir()
-    (links / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    # A status webhook whose signing key is a canary; its URL path is one of outputs and the store
+    # (a Slack-style URL is a credential: sealed, shown by origin), not of the plaintext file's parse cache.
+    url_marker = f"hookpath-{uuid.uuid4().hex}"
+    receiving = Receiver().running()
+    receiver = receiving.__enter__()
+    hook_key = f"{marker}-hook-1"
+    linkctl.env["CANARY_HOOK"] = hook_key
+    (links / "instance.yaml").write_text(
+        INSTANCE
+        + f"  allowInsecureLoopback: true\n  notify:\n  - url: {receiver.url}/{url_marker}\n"
+        + "    secret: {fromEnv: CANARY_HOOK}\n",
+        encoding="utf-8",
+    )
     (links / "env.yaml").write_text(link_doc("canary-env", secret_env="CANARY_SECRET"), encoding="utf-8")
     secret_dir = work / "secret-files"  # outside links/: only the link file reads it
     secret_dir.mkdir()
@@ -209,13 +226,48 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
         run("apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3 if sops else 0)
         run("validate", "links", env={"CANARY_SECRET": ""}, expect=3)
 
+        told = "status webhooks stored: 1 target(s) (http://127.0.0.1:"
+        stored = [r for r in run.results if told in r.stderr]
+        assert len(stored) == 1, "apply stores the webhook target once, shown by its origin"
+        # A status change (authorized: needs_authorization -> healthy) announced by `keeper --once`.
+        run("keeper", "--once", expect=None)
+        store = open_store(linkctl.env)
+        try:
+            store.save_authorization(
+                "canary-env", response(f"{marker}-at", f"{marker}-rt", at=time.time()), clock_now=time.time()
+            )
+        finally:
+            store.close()
+        run("keeper", "--once", expect=None)
+        (post,) = receiver.wait_for(1)
+        assert post.json["link"] == "canary-env" and post.json["new_status"] == "healthy"
+        sent = json.dumps(post.headers) + post.body.decode()
+        assert marker not in sent, "a canary in a webhook's headers or body"
+        assert verify(
+            hook_key,
+            post.headers["X-Linkctl-Timestamp"],
+            post.body,
+            post.headers["X-Linkctl-Signature"],
+            now=time.time(),
+        )
+        run("state", "events", "--limit", "500", "-o", "json")
+        # The operations endpoints of `linkctl serve` on this store: no canary in any answer.
+        with serve({**linkctl.env, "LINKCTL_NOTIFY_INTERVAL": "60"}) as served:
+            answers = [served.get(path) for path in ("/healthz", "/readyz", "/metrics")]
+            served_log = served.log()
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert 'linkctl_link_status{link="canary-env",status="healthy"} 1.0' in answers[2].text
+        for text in [*(a.text for a in answers), served_log]:
+            assert marker not in text and url_marker not in text, "a canary in serve's answers or log"
+
         wal = Path(str(db) + "-wal")
         assert wal.exists() and wal.stat().st_size > 0, "the WAL should hold recent commits"
         stores = {p: p.read_bytes() for p in (db, wal, Path(str(db) + "-shm")) if p.exists()}
     finally:
         keep_open.close()
+        receiving.__exit__(None, None, None)
 
-    leaks = [str(r) for r in run.results if marker in r.output]
+    leaks = [str(r) for r in run.results if marker in r.output or url_marker in r.output]
     assert not leaks, "canary printed by:\n" + "\n".join(leaks)
     for path in plan_files:
         text = path.read_text(encoding="utf-8")
@@ -223,6 +275,7 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
         assert marker not in text, path
     for path, data in stores.items():
         assert marker.encode() not in data, f"canary in plaintext in {path}"
+        assert url_marker.encode() not in data, f"webhook URL in plaintext in {path}"
         assert marker.encode("utf-16-le") not in data, f"canary (UTF-16) in {path}"
     # Nothing else linkctl wrote (key file, state dir, anything under HOME) holds it either.
     for root, _dirs, files in os.walk(linkctl.env["HOME"]):
@@ -324,6 +377,52 @@ class _Secrets:
         if not may_hold_access_token:
             kinds.append(("an access token", self.access_tokens))
         return [f"{kind} ({value[:6]}…)" for kind, values in kinds for value in values if value in text]
+
+
+class _Served:
+    """What the server phase saw: API answers (token answers apart) and the server's whole log."""
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.token_answers: list[str] = []
+        self.log = ""
+
+
+def _serve_phase(linkctl: Linkctl, names: list[str], secrets: _Secrets, server: OidcServer) -> _Served:
+    """``serve --keeper --log-format json``: API keys, tokens (fresh, refreshed, provider down), status."""
+    from tests.support.server import create_key, serve
+
+    seen = _Served()
+    key = create_key(linkctl.env, "--links", "m-*", "--name", "canary")  # printed once, by design
+    admin = create_key(linkctl.env, "--links", "*", "--admin")
+    secrets.values.update({key, admin})
+    with serve(linkctl.env, "--keeper", "--log-format", "json") as running:
+
+        def call(path: str, presented: str | None, *, token: bool = False) -> None:
+            answer = running.get(path, key=presented)
+            (seen.token_answers if token and answer.status_code == 200 else seen.answers).append(
+                answer.text + json.dumps(dict(answer.headers))
+            )
+
+        for name in names:
+            call(f"/v1/links/{name}/token?min_valid=1", key, token=True)
+            call(f"/v1/links/{name}/token?min_valid=59.9&code=x", key)  # refused, logged scrubbed
+            call(f"/v1/links/{name}/token?min_valid=59.9", key, token=True)  # refreshed first
+            call(f"/v1/links/{name}/token", admin)
+            call(f"/v1/links/{name}", key)
+            secrets.collect_tokens(linkctl.env, names)
+        call("/v1/links", key)
+        call("/v1/links/m-env/token", key[:-2] + "xx")
+        call("/v1/links/nope/token", key)
+        call("/openapi.json", None)
+        server.fault("unavailable", times=1000)
+        for name in names:
+            call(f"/v1/links/{name}/token?min_valid=59.99", key)
+        server.reset()
+    seen.log = running.log()
+    assert '"status":503' in seen.log and '"status":200' in seen.log, seen.log[-2000:]
+    assert len(seen.token_answers) >= 2 * len(names), seen.answers
+    return seen
 
 
 def _make_due(db: Path) -> None:
@@ -486,6 +585,7 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         for name in names:
             run("show", name)
             run("show", "-o", "json", name)
+        served = _serve_phase(linkctl, names, secrets, server)
 
         # Failure 1: the provider is down.
         server.fault("unavailable", times=1000)
@@ -554,6 +654,17 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         for r in token_stdouts
         if (found := secrets.found_in(r.stdout, may_hold_access_token=True))
     ]
+    leaks += [
+        f"serve answer {i}: {found}"
+        for i, text in enumerate(served.answers)
+        if (found := secrets.found_in(text))
+    ]
+    leaks += [
+        f"serve token answer {i}: {found}"
+        for i, text in enumerate(served.token_answers)
+        if (found := secrets.found_in(text, may_hold_access_token=True))
+    ]
+    leaks += [f"serve log: {found}" for found in secrets.found_in(served.log)]
     assert not leaks, "secrets printed:\n" + "\n".join(leaks)
     for path, data in stores.items():
         text = data.decode("latin-1")

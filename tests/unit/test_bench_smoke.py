@@ -19,3 +19,20 @@ def test_bench_core_runs_at_small_n() -> None:
     assert done.returncode == 0, done.stderr
     steps = [line.split()[1] for line in done.stdout.splitlines() if line.strip().startswith("20 ")]
     assert steps == ["validate", "plan", "apply", "no-op", "no-op", "plan", "apply"]
+
+
+def test_bench_ops_runs_at_small_n() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_ops.py"), "--n", "20", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = [
+        line.split(None, 1)[1].rsplit(None, 2)[0]
+        for line in done.stdout.splitlines()
+        if line.startswith("     20 ")
+    ]
+    assert steps == ["link_states", "scrape cold", "scrape warm", "peer", "notify idle", "notify 1 %"]
