@@ -37,11 +37,14 @@ from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
 from reconciler.store import base, sealing
+from reconciler.store.postgres_api_keys import PostgresApiKeys, PostgresSessions
 from reconciler.store.postgres_conn import Connector, Tx, parse_url
 from reconciler.store.postgres_grants import PostgresGrants
+from reconciler.store.postgres_health import PostgresHealth
 from reconciler.store.postgres_leases import PostgresLeases
 from reconciler.store.postgres_links import SELECT_LINKS, PostgresWriteTransaction, link_from_row
 from reconciler.store.postgres_lock import LOCK_KEY, PostgresApplyLock
+from reconciler.store.postgres_notifications import PostgresNotifications
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
 from reconciler.store.postgres_transfer import PostgresTransfer
 from reconciler.store.schema import load_migrations
@@ -107,6 +110,10 @@ class PostgresStore(
     PostgresLeases,
     PostgresGrants,
     PostgresPendingAuthorizations,
+    PostgresApiKeys,
+    PostgresSessions,
+    PostgresNotifications,
+    PostgresHealth,
     PostgresTransfer,
     base.Store,
 ):

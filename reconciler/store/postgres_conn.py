@@ -338,6 +338,26 @@ class Connector:
         finally:
             self.pool.putconn(conn)
 
+    def once(self, work: Callable[[Tx], _T], *, action: str, timeout: float = 2.0) -> _T:
+        """Run a read once, within ``timeout`` s, without retrying (readiness probes must answer fast)."""
+        if self._pinned is not None:
+            return self._on_pinned(work, action)
+        try:
+            conn = self.pool.getconn(timeout=timeout)
+        except PoolTimeout:
+            raise StateError(f"the PostgreSQL store {self.url.shown} is not reachable ({action})") from None
+        try:
+            row = conn.execute(_NOW_SQL).fetchone()
+            assert row is not None
+            result = work(Tx(conn, float(row[0]), None))
+            conn.commit()
+            return result
+        except psycopg.Error as exc:
+            _rollback(conn)
+            raise _as_state_error(exc, self.url, action) from None
+        finally:
+            self.pool.putconn(conn)
+
     def _on_pinned(self, work: Callable[[Tx], _T], action: str) -> _T:
         conn = self._pinned
         assert conn is not None
