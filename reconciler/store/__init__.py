@@ -6,7 +6,8 @@ Backends are imported lazily so that importing this package (e.g. for
 ``reconciler.store.base``) stays cheap and backends never import each other.
 
 Accepted URLs: ``sqlite:////absolute/path/state.db`` or ``sqlite:///relative/to/cwd.db``
-(the embedded default, SQLAlchemy's convention) and, later, ``postgresql://…``.
+(the embedded default, SQLAlchemy's convention) and ``postgresql://…`` (libpq's URI, plus
+linkctl's ``pool_size``; see docs/postgresql.md).
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ def open_store(
 
         return SQLiteStore.open(settings, notice=notice, create=create, read_only=read_only)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise StateError(
-            "PostgreSQL state stores are not supported yet",
-            hint="use the embedded store: sqlite:////absolute/path/state.db (the default without --state)",
-        )
+        from reconciler.store.postgres import PostgresStore
+
+        return PostgresStore.open(settings, notice=notice, create=create, read_only=read_only)
     shown = f"{scheme}://…" if scheme else "a value without a scheme"
     raise StateError(
         f"unsupported state URL ({shown})",

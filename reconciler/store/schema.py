@@ -1,7 +1,9 @@
 """The packaged schema migrations (``migrations/NNNN_name.sql``): loading and splitting them.
 
 Backend-neutral: every store backend applies the same numbered files in order, one
-statement at a time, and records the version it reached.
+statement at a time, and records the version it reached. SQLite's files sit in
+``migrations/``; PostgreSQL's, with the same numbers and names and the same tables and
+columns in its own types, in ``migrations/postgresql/`` (a test compares the two).
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ class Migration:
     sql: str
 
 
+DIALECTS = ("sqlite", "postgresql")
+
+
 @functools.cache
-def load_migrations() -> tuple[Migration, ...]:
-    """The packaged migrations in version order; versions must be 1, 2, 3, … without gaps (read once)."""
+def load_migrations(dialect: str = "sqlite") -> tuple[Migration, ...]:
+    """The packaged migrations of a dialect in version order; versions 1, 2, 3, … without gaps (read once)."""
+    if dialect not in DIALECTS:  # pragma: no cover - a caller bug
+        raise ValueError(f"unknown store dialect {dialect!r}")
+    folder = resources.files("reconciler.store").joinpath("migrations")
+    if dialect != "sqlite":
+        folder = folder.joinpath(dialect)
     found: list[Migration] = []
-    for entry in resources.files("reconciler.store").joinpath("migrations").iterdir():
+    for entry in folder.iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -29,6 +29,12 @@ class StoreBackend:
 
     def open(self, settings: Settings, *, notice: Callable[[str], None] | None = None) -> Store:
         """Open the store that ``settings.state_url`` names (by URL, as the CLI does)."""
+        if self.name == "postgresql":
+            # The contract suite drives a fake clock: the caller's ``now`` is the clock here.
+            # Child processes and the PostgreSQL-only tests use the database clock.
+            from reconciler.store.postgres import PostgresStore
+
+            return PostgresStore.open(settings, notice=notice, caller_clock=True)
         return open_store(settings, notice=notice)
 
 
@@ -36,8 +42,17 @@ def _sqlite_url(directory: Path) -> str:
     return f"sqlite:///{directory / 'store' / 'state.db'}"
 
 
+def _postgres_url(directory: Path) -> str:
+    from tests.support.postgres import fresh_url
+
+    return fresh_url()
+
+
 # A backend joins the contract suite by one entry here (see docs/testing.md).
-BACKENDS: dict[str, StoreBackend] = {"sqlite": StoreBackend("sqlite", _sqlite_url)}
+BACKENDS: dict[str, StoreBackend] = {
+    "sqlite": StoreBackend("sqlite", _sqlite_url),
+    "postgresql": StoreBackend("postgresql", _postgres_url),
+}
 
 
 def db_path(settings: Settings) -> Path:

@@ -183,8 +183,9 @@ def test_not_a_database_is_a_clear_error(open_: OpenStore, settings: Settings) -
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://user:pw@db/linkctl", "PostgreSQL state stores are not supported yet"),
-        ("postgres://db/linkctl", "not supported yet"),
+        ("postgresql://user:pw@127.0.0.1:1/linkctl", r"cannot connect to the PostgreSQL store .*user:\*{3}@"),
+        ("postgres://db/linkctl?pool_size=0", "pool_size must be a whole number"),
+        ("postgresql://db/linkctl?password=pw&nonsense=1", "is malformed"),
         ("mysql://db/x", r"unsupported state URL \(mysql://…\)"),
         ("/var/lib/state.db", "unsupported state URL"),
         ("sqlite://relative.db", "not a SQLite state URL"),

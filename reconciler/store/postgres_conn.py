@@ -1,0 +1,418 @@
+"""Connections of the PostgreSQL store: the URL, one pool per process, the database clock, retries.
+
+Everything the other ``postgres_*`` modules need to run one operation against the server:
+
+* :func:`parse_url` splits a ``postgresql://`` URL into the libpq connection string and
+  linkctl's own query parameters (``pool_size``), and gives the URL as shown (no password);
+* :class:`Connector` runs one operation (a function of a connection) in one transaction
+  on a pooled connection, measuring the database clock at its start. A connection lost
+  before the commit is sent rolls the transaction back on the server, so the operation is
+  run again on a new connection, with backoff, for up to :data:`RECONNECT_SECONDS`. A
+  connection lost while the commit is in flight leaves the outcome in doubt: the
+  transaction's id (``pg_current_xact_id()``, taken at its start) is then looked up with
+  ``pg_xact_status`` on a new connection — committed: the operation's result stands;
+  aborted: it is run again (every write is fenced, so a rerun is the same decision taken
+  again); unknown within the window: :class:`CommitOutcomeUnknown`, naming the transaction.
+  Nothing is ever applied twice and nothing is dropped without an error.
+
+One clock: the store judges every lease, due time, lock age and expiry by the database's
+``clock_timestamp()``. Times that callers pass in or read back are in their own process
+clock; :class:`ClockFrame` converts between the two with the offset measured at the start
+of each operation (a client whose clock is minutes off still writes and reads correct
+moments). Tests that drive a fake clock use ``caller_clock=True``: then the caller's
+``now`` is the clock and no conversion happens.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.conninfo
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from reconciler.errors import StateError
+
+_T = TypeVar("_T")
+
+RECONNECT_SECONDS = 15.0  # how long one operation keeps trying to reach the server
+CONNECT_TIMEOUT = 5  # seconds, per connection attempt (libpq connect_timeout)
+DEFAULT_POOL_SIZE = 10
+_OWN_PARAMS = ("pool_size",)
+# Conflicts a rerun resolves (the transaction was rolled back as a whole).
+_RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+_NOW_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
+_NOW_XID_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, pg_current_xact_id()::text"
+
+
+class CommitOutcomeUnknown(StateError):
+    """The connection was lost while a commit was in flight and its outcome could not be learned."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PgURL:
+    """A parsed ``postgresql://`` state URL."""
+
+    conninfo: str  # for libpq (linkctl's own parameters removed)
+    shown: str  # the URL without its password, for messages and ``state show``
+    pool_size: int
+    target: str  # host:port/dbname, for messages
+
+
+def parse_url(url: str) -> PgURL:
+    """Split a state URL into libpq's part and linkctl's (``pool_size``); refuse malformed ones."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not (
+        scheme.lower() in ("postgresql", "postgres") or scheme.lower().startswith("postgresql+")
+    ):
+        raise StateError(
+            f"not a PostgreSQL state URL: {redact(url)!r}", hint="use postgresql://user@host/dbname"
+        )
+    base, _, query = rest.partition("?")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    own = {k: v for k, v in pairs if k in _OWN_PARAMS}
+    libpq_query = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in _OWN_PARAMS])
+    conninfo = "postgresql://" + base + ("?" + libpq_query if libpq_query else "")
+    pool_size = DEFAULT_POOL_SIZE
+    if "pool_size" in own:
+        raw = own["pool_size"]
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise StateError(
+                f"the state URL's pool_size must be a whole number from 1 to 1000 (got {raw!r})",
+                hint="e.g. postgresql://linkctl@db.example/linkctl?pool_size=10",
+            )
+        pool_size = int(raw)
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise StateError(
+            f"the PostgreSQL state URL {redact(url)!r} is malformed: {_first_line(exc)}",
+            hint="see https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING"
+            " (linkctl adds only pool_size)",
+        ) from None
+    params.setdefault("application_name", "linkctl")
+    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
+    host = str(params.get("host") or "localhost")
+    target = f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+    return PgURL(psycopg.conninfo.make_conninfo("", **params), redact(url), pool_size, target)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (in the authority and in a ``password=`` parameter)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        userinfo, _, hostpart = authority.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        authority = f"{userinfo}@{hostpart}"
+    if "?" in tail:
+        path, _, query = tail.partition("?")
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{k}={'***' if k == 'password' else v}" for k, v in pairs)
+        tail = f"{path}?{query}"
+    return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class ClockFrame:
+    """Converts moments between the caller's clock and the database's (see the module docstring)."""
+
+    def __init__(self, *, caller_clock: bool) -> None:
+        self.caller_clock = caller_clock
+        self._offset = 0.0  # database clock minus this process's clock
+        self._measured = float("-inf")  # time.monotonic() of the last measurement
+
+    def measured(self, db_now: float, local_before: float, local_after: float) -> None:
+        """Record a reading of the database clock taken between two local readings."""
+        if not self.caller_clock:
+            self._offset = db_now - (local_before + local_after) / 2
+            self._measured = time.monotonic()
+
+    def stale(self, max_age: float = 2.0) -> bool:
+        """Whether the offset should be measured again before converting read times."""
+        return not self.caller_clock and time.monotonic() - self._measured > max_age
+
+    def now(self, db_now: float, caller_now: float | None) -> float:
+        """The present moment of an operation, in the database's frame."""
+        if self.caller_clock:
+            return caller_now if caller_now is not None else time.time()
+        return db_now
+
+    def to_db(self, moment: float | None) -> float | None:
+        """A caller's moment in the database's frame (None stays None)."""
+        if moment is None or self.caller_clock:
+            return moment
+        return moment + self._offset
+
+    def from_db(self, moment: float | None) -> float | None:
+        """A stored moment in this process's clock (None stays None)."""
+        if moment is None or self.caller_clock:
+            return moment
+        return moment - self._offset
+
+
+@dataclasses.dataclass
+class Tx:
+    """One operation's transaction: its connection, the database time at its start, its id."""
+
+    conn: psycopg.Connection[Any]
+    db_now: float
+    xid: str | None
+
+    def execute(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        """Run one statement in this transaction."""
+        return self.conn.execute(sql, params)
+
+
+_POOLS: dict[str, tuple[ConnectionPool, int]] = {}  # conninfo -> (pool, stores using it)
+_POOLS_LOCK = threading.Lock()
+
+
+def acquire_pool(url: PgURL) -> ConnectionPool:
+    """This process's pool for a connection string, shared by the stores open on it (created on first use)."""
+    with _POOLS_LOCK:
+        entry = _POOLS.get(url.conninfo)
+        if entry is not None and not entry[0].closed:
+            _POOLS[url.conninfo] = (entry[0], entry[1] + 1)
+            return entry[0]
+        _probe(url)
+        pool = ConnectionPool(
+            url.conninfo,
+            min_size=1,
+            max_size=url.pool_size,
+            kwargs={"autocommit": False},
+            timeout=CONNECT_TIMEOUT * 2,
+            name="linkctl",
+            open=False,
+        )
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        _POOLS[url.conninfo] = (pool, 1)
+        return pool
+
+
+def release_pool(url: PgURL) -> None:
+    """A store stopped using its pool; the last one closes it (its connections end)."""
+    with _POOLS_LOCK:
+        entry = _POOLS.get(url.conninfo)
+        if entry is None:
+            return
+        pool, users = entry
+        if users > 1:
+            _POOLS[url.conninfo] = (pool, users - 1)
+            return
+        del _POOLS[url.conninfo]
+    pool.close(timeout=1.0)
+
+
+def close_pools() -> None:
+    """Close every pool of this process (at exit)."""
+    with _POOLS_LOCK:
+        pools = [pool for pool, _ in _POOLS.values()]
+        _POOLS.clear()
+    for pool in pools:
+        pool.close(timeout=1.0)
+
+
+atexit.register(close_pools)
+
+
+def _probe(url: PgURL) -> None:
+    """One direct connection first, so that a wrong host, database or password gets libpq's reason."""
+    try:
+        psycopg.connect(url.conninfo, autocommit=True).close()
+    except psycopg.OperationalError as exc:
+        raise StateError(
+            f"cannot connect to the PostgreSQL store {url.shown}: {_first_line(exc)}",
+            hint="check the host, port, database, user and password of --state / LINKCTL_STATE"
+            " (and sslmode), and that the server is running",
+        ) from None
+
+
+class Connector:
+    """Runs store operations on pooled connections, one transaction each (see the module docstring)."""
+
+    def __init__(self, url: PgURL, *, caller_clock: bool) -> None:
+        self.url = url
+        self.pool = acquire_pool(url)
+        self.clock = ClockFrame(caller_clock=caller_clock)
+        self._released = False
+
+    def close(self) -> None:
+        """Stop using the pool (idempotent)."""
+        if not self._released:
+            self._released = True
+            release_pool(self.url)
+
+    def run(self, work: Callable[[Tx], _T], *, write: bool, action: str) -> _T:
+        """Run ``work`` in one transaction (commit once, retried on a lost connection; see above)."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.05
+        while True:
+            outcome = self._attempt(work, write=write, action=action, deadline=deadline)
+            if outcome is not _AGAIN:
+                return outcome  # type: ignore[return-value]
+            if time.monotonic() + delay > deadline:
+                raise StateError(
+                    f"lost the connection to the PostgreSQL store {self.url.shown} and could not"
+                    f" reconnect within {RECONNECT_SECONDS:g} s ({action}; nothing was changed)",
+                    hint="check that the server is running and reachable; the operation can be repeated",
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _attempt(self, work: Callable[[Tx], _T], *, write: bool, action: str, deadline: float) -> object:
+        conn, tx = self._begin(deadline, action, write=write)
+        committing = False
+        try:
+            try:
+                result = work(tx)
+                committing = True
+                conn.commit()
+                return result
+            except psycopg.OperationalError as exc:
+                if not conn.broken:
+                    _rollback(conn)
+                    if isinstance(exc, _RETRYABLE):
+                        return _AGAIN
+                    raise _as_state_error(exc, self.url, action) from None
+                self.pool.check()  # other idle connections died with this one (a restart)
+                if not committing or tx.xid is None:
+                    return _AGAIN
+                return self._resolve(tx.xid, result, action=action, deadline=deadline)
+            except psycopg.Error as exc:
+                _rollback(conn)
+                raise _as_state_error(exc, self.url, action) from None
+            except BaseException:
+                _rollback(conn)
+                raise
+        finally:
+            self.pool.putconn(conn)
+
+    @contextlib.contextmanager
+    def transaction(self, *, action: str) -> Iterator[Tx]:
+        """One write transaction around a caller's block (apply): committed once or an error, never rerun.
+
+        The block cannot be run again for the caller, so a connection lost before the commit
+        is an error saying nothing changed, and a lost commit answer is resolved by the
+        transaction's id: committed returns normally, aborted or unknown raise.
+        """
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        conn, tx = self._begin(deadline, action, write=True)
+        committing = False
+        xid = tx.xid or ""
+        try:
+            try:
+                yield tx
+                committing = True
+                conn.commit()
+            except psycopg.OperationalError as exc:
+                if not conn.broken:
+                    _rollback(conn)
+                    raise _as_state_error(exc, self.url, action) from None
+                self.pool.check()
+                if committing and self._resolve(xid, None, action=action, deadline=deadline) is None:
+                    return  # committed after all
+                raise StateError(
+                    f"lost the connection to the PostgreSQL store {self.url.shown} during {action};"
+                    " the transaction was rolled back, nothing was changed",
+                    hint="run the command again",
+                ) from None
+            except psycopg.Error as exc:
+                _rollback(conn)
+                raise _as_state_error(exc, self.url, action) from None
+            except BaseException:
+                _rollback(conn)
+                raise
+        finally:
+            self.pool.putconn(conn)
+
+    def _begin(self, deadline: float, action: str, *, write: bool) -> tuple[psycopg.Connection[Any], Tx]:
+        """A pooled connection with its transaction started (clock read), skipping dead connections."""
+        delay = 0.05
+        while True:
+            try:
+                conn = self.pool.getconn(timeout=max(min(deadline - time.monotonic(), CONNECT_TIMEOUT), 0.1))
+            except PoolTimeout:
+                conn = None
+            if conn is not None:
+                try:
+                    before = time.time()
+                    row = conn.execute(_NOW_XID_SQL if write else _NOW_SQL).fetchone()
+                    assert row is not None
+                    self.clock.measured(float(row[0]), before, time.time())
+                    return conn, Tx(conn, float(row[0]), str(row[1]) if write else None)
+                except psycopg.OperationalError as exc:
+                    broken = conn.broken
+                    if not broken:
+                        _rollback(conn)
+                    self.pool.putconn(conn)
+                    if not broken:
+                        raise _as_state_error(exc, self.url, action) from None
+                    self.pool.check()
+                    continue  # the next connection may be alive already
+            if time.monotonic() + delay > deadline:
+                raise StateError(
+                    f"cannot reach the PostgreSQL store {self.url.shown} within {RECONNECT_SECONDS:g} s"
+                    f" ({action}; nothing was changed)",
+                    hint="check that the server is running and reachable; the operation can be repeated",
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _resolve(self, xid: str, result: object, *, action: str, deadline: float) -> object:
+        """The commit of ``xid`` was sent and its answer lost: learn whether it happened."""
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.url.conninfo, autocommit=True) as probe:
+                    row = probe.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+                status = None if row is None else row[0]
+            except psycopg.OperationalError:
+                status = "unreachable"
+            if status == "committed":
+                return result
+            if status == "aborted":
+                return _AGAIN
+            time.sleep(delay)  # in progress (the server has not seen the loss yet) or unreachable
+            delay = min(delay * 2, 1.0)
+        raise CommitOutcomeUnknown(
+            f"lost the connection to the PostgreSQL store {self.url.shown} while committing ({action});"
+            f" whether transaction {xid} committed is unknown",
+            hint="nothing is applied twice: a refresh left in flight is reported as a lost response by"
+            " the next holder of its lease; run the command again once the server is reachable",
+        )
+
+
+_AGAIN = object()
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(psycopg.Error):
+        conn.rollback()
+
+
+def _as_state_error(exc: psycopg.Error, url: PgURL, action: str) -> StateError:
+    """A server error met during an operation, as the user sees it (no SQL, no parameters)."""
+    reason = _first_line(exc)
+    hint = "check the server's log; the transaction was rolled back, nothing was changed"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        hint = "grant the linkctl role the privileges on its tables (see docs/postgresql.md)"
+    elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        hint = "the URL names a read-only server (a replica?): point linkctl at the primary"
+    elif isinstance(exc, psycopg.errors.DiskFull):
+        hint = "free space on the database server (the transaction rolled back)"
+    return StateError(f"the PostgreSQL store {url.shown} failed ({action}): {reason}", hint=hint)

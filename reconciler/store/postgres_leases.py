@@ -1,0 +1,413 @@
+"""Refresh leases and fenced token writes of the PostgreSQL store (the ``grants`` table).
+
+:class:`PostgresLeases` is a mixin of :class:`reconciler.store.postgres.PostgresStore`, the
+twin of :mod:`reconciler.store.sqlite_leases` for many keepers on many machines:
+
+* claiming: :meth:`acquire_leases` takes the rows in ONE statement,
+  ``UPDATE … WHERE link_uid IN (SELECT … FOR UPDATE OF g SKIP LOCKED) RETURNING``, so keepers
+  that asked for overlapping batches never wait on each other and each row goes to one;
+* one clock: a lease is free, expired or still held by the database's clock
+  (``clock_timestamp()``, taken at the start of the transaction and again in the lease
+  check of :meth:`mark_in_flight`), never by the caller's ``now``;
+* fencing: every later write is conditional on ``token_version`` and ``lease_owner`` and
+  raises :class:`~reconciler.store.grants.LeaseLost` when it matched no row; a keeper that
+  paused past its lease can neither mark a new send (the lease check) nor commit (the
+  next holder changed the owner, then the version);
+* a lost commit acknowledgement is resolved by the connector (``pg_xact_status`` of the
+  transaction): committed once, or run again under the same fence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from reconciler.domain.grants import GrantStatus
+from reconciler.domain.schedule import next_refresh_time
+from reconciler.errors import StateError
+from reconciler.store import grants
+from reconciler.store.postgres_grants import write_due_at
+
+if TYPE_CHECKING:
+    from reconciler.domain.tokens import TokenResponse
+    from reconciler.secrets import Secret
+    from reconciler.store import sealing
+    from reconciler.store.postgres_conn import Connector, Tx
+
+_STATUSES = frozenset(GrantStatus)
+_REFRESHING = str(GrantStatus.REFRESHING)
+_DUE_AT = "GREATEST(g.due_at, COALESCE(g.lease_expires_at, 0))"
+_DUE_LINKS = (
+    "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
+    " WHERE g.due_at <= %(now)s AND (g.lease_owner IS NULL OR g.lease_expires_at <= %(now)s)"
+    f" AND {_DUE_AT} <= %(now)s ORDER BY {_DUE_AT}, l.name LIMIT %(limit)s"
+)
+_SENT_AT = "jsonb_set(g.details_json::jsonb, '{lost_response_sent_at}', to_jsonb(g.in_flight_since))::text"
+_ACQUIRE = (
+    "UPDATE grants g SET lease_owner = %(owner)s, lease_expires_at = %(expires)s,"
+    # A request left in flight by an expired holder (crash): its answer is lost.
+    " lost_response = CASE WHEN g.in_flight_since IS NOT NULL AND g.lease_owner IS DISTINCT FROM %(owner)s"
+    " THEN 1 ELSE g.lost_response END,"
+    " details_json = CASE WHEN g.in_flight_since IS NOT NULL AND g.lease_owner IS DISTINCT FROM %(owner)s"
+    f" THEN {_SENT_AT} ELSE g.details_json END,"
+    " in_flight_since = CASE WHEN g.lease_owner = %(owner)s THEN g.in_flight_since END"
+    " FROM links l WHERE l.uid = g.link_uid AND g.link_uid IN ("
+    " SELECT c.link_uid FROM grants c JOIN links cl ON cl.uid = c.link_uid WHERE cl.name = ANY(%(names)s)"
+    " AND (c.lease_owner IS NULL OR c.lease_expires_at <= %(now)s OR c.lease_owner = %(owner)s)"
+    " FOR UPDATE OF c SKIP LOCKED)"
+    " RETURNING l.name"
+)
+_MARK = (
+    "UPDATE grants SET in_flight_since = %(now)s, status = %(status)s,"
+    " lease_expires_at = COALESCE(%(expires)s, lease_expires_at)"
+    " WHERE link_uid = (SELECT uid FROM links WHERE name = %(name)s) AND token_version = %(version)s"
+    " AND lease_owner = %(owner)s AND lease_expires_at > {fresh_now}"
+)
+_DETAILS_AFTER_TOKENS = (
+    "((COALESCE(details_json, '{}')::jsonb - 'lost_response_sent_at')"
+    " || jsonb_build_object('expires_in', %(expires_in)s::float8))"
+)
+_TOKEN_SET = (
+    "access_token = %(access)s, refresh_token = COALESCE(%(refresh)s, refresh_token),"
+    " token_type = %(token_type)s, access_expires_at = %(expires_at)s,"
+    " token_version = token_version + 1, status = %(status)s,"
+    " retry_at = NULL, attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
+    " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0"
+)
+_COMMIT = (
+    f"UPDATE grants SET {_TOKEN_SET}, scope = COALESCE(%(scope)s, scope),"
+    " obtained_at = COALESCE(obtained_at, %(now)s), last_refresh_at = %(now)s, next_refresh_at = %(next)s,"
+    f" details_json = {_DETAILS_AFTER_TOKENS}::text"
+    " WHERE link_uid = %(uid)s AND token_version = %(version)s"
+    " AND (lease_owner = %(owner)s OR lease_owner IS NULL)"
+)
+_AUTHORIZE = (
+    f"UPDATE grants SET {_TOKEN_SET}, scope = %(scope)s, obtained_at = %(now)s, last_refresh_at = NULL,"
+    " next_refresh_at = %(next)s,"
+    f" details_json = jsonb_set({_DETAILS_AFTER_TOKENS}, '{{authorized_scopes}}', %(scopes)s::jsonb)::text"
+    " WHERE link_uid = %(uid)s"
+)
+_FAIL = (
+    "UPDATE grants g SET status = %(status)s, error_class = %(error_class)s, last_error = %(message)s,"
+    " retry_at = %(retry_at)s, attempts = g.attempts + 1,"
+    " details_json = CASE WHEN %(lost)s = 1 THEN jsonb_set(g.details_json::jsonb,"
+    " '{lost_response_sent_at}', to_jsonb(COALESCE(g.in_flight_since, %(now)s::float8)))::text"
+    " ELSE g.details_json END,"
+    " lost_response = GREATEST(g.lost_response, %(lost)s),"
+    " in_flight_since = NULL, lease_owner = NULL, lease_expires_at = NULL"
+    " WHERE g.link_uid = (SELECT uid FROM links WHERE name = %(name)s) AND g.token_version = %(version)s"
+    " AND (g.lease_owner = %(owner)s OR g.lease_owner IS NULL)"
+)
+_RELEASE = (
+    "UPDATE grants g SET lost_response = CASE WHEN g.in_flight_since IS NOT NULL THEN 1"
+    " ELSE g.lost_response END,"
+    f" details_json = CASE WHEN g.in_flight_since IS NOT NULL THEN {_SENT_AT} ELSE g.details_json END,"
+    " in_flight_since = NULL, lease_owner = NULL, lease_expires_at = NULL"
+    " WHERE g.link_uid = (SELECT uid FROM links WHERE name = %(name)s) AND g.lease_owner = %(owner)s"
+    " RETURNING g.link_uid"
+)
+
+
+class PostgresLeases:
+    """Leases, scheduling and fenced token writes over the store's connector ``self._db``."""
+
+    if TYPE_CHECKING:  # provided by PostgresGrants / PostgresStore; declared for mypy only
+        _db: Connector
+        _sealer: sealing.Sealer
+
+        def _seal_token(self, uid: str, field: str, token: Secret | None) -> bytes | None: ...
+        def _grant_from_row(self, row: Sequence[Any], *, with_tokens: bool) -> grants.Grant: ...
+        def _grant_rows(self, tx: Tx, names: Sequence[str]) -> list[tuple[Any, ...]]: ...
+        def _check_writable(self) -> None: ...
+
+    def _fresh_now(self) -> str:
+        """SQL for "now" in a lease check: the caller's value, or the database clock at that moment."""
+        if self._db.clock.caller_clock:
+            return "%(now)s"
+        return "GREATEST(%(now)s, EXTRACT(EPOCH FROM clock_timestamp())::float8)"
+
+    def _write(self, action: str, work: Any) -> Any:
+        self._check_writable()
+        return self._db.run(work, write=True, action=action)
+
+    # -- first tokens ----------------------------------------------------------------
+    def save_authorization(self, name: str, response: TokenResponse, *, clock_now: float) -> grants.Grant:
+        """Store first tokens (authorize, device or client-credentials): version +1, status healthy."""
+
+        def work(tx: Tx) -> tuple[Any, ...]:
+            uid, spec_json = _uid_and_spec(tx, name)
+            spec = json.loads(spec_json)
+            row = tx.execute("SELECT refresh_token IS NOT NULL FROM grants WHERE link_uid = %s", (uid,))
+            has_stored = bool((row.fetchone() or (False,))[0])
+            next_at = next_refresh_time(
+                response.received_at,
+                response.expires_in,
+                has_refresh_token=response.refresh_token is not None or has_stored,
+                client_credentials=spec.get("grant") == "client_credentials",
+            )
+            params = self._token_params(uid, response, now=self._db.clock.now(tx.db_now, clock_now))
+            params.update(
+                uid=uid, next=self._db.clock.to_db(next_at), scopes=json.dumps(list(spec.get("scopes") or ()))
+            )
+            tx.execute(_AUTHORIZE, params)
+            write_due_at(tx, (uid,))
+            return self._grant_rows(tx, [name])[0]
+
+        return self._grant_from_row(self._write("store first tokens", work), with_tokens=False)
+
+    # -- scheduling ------------------------------------------------------------------
+    def due_links(self, now: float, *, limit: int) -> list[str]:
+        """Names of links to refresh or obtain now (by the database clock), most overdue first."""
+
+        def work(tx: Tx) -> list[str]:
+            params = {"now": self._db.clock.now(tx.db_now, now), "limit": max(int(limit), 0)}
+            return [row[0] for row in tx.execute(_DUE_LINKS, params)]
+
+        result: list[str] = self._db.run(work, write=False, action="find due links")
+        return result
+
+    def next_due_at(self) -> float | None:
+        """The earliest time any link becomes due, in this process's clock (None: nothing scheduled)."""
+        row = self._db.run(
+            lambda tx: tx.execute(
+                f"SELECT MIN({_DUE_AT}) FROM grants g WHERE g.due_at IS NOT NULL"
+            ).fetchone(),
+            write=False,
+            action="find the next due time",
+        )
+        return None if row is None or row[0] is None else self._db.clock.from_db(float(row[0]))
+
+    # -- leases ----------------------------------------------------------------------
+    def acquire_lease(self, name: str, *, owner: str, ttl: float, now: float) -> grants.Grant | None:
+        """Take the refresh lease of a link (tokens decrypted); None while someone else holds it."""
+        taken = self._acquire([name], owner=owner, ttl=ttl, now=now, strict=True)
+        return taken[0] if taken else None
+
+    def acquire_leases(
+        self, names: Sequence[str], *, owner: str, ttl: float, now: float
+    ) -> list[grants.Grant]:
+        """Take the leases of several links in one statement (SKIP LOCKED); held or unknown ones left out."""
+        return self._acquire(list(dict.fromkeys(names)), owner=owner, ttl=ttl, now=now, strict=False)
+
+    def _acquire(
+        self, names: list[str], *, owner: str, ttl: float, now: float, strict: bool
+    ) -> list[grants.Grant]:
+        def work(tx: Tx) -> list[tuple[Any, ...]]:
+            at = self._db.clock.now(tx.db_now, now)
+            params = {"owner": owner, "expires": at + ttl, "now": at, "names": names}
+            taken = [row[0] for row in tx.execute(_ACQUIRE, params)]
+            if strict and not taken:
+                _uid_and_spec(tx, names[0])  # raises for an unknown link
+            write_due_at(tx, _uids(tx, taken))
+            return self._grant_rows(tx, [n for n in names if n in set(taken)])
+
+        rows = self._write("take refresh leases", work)
+        return [self._grant_from_row(row, with_tokens=True) for row in rows]
+
+    def mark_in_flight(
+        self, name: str, *, owner: str, token_version: int, now: float, ttl: float | None = None
+    ) -> None:
+        """Record durably that a token request is about to be sent; refused once the lease ended."""
+        result = self.mark_in_flight_many([(name, token_version)], owner=owner, now=now, ttl=ttl)
+        if result[0] is not None:
+            raise result[0]
+
+    def mark_in_flight_many(
+        self, items: Sequence[tuple[str, int]], *, owner: str, now: float, ttl: float | None = None
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`mark_in_flight` for ``(name, token_version)`` pairs in one durable transaction."""
+        sql = _MARK.format(fresh_now=self._fresh_now())
+
+        def work(tx: Tx) -> list[grants.LeaseLost | None]:
+            at = self._db.clock.now(tx.db_now, now)
+            out: list[grants.LeaseLost | None] = []
+            marked: list[str] = []
+            for name, version in items:
+                params = {
+                    "now": at,
+                    "status": _REFRESHING,
+                    "expires": None if ttl is None else at + ttl,
+                    "name": name,
+                    "version": version,
+                    "owner": owner,
+                }
+                if tx.execute(sql, params).rowcount == 1:
+                    marked.append(name)
+                    out.append(None)
+                else:
+                    out.append(_lease_lost(tx, name, owner, version, "mark the refresh in flight"))
+            write_due_at(tx, _uids(tx, marked))
+            return out
+
+        result: list[grants.LeaseLost | None] = self._write("mark refreshes in flight", work)
+        return result
+
+    def commit_tokens(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        response: TokenResponse,
+        now: float,
+        next_refresh_at: float | None,
+    ) -> grants.Grant:
+        """Store refreshed tokens (fenced) and release the lease in the same transaction."""
+        commit = grants.TokenCommit(name, expected_version, response, next_refresh_at)
+        fenced = self.commit_tokens_many([commit], owner=owner, now=now)[0]
+        if fenced is not None:
+            raise fenced
+        grant = self.get_grant(name)  # type: ignore[attr-defined]
+        if grant is None:  # pragma: no cover - deleted right after the commit
+            raise StateError(f"no link named {name!r} in the store")
+        return grant  # type: ignore[no-any-return]
+
+    def commit_tokens_many(
+        self, commits: Sequence[grants.TokenCommit], *, owner: str, now: float
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`commit_tokens` for several links in one durable transaction (each row fenced)."""
+
+        def work(tx: Tx) -> list[grants.LeaseLost | None]:
+            at = self._db.clock.now(tx.db_now, now)
+            uids = _uid_map(tx, [c.name for c in commits])
+            out: list[grants.LeaseLost | None] = []
+            committed: list[str] = []
+            for c in commits:
+                uid = uids.get(c.name)
+                if uid is not None:
+                    params = self._token_params(uid, c.response, now=at)
+                    params.update(
+                        next=self._db.clock.to_db(c.next_refresh_at),
+                        uid=uid,
+                        version=c.expected_version,
+                        owner=owner,
+                    )
+                    if tx.execute(_COMMIT, params).rowcount == 1:
+                        committed.append(uid)
+                        out.append(None)
+                        continue
+                out.append(_lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens"))
+            write_due_at(tx, committed)
+            return out
+
+        result: list[grants.LeaseLost | None] = self._write("store refreshed tokens", work)
+        return result
+
+    def record_failure(
+        self,
+        name: str,
+        *,
+        owner: str,
+        expected_version: int,
+        status: GrantStatus,
+        error_class: str,
+        message: str,
+        retry_at: float | None,
+        lost_response: bool,
+        now: float,
+    ) -> grants.Grant:
+        """Record a failed attempt (fenced), count it, and release the lease."""
+        record = grants.FailureRecord(
+            name, expected_version, status, error_class, message, retry_at, lost_response
+        )
+        fenced = self.record_failures_many([record], owner=owner, now=now)[0]
+        if fenced is not None:
+            raise fenced
+        grant = self.get_grant(name)  # type: ignore[attr-defined]
+        if grant is None:  # pragma: no cover
+            raise StateError(f"no link named {name!r} in the store")
+        return grant  # type: ignore[no-any-return]
+
+    def record_failures_many(
+        self, failures: Sequence[grants.FailureRecord], *, owner: str, now: float
+    ) -> list[grants.LeaseLost | None]:
+        """:meth:`record_failure` for several links in one durable transaction (each row fenced)."""
+        for f in failures:
+            if f.status not in _STATUSES:
+                raise ValueError(f"unknown grant status {f.status!r}")
+
+        def work(tx: Tx) -> list[grants.LeaseLost | None]:
+            at = self._db.clock.now(tx.db_now, now)
+            out: list[grants.LeaseLost | None] = []
+            recorded: list[str] = []
+            for f in failures:
+                params = {
+                    "status": str(f.status),
+                    "error_class": f.error_class,
+                    "message": f.message,
+                    "retry_at": self._db.clock.to_db(f.retry_at),
+                    "lost": 1 if f.lost_response else 0,
+                    "now": at,
+                    "name": f.name,
+                    "version": f.expected_version,
+                    "owner": owner,
+                }
+                if tx.execute(_FAIL, params).rowcount == 1:
+                    recorded.append(f.name)
+                    out.append(None)
+                else:
+                    out.append(_lease_lost(tx, f.name, owner, f.expected_version, "record a failed refresh"))
+            write_due_at(tx, _uids(tx, recorded))
+            return out
+
+        result: list[grants.LeaseLost | None] = self._write("record failed refreshes", work)
+        return result
+
+    def release_lease(self, name: str, *, owner: str) -> bool:
+        """Give up a lease without writing tokens; False if ``owner`` no longer held it."""
+
+        def work(tx: Tx) -> bool:
+            rows = tx.execute(_RELEASE, {"name": name, "owner": owner}).fetchall()
+            write_due_at(tx, [r[0] for r in rows])
+            return bool(rows)
+
+        released: bool = self._write("release a lease", work)
+        return released
+
+    # -- helpers ---------------------------------------------------------------------
+    def _token_params(self, uid: str, response: TokenResponse, *, now: float) -> dict[str, Any]:
+        expires_at = None if response.expires_in is None else response.received_at + response.expires_in
+        return {
+            "access": self._seal_token(uid, "access_token", response.access_token),
+            "refresh": self._seal_token(uid, "refresh_token", response.refresh_token),
+            "token_type": response.token_type,
+            "scope": response.scope,
+            "expires_at": self._db.clock.to_db(expires_at),
+            "status": str(GrantStatus.HEALTHY),
+            "now": now,
+            "expires_in": response.expires_in,
+        }
+
+
+def _uid_and_spec(tx: Tx, name: str) -> tuple[str, str]:
+    row = tx.execute("SELECT uid, spec_json FROM links WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
+    return row[0], row[1]
+
+
+def _uid_map(tx: Tx, names: Sequence[str]) -> dict[str, str]:
+    if not names:
+        return {}
+    return dict(tx.execute("SELECT name, uid FROM links WHERE name = ANY(%s)", (list(names),)).fetchall())
+
+
+def _uids(tx: Tx, names: Sequence[str]) -> list[str]:
+    return list(_uid_map(tx, names).values())
+
+
+def _lease_lost(tx: Tx, name: str, owner: str, version: int, action: str) -> grants.LeaseLost:
+    row = tx.execute(
+        "SELECT g.token_version, g.lease_owner FROM grants g JOIN links l ON l.uid = g.link_uid"
+        " WHERE l.name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
+    holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
+    return grants.LeaseLost(
+        f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
+        f" found {row[0]}; lease held by {holder})",
+        hint="another refresh won the race; its tokens are kept",
+    )
