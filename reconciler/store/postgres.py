@@ -41,6 +41,7 @@ from reconciler.store.postgres_grants import PostgresGrants
 from reconciler.store.postgres_leases import PostgresLeases
 from reconciler.store.postgres_links import SELECT_LINKS, PostgresWriteTransaction, link_from_row
 from reconciler.store.postgres_lock import LOCK_KEY, PostgresApplyLock
+from reconciler.store.postgres_notify import PostgresNotify
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
 from reconciler.store.schema import load_migrations
 
@@ -102,6 +103,7 @@ def read_meta(tx: Tx) -> tuple[int, bytes | None]:
 
 class PostgresStore(
     PostgresApplyLock,
+    PostgresNotify,
     PostgresLeases,
     PostgresGrants,
     PostgresPendingAuthorizations,

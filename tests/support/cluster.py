@@ -12,13 +12,14 @@ Used by tests/integration/postgres/ (and runnable against SQLite, the same code)
 - :func:`token_burst` runs concurrent ``linkctl token`` calls;
 - :func:`in_flight_by` / :func:`leases_by` read what a process holds from the store.
 
-Needs ``faketime`` for skewed keepers (:func:`faketime_prefix`): skipped locally without
+Needs libfaketime for skewed keepers (:func:`faketime_env`): skipped locally without
 it, a failure under CI=true.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import re
 import signal
@@ -33,7 +34,7 @@ from reconciler.oauth.client import TokenClient
 from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import LinkWrite, Store
-from tests.conftest import ROOT, require_tool
+from tests.conftest import ROOT, require
 from tests.support.oracle import OidcServer, OracleClient
 from tests.support.oracle_links import authorize, link_for, linkctl
 
@@ -55,10 +56,20 @@ def open_env_store(env: dict[str, str]) -> Store:
     return open_store(Settings.from_env(env), notice=lambda _: None)
 
 
-def faketime_prefix(offset_seconds: float) -> list[str]:
-    """argv prefix running a command with its clock ``offset_seconds`` off (libfaketime)."""
-    faketime = require_tool("faketime")
-    return [faketime, "-f", f"{offset_seconds:+g}s"]
+def faketime_env(offset_seconds: float) -> dict[str, str]:
+    """Environment running a process with its wall clock ``offset_seconds`` off (libfaketime, preloaded).
+
+    Preloaded rather than through the ``faketime`` wrapper, which forks: signals sent to
+    the wrapper (SIGSTOP, SIGKILL) would miss the keeper itself.
+    """
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    require(found, "libfaketime is not installed (Debian package faketime)")
+    return {
+        "LD_PRELOAD": found[0],
+        "FAKETIME": f"{offset_seconds:+g}s",
+        # The wall clock is what differs between machines; monotonic timers stay real.
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 @dataclasses.dataclass
@@ -73,7 +84,7 @@ class KeeperProcess:
 
     @property
     def pid(self) -> int:
-        """The keeper's pid (the python process; faketime execs it in place)."""
+        """The keeper's pid."""
         return self.process.pid
 
     def signal(self, sig: signal.Signals) -> None:
@@ -100,15 +111,11 @@ def start_keeper(
     env: dict[str, str], args: Sequence[str], *, name: str, group: str, skew: float, logs: Path
 ) -> KeeperProcess:
     """Start ``linkctl keeper ARGS`` as process ``name`` of ``group`` (its clock ``skew`` s off)."""
-    prefix = faketime_prefix(skew) if skew else []
-    child_env = dict(env)
-    if skew:
-        # The wall clock is what differs between machines; monotonic timers stay real.
-        child_env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+    child_env = {**env, **(faketime_env(skew) if skew else {})}
     log_path = logs / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*prefix, sys.executable, "-c", _BOOT, "keeper", *args],
+            [sys.executable, "-c", _BOOT, "keeper", *args],
             env=child_env,
             stdout=subprocess.DEVNULL,
             stderr=log,
