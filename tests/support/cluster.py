@@ -42,8 +42,12 @@ from tests.support.oracle_links import authorize, link_for, linkctl
 CLUSTER_BACKENDS = [b for b in os.environ.get("LINKCTL_CLUSTER_BACKENDS", "postgresql").split(",") if b]
 # A keeper process whose INFO log lines (every committed refresh) go to stderr, with the
 # moment each was written; otherwise exactly `linkctl keeper …`.
+# Under libfaketime, Python's time.sleep (clock_nanosleep with an absolute deadline) fails
+# with EINVAL or hangs; a skewed keeper sleeps through Event.wait instead (skew tests only).
 _BOOT = (
-    "import logging, sys;"
+    "import logging, os, sys, threading, time;"
+    "time.sleep = (lambda s: threading.Event().wait(s) and None)"
+    " if os.environ.get('FAKETIME') else time.sleep;"
     "logging.basicConfig(level=logging.INFO, stream=sys.stderr,"
     " format='%(created).3f %(levelname)s %(message)s');"
     "from reconciler.cli import main; sys.exit(main(sys.argv[1:]))"

