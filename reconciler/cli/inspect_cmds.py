@@ -1,4 +1,4 @@
-"""Inspection commands: list, show, redirect-url, state show/unlock/events, schema.
+"""Inspection commands: list, show, redirect-url, state show/unlock/events/migrate/export/import, schema.
 
 Each handler reads through :mod:`reconciler.services.views` (or the store) and renders;
 registered after :mod:`reconciler.cli.core_cmds`, so ``linkctl --help`` keeps its order.
@@ -58,6 +58,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--limit", type=count, default=50)
     output_arg(s)
     s.set_defaults(handler=cmd_state_events)
+    _register_transfer(state)
 
     p = subparsers.add_parser("schema", help="print or write the JSON Schemas of the declared kinds")
     p.add_argument("--write", metavar="DIR", help="write *.schema.json files into DIR")
@@ -252,3 +253,58 @@ def cmd_schema(args: argparse.Namespace, ctx: Context) -> int:
         raise StateError(f"cannot write schemas to {target}: {exc.strerror}") from None
     ctx.notice(f"wrote {len(schemas)} schema file(s) to {target}")
     return EXIT_OK
+
+
+def _register_transfer(state: Any) -> None:
+    """``state migrate``, ``state export FILE``, ``state import FILE``."""
+    from reconciler.cli.keeper_cmds import timeout_seconds
+
+    s = state.add_parser("migrate", help="bring the store's schema up to date (apply does it too)")
+    s.set_defaults(handler=cmd_state_migrate)
+    s = state.add_parser("export", help="write the whole state to FILE (sealed values stay sealed)")
+    s.add_argument("file", metavar="FILE", type=Path)
+    s.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    s.set_defaults(handler=cmd_state_export)
+    s = state.add_parser("import", help="load a state written by `state export` into an empty store")
+    s.add_argument("file", metavar="FILE", type=Path)
+    s.add_argument(
+        "--lock-timeout",
+        type=timeout_seconds,
+        metavar="SECONDS",
+        help="how long to wait for the state lock (default 60, $LINKCTL_LOCK_TIMEOUT)",
+    )
+    s.set_defaults(handler=cmd_state_import)
+
+
+def cmd_state_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state migrate``."""
+    from reconciler.services.state_transfer import schema_version
+
+    store = ctx.store()  # opening migrates (and says from which version)
+    ctx.out(f"state: {store.url}\nschema version: {schema_version(store)} (up to date)")
+    return EXIT_OK
+
+
+@reads_only
+def cmd_state_export(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state export FILE``."""
+    from reconciler.services.state_transfer import export_state
+
+    counts = export_state(ctx.store(), args.file, force=args.force)
+    ctx.out(f"exported {_counted(counts)} to {args.file}")
+    return EXIT_OK
+
+
+def cmd_state_import(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl state import FILE``."""
+    from reconciler.services.state_transfer import import_state, read_state_file
+
+    read_state_file(args.file)  # a bad file is refused before the store is created or touched
+    counts = import_state(ctx.store(), args.file, lock_timeout=ctx.settings.lock_timeout)
+    ctx.out(f"imported {_counted(counts)} from {args.file} into {ctx.store().url}")
+    return EXIT_OK
+
+
+def _counted(counts: dict[str, int]) -> str:
+    shown = [f"{n} {table}" for table, n in counts.items() if n]
+    return ", ".join(shown) if shown else "an empty state"

@@ -23,6 +23,7 @@ from typing import Any
 from reconciler.secrets import Secret
 from reconciler.store.grants import GrantStore
 from reconciler.store.pending import PendingAuthorizations
+from reconciler.store.transfer import StateTransfer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +123,7 @@ class WriteTransaction(abc.ABC):
         """Record the Instance (``metadata.name``) the store is applied from."""
 
 
-class Store(GrantStore, PendingAuthorizations):
+class Store(GrantStore, PendingAuthorizations, StateTransfer):
     """A state backend. Implementations are safe to use from one thread each.
 
     Grant methods (leases, fenced token writes) are declared in :mod:`reconciler.store.grants`,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -43,6 +44,7 @@ from reconciler.store.postgres_links import SELECT_LINKS, PostgresWriteTransacti
 from reconciler.store.postgres_lock import LOCK_KEY, PostgresApplyLock
 from reconciler.store.postgres_notify import PostgresNotify
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
+from reconciler.store.postgres_transfer import PostgresTransfer
 from reconciler.store.schema import load_migrations
 
 Notice = Callable[[str], None]
@@ -107,6 +109,7 @@ class PostgresStore(
     PostgresLeases,
     PostgresGrants,
     PostgresPendingAuthorizations,
+    PostgresTransfer,
     base.Store,
 ):
     """A state store in a PostgreSQL database (a pool of connections shared in the process)."""
@@ -175,10 +178,14 @@ class PostgresStore(
                 hint="upgrade linkctl; an older version must not write to a newer store",
             )
         ready = key is not None and version == known and key_check is not None
+        if read_only and version == 0:
+            # Nothing stored yet: read an empty store (as on SQLite) that nobody else sees.
+            db.pin_private_schema([m.sql for m in load_migrations(DIALECT)])
+            return cls(db, sealing.Sealer(key or os.urandom(sealing.KEY_BYTES)), notice=say, read_only=True)
         if read_only and not ready and (version < known or key_check is None):
             raise StateError(
-                f"the store {url.shown} is {'empty' if version == 0 else f'at schema version {version}'}"
-                f" (this linkctl uses {known}); a read-only command does not create or migrate it",
+                f"the store {url.shown} is at schema version {version} (this linkctl uses {known}) or has"
+                " no key check yet; a read-only command does not migrate it",
                 hint="run `linkctl state migrate` (or `linkctl apply`) first",
             )
         if not create and not ready:

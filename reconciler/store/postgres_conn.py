@@ -31,7 +31,8 @@ import dataclasses
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -49,6 +50,7 @@ DEFAULT_POOL_SIZE = 10
 # Every transaction of the store is a few statements with no wait in between: a session idle
 # inside one this long belongs to a paused process (see _configure).
 IDLE_IN_TRANSACTION_TIMEOUT = "5s"
+OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any token lifetime)
 _OWN_PARAMS = ("pool_size",)
 # Conflicts a rerun resolves (the transaction was rolled back as a whole).
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
@@ -140,10 +142,18 @@ class ClockFrame:
         self._measured = float("-inf")  # time.monotonic() of the last measurement
 
     def measured(self, db_now: float, local_before: float, local_after: float) -> None:
-        """Record a reading of the database clock taken between two local readings."""
-        if not self.caller_clock:
-            self._offset = db_now - (local_before + local_after) / 2
-            self._measured = time.monotonic()
+        """Record a reading of the database clock taken between two local readings.
+
+        The offset moves only when it changed by more than :data:`OFFSET_STEP` (and is 0
+        within it): a reading is no better than its round trip, and a stable offset
+        converts a moment there and back to exactly itself (an exported state re-imports equal).
+        """
+        if self.caller_clock:
+            return
+        offset = db_now - (local_before + local_after) / 2
+        if abs(offset - self._offset) > OFFSET_STEP:
+            self._offset = 0.0 if abs(offset) <= OFFSET_STEP else offset
+        self._measured = time.monotonic()
 
     def stale(self, max_age: float = 2.0) -> bool:
         """Whether the offset should be measured again before converting read times."""
@@ -280,11 +290,35 @@ class Connector:
         self.clock = ClockFrame(caller_clock=caller_clock)
         self._released = False
 
+        self._pinned: psycopg.Connection[Any] | None = None
+
     def close(self) -> None:
-        """Stop using the pool (idempotent)."""
+        """Stop using the pool (idempotent); a private schema (see :meth:`pin_private_schema`) vanishes."""
+        if self._pinned is not None:
+            self._pinned.close()  # never committed: the private schema is rolled back with it
+            self._pinned = None
         if not self._released:
             self._released = True
             release_pool(self.url)
+
+    def pin_private_schema(self, migrations: Sequence[str]) -> None:
+        """From now on run every operation in one never-committed transaction on a private schema.
+
+        For read-only commands on a database without linkctl's tables: they read an empty
+        store made by the migrations in a schema no other session can see, and nothing
+        is written (the transaction is rolled back when the store closes).
+        """
+        conn = psycopg.connect(self.url.conninfo, autocommit=False)
+        try:
+            name = f"linkctl_readonly_{uuid.uuid4().hex[:12]}"
+            conn.execute(f"CREATE SCHEMA {name}")
+            conn.execute(f"SET LOCAL search_path = {name}")
+            for sql in migrations:
+                conn.execute(sql.encode())
+        except psycopg.Error as exc:
+            conn.close()
+            raise _as_state_error(exc, self.url, "read an empty store") from None
+        self._pinned = conn
 
     def run(self, work: Callable[[Tx], _T], *, write: bool, action: str) -> _T:
         """Run ``work`` in one transaction (commit once, retried on a lost connection; see above)."""
@@ -304,6 +338,8 @@ class Connector:
             delay = min(delay * 2, 1.0)
 
     def _attempt(self, work: Callable[[Tx], _T], *, write: bool, action: str, deadline: float) -> object:
+        if self._pinned is not None:
+            return self._on_pinned(work, action)
         conn, tx = self._begin(deadline, action, write=write)
         committing = False
         try:
@@ -330,6 +366,17 @@ class Connector:
                 raise
         finally:
             self.pool.putconn(conn)
+
+    def _on_pinned(self, work: Callable[[Tx], _T], action: str) -> _T:
+        conn = self._pinned
+        assert conn is not None
+        row = conn.execute(_NOW_SQL).fetchone()
+        assert row is not None
+        try:
+            with conn.transaction():  # a savepoint: a failed operation leaves the schema usable
+                return work(Tx(conn, float(row[0]), None))
+        except psycopg.Error as exc:
+            raise _as_state_error(exc, self.url, action) from None
 
     @contextlib.contextmanager
     def transaction(self, *, action: str) -> Iterator[Tx]:

@@ -9,6 +9,8 @@ caller's clock, so its ``expires_at`` check agrees with the database's.
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import StateError
@@ -41,6 +43,7 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
         require_iss: bool,
         created_at: float,
         expires_at: float,
+        session_hash: str | None = None,
     ) -> None:
         """Record a started authorization; rows expired by the database clock are dropped."""
         self._check_writable()
@@ -56,7 +59,8 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
             tx.execute("DELETE FROM pending_authorizations WHERE expires_at < %s", (now,))
             tx.execute(
                 "INSERT INTO pending_authorizations (state_hash, link_uid, code_verifier, redirect_uri,"
-                " issuer, require_iss, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                " issuer, require_iss, created_at, expires_at, session_hash)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     hashed,
                     row[0],
@@ -66,13 +70,20 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
                     int(require_iss),
                     now,
                     clock.to_db(expires_at),
+                    session_hash,
                 ),
             )
 
         self._db.run(work, write=True, action="record a pending authorization")
 
-    def consume_pending_authorization(self, state: str, *, now: float) -> PendingAuthorization | None:
-        """Take the row of ``state`` exactly once, atomically (None: unknown state)."""
+    def consume_pending_authorization(
+        self, state: str, *, now: float, link: str | None = None, session_hash: str | None = None
+    ) -> PendingAuthorization | None:
+        """Take the row of ``state`` exactly once, atomically (None: unknown state).
+
+        With ``link`` or ``session_hash``, a row bound to another link or admin session
+        (or to none) is not taken: it comes back with ``refused`` and no verifier.
+        """
         self._check_writable()
         hashed = state_hash(state)
         clock = self._db.clock
@@ -80,11 +91,11 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
         def work(tx: Tx) -> tuple[Any, ...] | None:
             row = tx.execute(
                 "SELECT l.name, p.code_verifier, p.redirect_uri, p.issuer, p.require_iss, p.created_at,"
-                " p.expires_at, p.consumed_at FROM pending_authorizations p"
+                " p.expires_at, p.consumed_at, p.session_hash FROM pending_authorizations p"
                 " JOIN links l ON l.uid = p.link_uid WHERE p.state_hash = %s FOR UPDATE OF p",
                 (hashed,),
             ).fetchone()
-            if row is not None and row[7] is None:
+            if row is not None and row[7] is None and _refusal(row[0], row[8], link, session_hash) is None:
                 tx.execute(
                     "UPDATE pending_authorizations SET consumed_at = %s, code_verifier = ''::bytea"
                     " WHERE state_hash = %s",
@@ -95,9 +106,13 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
         found = self._db.run(work, write=True, action="take a pending authorization")
         if found is None:
             return None
-        name, sealed, redirect_uri, issuer, require_iss, created_at, expires_at, consumed_at = found
+        name, sealed, redirect_uri, issuer, require_iss, created_at, expires_at, consumed_at, bound = found
+        refused = _refusal(name, bound, link, session_hash)
         verifier = Secret("")
-        if consumed_at is None:
+        binding: dict[str, Any] = {}
+        if {f.name for f in dataclasses.fields(PendingAuthorization)} >= _BINDING_FIELDS:
+            binding = {"session_hash": bound, "refused": refused}
+        if consumed_at is None and refused is None:
             verifier = Secret(self._sealer.open(bytes(sealed), verifier_aad(hashed)).decode("ascii"))
         return PendingAuthorization(
             link_name=name,
@@ -108,4 +123,21 @@ class PostgresPendingAuthorizations(PendingAuthorizations):
             created_at=clock.from_db(created_at) or 0.0,
             expires_at=clock.from_db(expires_at) or 0.0,
             consumed_before=consumed_at is not None,
+            **binding,
         )
+
+
+_BINDING_FIELDS = frozenset({"session_hash", "refused"})
+
+
+def _refusal(
+    row_link: str, row_session: str | None, link: str | None, session_hash: str | None
+) -> str | None:
+    """Why a row may not be taken by this caller ("link" | "session"), or None: it may."""
+    if link is not None and row_link != link:
+        return "link"
+    if session_hash is not None and not (
+        row_session is not None and hmac.compare_digest(row_session, session_hash)
+    ):
+        return "session"
+    return None

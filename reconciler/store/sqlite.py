@@ -34,7 +34,7 @@ from typing import Any
 from reconciler.errors import StalePlan, StateError, StoreNotReady
 from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
-from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending
+from reconciler.store import base, sealing, sqlite_grants, sqlite_leases, sqlite_pending, sqlite_transfer
 from reconciler.store.schema import load_migrations, split_statements
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
 from reconciler.store.sqlite_lock import SQLiteApplyLock
@@ -76,6 +76,7 @@ class SQLiteStore(
     sqlite_leases.SQLiteLeases,
     sqlite_grants.SQLiteGrants,
     sqlite_pending.SQLitePendingAuthorizations,
+    sqlite_transfer.SQLiteTransfer,
     base.Store,
 ):
     """A state store in one SQLite file (WAL, ``synchronous=FULL``)."""

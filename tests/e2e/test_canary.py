@@ -234,6 +234,53 @@ def test_canary_secret_never_leaves_memory(linkctl: Linkctl) -> None:
     assert marker.encode() not in final
 
 
+def test_canary_stays_secret_on_postgresql_and_through_export_and_import(linkctl: Linkctl) -> None:
+    """The PostgreSQL store and the state file: no client secret, and no password of the URL, in plaintext."""
+    from tests.support.postgres import fresh_url
+
+    marker = f"canary-{uuid.uuid4().hex}"
+    # Trust authentication ignores the password, so a canary can stand in the URL itself.
+    url = fresh_url().replace("postgresql://postgres@", f"postgresql://postgres:{marker}-pw@")
+    run = Recorder(linkctl)
+    links = linkctl.cwd / "links"
+    links.mkdir()
+    (links / "instance.yaml").write_text(INSTANCE, encoding="utf-8")
+    (links / "env.yaml").write_text(link_doc("canary-env", secret_env="CANARY_SECRET"), encoding="utf-8")
+    linkctl.env["CANARY_SECRET"] = f"{marker}-env"
+    pg = {"LINKCTL_STATE": url}
+    run("state", "migrate", env=pg)
+    run("apply", "links", env=pg)
+    assert _stored_secret(Linkctl({**linkctl.env, **pg}, linkctl.cwd), "canary-env") == f"{marker}-env"
+    for cmd in (["list"], ["state", "show", "-o", "json"]):
+        run(*cmd, env=pg)
+    run("state", "events", "-o", "json", env=pg)
+    state_file = linkctl.cwd / "state.jsonl"
+    run("state", "export", str(state_file), env=pg)
+    run("state", "export", str(state_file), env=pg, expect=1)  # exists: refused
+    run("state", "import", str(state_file))  # into the default SQLite store
+    assert _stored_secret(linkctl, "canary-env") == f"{marker}-env"
+    broken = linkctl.cwd / "broken.jsonl"
+    # A sealed column holding plaintext is refused without echoing it.
+    broken.write_text(re.sub(r'"ciphertext":\{[^}]*\}', f'"ciphertext":"{marker}"', state_file.read_text()))
+    run("state", "import", str(broken), env=pg, expect=3)
+    run("--state", url.replace("/linkctl_test", "/nonexistent_db"), "state", "show", expect=1)
+
+    leaks = [str(r) for r in run.results if marker in r.output]
+    assert not leaks, "canary printed by:\n" + "\n".join(leaks)
+    assert marker.encode() not in state_file.read_bytes()
+    assert marker.encode() not in linkctl.state_db.read_bytes()
+    import psycopg
+
+    from reconciler.store.postgres_conn import parse_url
+
+    with psycopg.connect(parse_url(url).conninfo) as conn:
+        listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = [r[0] for r in listed]
+        for table in tables:
+            rows = conn.execute(f"SELECT t::text FROM {table} t").fetchall()
+            assert not [r for r in rows if marker in r[0] or marker.encode().hex() in r[0]], table
+
+
 # --- The matrix: every kind of secret through apply, keeper, token and doctor ------------------
 
 SOURCES = ("env", "file", "sops")  # where each link's client secret comes from

@@ -343,7 +343,8 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
     # Every lease of the frozen and the killed keepers ends within the lease time (judged by
     # the database's clock; read here in this process's); then the links go to the others,
     # at the latest once the keepers caught up with what became due before them (backlog).
-    assert held and all(end is not None and end <= stopped_wall + LEASE_TTL + 1 for end in held_until.values())
+    assert held
+    assert all(end is not None and end <= stopped_wall + LEASE_TTL + 1 for end in held_until.values())
     assert all(end is not None and end <= killed_wall + LEASE_TTL + 1 for end in killed_until.values())
     assert released <= LEASE_TTL + backlog + 5, figures["freeze"]
     assert kill_released <= LEASE_TTL + kill_backlog + 5, figures["kill"]
