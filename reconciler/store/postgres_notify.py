@@ -104,20 +104,20 @@ class WorkListener(threading.Thread):
         self._wake = wake
         self._rng = rng or random.Random()
         self._poll = poll
-        self._stop = threading.Event()
+        self._closing = threading.Event()
         self.listening = threading.Event()  # set while a LISTEN session is up (tests read it)
         self.connections = 0  # sessions opened so far (a reconnect adds one)
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop listening and end the session."""
-        self._stop.set()
+        self._closing.set()
         if self.is_alive():
             self.join(timeout)
 
     def run(self) -> None:
         """Listen; on any connection failure wait (capped, jittered backoff) and listen again."""
         failures = 0
-        while not self._stop.is_set():
+        while not self._closing.is_set():
             try:
                 self._listen()
                 failures = 0
@@ -126,11 +126,11 @@ class WorkListener(threading.Thread):
                 log.info("work notifications interrupted (polling goes on): %s", reason)
             finally:
                 self.listening.clear()
-            if self._stop.is_set():
+            if self._closing.is_set():
                 return
             ceiling = min(RECONNECT_CAP, RECONNECT_BASE * 2 ** min(failures, 10))
             failures += 1
-            self._stop.wait(self._rng.uniform(RECONNECT_BASE / 2, ceiling))
+            self._closing.wait(self._rng.uniform(RECONNECT_BASE / 2, ceiling))
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
@@ -139,10 +139,10 @@ class WorkListener(threading.Thread):
             self.listening.set()
             self._wake()  # whatever was announced while nobody listened is looked at now
             checked = time.monotonic()
-            while not self._stop.is_set():
+            while not self._closing.is_set():
                 for _ in conn.notifies(timeout=self._poll):
                     self._wake()
-                    if self._stop.is_set():
+                    if self._closing.is_set():
                         return
                 if time.monotonic() - checked > HEALTH_CHECK_SECONDS:
                     conn.execute("SELECT 1")  # a dead socket raises here instead of staying silent

@@ -101,7 +101,7 @@ def test_four_concurrent_applies_are_serialized_and_the_last_one_wins(
         store.close()
     last = max(applied)[1]
     unchanged = sum(1 for _, serial, _ in outcomes.values() if serial == 0)
-    print(f"CONCURRENT-APPLY applied={len(applied)} unchanged={unchanged} refused={len(refused)} last=repo-{last}")
+    print(f"CONCURRENT-APPLY applied={len(applied)} unchanged={unchanged} refused={len(refused)}")
     assert applied and final_serial == serials[-1]
     assert final == declared[last]
 
