@@ -21,7 +21,7 @@ from reconciler.domain.owners import new_owner
 from reconciler.errors import LinkctlError
 from reconciler.keeper.refresh import refresh_batch
 from reconciler.keeper.report import SKIPPED, KeeperReport, Outcome
-from reconciler.keeper.timing import KeeperPolicy, Now, Sleep
+from reconciler.keeper.timing import KeeperPolicy, Now, Sleep, backoff_delay
 
 if TYPE_CHECKING:
     from reconciler.keeper.config import TokenClientLike
@@ -117,26 +117,48 @@ class Keeper:
         treats its request as a lost response.
         """
         report = KeeperReport()
-        with _Pool(self) as pool:
+        wake = threading.Event()  # set by a work notification (PostgreSQL LISTEN), if the store has them
+        unreachable = 0  # consecutive rounds the store could not be read
+        with self.store.listen_for_work(wake.set), _Pool(self) as pool:
             while not stop.is_set():
                 for outcome in pool.drain():
                     report.add(outcome)
-                busy = pool.busy()
-                names = [
-                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in busy
-                ]
-                pool.submit(names)
-                next_due = self.store.next_due_at()
-                wait = self.policy.poll_interval
-                if next_due is not None:
-                    wait = min(wait, max(next_due - self.clock(), 0.0))
-                if pool.pending():
-                    wait = min(wait, 0.05)
-                stop.wait(max(wait, 0.02))
+                try:
+                    wait = self._round(pool)
+                    unreachable = 0
+                except LinkctlError as error:  # the store's own reconnects gave up: back off, go on
+                    wait = backoff_delay(unreachable, retry_after=None, rng=self.rng, base=0.5, cap=10.0)
+                    unreachable += 1
+                    log.warning("the store is unreachable (retrying in %.1f s): %s", wait, error.message)
+                _wait(stop, wake, max(wait, 0.02))
             pool.cancel_pending()
         for outcome in pool.drain():
             report.add(outcome)
         return self._finish(report)
+
+    def _round(self, pool: _Pool) -> float:
+        """Hand what is due to the workers; how long to wait before the next look."""
+        busy = pool.busy()
+        names = [n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in busy]
+        pool.submit(names)
+        next_due = self.store.next_due_at()
+        wait = self.policy.poll_interval
+        if next_due is not None:
+            wait = min(wait, max(next_due - self.clock(), 0.0))
+        if pool.pending():
+            wait = min(wait, 0.05)
+        return wait
+
+
+def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
+    """Wait until ``stop`` or ``wake`` is set or ``seconds`` passed; consume the wake-up."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and not wake.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        stop.wait(min(left, 0.1))  # a wake-up ends the wait within 0.1 s
+    wake.clear()
 
 
 class _Pool:

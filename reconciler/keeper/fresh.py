@@ -164,6 +164,7 @@ def fresh_token(
             )
             outcome, error = attempt.outcome, attempt.cause
             if outcome.result in (REFRESHED, OBTAINED):
+                store.announce_work()  # its due time moved: idle keepers re-plan (PostgreSQL NOTIFY)
                 fresh = store.get_grant(name, with_tokens=True)
                 assert fresh is not None
                 usable(fresh, clock())  # raises when even the new token is too short

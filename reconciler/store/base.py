@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from reconciler.secrets import Secret
@@ -192,6 +192,14 @@ class Store(GrantStore, PendingAuthorizations, ApiKeys, Sessions, Notifications,
     @abc.abstractmethod
     def put_provider_metadata(self, issuer: str, metadata: Mapping[str, Any], *, fetched_at: float) -> None:
         """Cache an issuer's discovery metadata."""
+
+    # -- wake-ups of idle keepers (PostgreSQL LISTEN/NOTIFY; polling stays the truth) ------
+    def announce_work(self) -> None:
+        """Tell idle keepers elsewhere that work may be due sooner than they planned (best effort)."""
+
+    def listen_for_work(self, wake: Callable[[], None]) -> contextlib.AbstractContextManager[object]:
+        """While the block runs, call ``wake`` when work is announced; a backend without it never calls."""
+        return contextlib.nullcontext()
 
     # -- audit ---------------------------------------------------------------------
     @abc.abstractmethod

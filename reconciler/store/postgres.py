@@ -45,6 +45,7 @@ from reconciler.store.postgres_leases import PostgresLeases
 from reconciler.store.postgres_links import SELECT_LINKS, PostgresWriteTransaction, link_from_row
 from reconciler.store.postgres_lock import LOCK_KEY, PostgresApplyLock
 from reconciler.store.postgres_notifications import PostgresNotifications
+from reconciler.store.postgres_notify import PostgresNotify
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
 from reconciler.store.postgres_transfer import PostgresTransfer
 from reconciler.store.schema import load_migrations
@@ -107,6 +108,7 @@ def read_meta(tx: Tx) -> tuple[int, bytes | None]:
 
 class PostgresStore(
     PostgresApplyLock,
+    PostgresNotify,
     PostgresLeases,
     PostgresGrants,
     PostgresPendingAuthorizations,

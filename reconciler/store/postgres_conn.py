@@ -47,6 +47,9 @@ _T = TypeVar("_T")
 RECONNECT_SECONDS = 15.0  # how long one operation keeps trying to reach the server
 CONNECT_TIMEOUT = 5  # seconds, per connection attempt (libpq connect_timeout)
 DEFAULT_POOL_SIZE = 10
+# Every transaction of the store is a few statements with no wait in between: a session idle
+# inside one this long belongs to a paused process (see _configure).
+IDLE_IN_TRANSACTION_TIMEOUT = "5s"
 OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any token lifetime)
 _OWN_PARAMS = ("pool_size",)
 # Conflicts a rerun resolves (the transaction was rolled back as a whole).
@@ -205,6 +208,7 @@ def acquire_pool(url: PgURL) -> ConnectionPool:
             min_size=1,
             max_size=url.pool_size,
             kwargs={"autocommit": False},
+            configure=_configure,
             timeout=CONNECT_TIMEOUT * 2,
             name="linkctl",
             open=False,
@@ -240,16 +244,41 @@ def close_pools() -> None:
 atexit.register(close_pools)
 
 
+def _server_restarting(exc: psycopg.OperationalError) -> bool:
+    """A refusal that ends by itself: the server is starting, shutting down or restarting."""
+    return exc.sqlstate == "57P03" or "refused" in str(exc)  # cannot_connect_now; nothing listens yet
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Every pooled session: a client paused inside a transaction (SIGSTOP, GC) loses it, and its locks.
+
+    Without this a frozen keeper's row locks would hide its links from every other keeper
+    (``SKIP LOCKED``) for as long as it stays frozen, not just until its leases expire.
+    """
+    conn.execute(f"SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}'")
+    conn.commit()
+
+
 def _probe(url: PgURL) -> None:
-    """One direct connection first, so that a wrong host, database or password gets libpq's reason."""
-    try:
-        psycopg.connect(url.conninfo, autocommit=True).close()
-    except psycopg.OperationalError as exc:
-        raise StateError(
-            f"cannot connect to the PostgreSQL store {url.shown}: {_first_line(exc)}",
-            hint="check the host, port, database, user and password of --state / LINKCTL_STATE"
-            " (and sslmode), and that the server is running",
-        ) from None
+    """One direct connection first, so that a wrong host, database or password gets libpq's reason.
+
+    A server that is restarting is waited for (with backoff, up to :data:`RECONNECT_SECONDS`).
+    """
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            psycopg.connect(url.conninfo, autocommit=True).close()
+            return
+        except psycopg.OperationalError as exc:
+            if not _server_restarting(exc) or time.monotonic() + delay > deadline:
+                raise StateError(
+                    f"cannot connect to the PostgreSQL store {url.shown}: {_first_line(exc)}",
+                    hint="check the host, port, database, user and password of --state / LINKCTL_STATE"
+                    " (and sslmode), and that the server is running",
+                ) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 class Connector:

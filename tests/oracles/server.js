@@ -14,6 +14,9 @@
 //   ORACLE_REFRESH_TOKEN_TTL     seconds, default 14 days
 //   ORACLE_DEVICE_CODE_TTL       seconds, default 600
 //   ORACLE_CLOCK_TOLERANCE       seconds, default 0 (expiry is tested strictly)
+//   ORACLE_STORAGE_SIZE          entries the in-memory adapter keeps (clients, grants, tokens,
+//                                consumed ones too); default 1000 as oidc-provider's, whose LRU
+//                                then forgets the oldest (runs with hundreds of links need more)
 //
 // On start it prints one JSON line on stdout: {"issuer": ..., "port": ..., "control": ...}.
 //
@@ -42,6 +45,8 @@ import * as querystring from 'node:querystring';
 import { parseArgs } from 'node:util';
 
 import Provider from 'oidc-provider';
+import { setStorage } from 'oidc-provider/lib/adapters/memory_adapter.js';
+import QuickLRU from 'quick-lru';
 
 const { values: argv } = parseArgs({
   options: {
@@ -216,6 +221,10 @@ function makeFront(provider) {
     }
     return undefined;
   };
+}
+
+if (process.env.ORACLE_STORAGE_SIZE) {
+  setStorage(new QuickLRU({ maxSize: Number(process.env.ORACLE_STORAGE_SIZE) }));
 }
 
 const server = http.createServer();
