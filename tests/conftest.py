@@ -1,15 +1,27 @@
-"""Shared test fixtures and the skip policy.
+"""Shared test fixtures, the skip policy and what makes the suite safe to run in parallel.
 
 A test that needs something a fresh machine may lack (PostgreSQL, node,
 chromium, the age CLI, ``../shared/vectors``) calls :func:`require`. Locally that
 skips with the reason; under CI (``CI`` set to any truthy value: ``1``, ``true``,
 ``yes``, ``on``, case-insensitive) it fails, so CI always runs them.
+
+``scripts/test`` runs pytest with pytest-xdist (``-n auto --dist loadgroup``): every
+worker is a separate process with its own session fixtures (one oracle each), its own
+``tmp_path`` tree and ports the kernel picks (bind port 0). Anything else a test names
+outside ``tmp_path`` (a PostgreSQL database, a schema, a lock name) comes from
+:func:`unique_name`, unique per run, per worker and per call. Tests that must not share
+a worker's time with each other carry ``@pytest.mark.xdist_group("name")``; see
+docs/testing.md.
 """
 
 from __future__ import annotations
 
+import compileall
+import itertools
 import os
+import re
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +31,27 @@ SHARED = Path(os.environ.get("LINKCTL_SHARED_DIR", ROOT.parent / "shared"))
 VECTORS = SHARED / "vectors"
 TRUTHY = frozenset({"1", "true", "yes", "on"})
 IN_CI = os.environ.get("CI", "").strip().lower() in TRUTHY
+
+
+# One id for the whole run: xdist gives its workers the controller's; a serial run makes one.
+RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
+_NAMES = itertools.count(1)
+
+
+def worker_id() -> str:
+    """The pytest-xdist worker running this process (``gw0``, ``gw1``, ...), or ``main`` when serial."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other call, worker, or concurrent run of the suite gets (e.g. a test database).
+
+    Lower-case letters, digits and ``_`` only, at most 63 characters (a PostgreSQL identifier):
+    ``<prefix>_<run>_<worker>_<pid>_<n>``. ``prefix`` lets a cleanup find its own leftovers.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,23}", prefix):
+        raise ValueError(f"prefix {prefix!r}: 1-24 of a-z, 0-9, _ (starting with a letter)")
+    return f"{prefix}_{RUN_ID[:10]}_{worker_id()}_{os.getpid()}_{next(_NAMES)}"
 
 
 def require(condition: object, reason: str) -> None:
@@ -80,11 +113,42 @@ ALLOWED_SKIPS = {
 _SKIPS: list[tuple[str, str]] = []
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")  # set by pytest-xdist in its worker processes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the package once, before any linkctl subprocess starts (the controller only).
+
+    The subprocesses run with PYTHONDONTWRITEBYTECODE=1 (tests/support/cli.py), so without
+    this each of the suite's thousands of ``python -m reconciler`` runs compiles every module
+    it imports from source, as no installed linkctl does. Up-to-date files are only stat()ed.
+    """
+    if _is_worker(config):
+        return
+    for folder in ("reconciler", "tests/support", "bench"):
+        compileall.compile_dir(ROOT / folder, quiet=2)  # a read-only checkout: compiled in memory then
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, hand out the slow tests first so that none of them starts last and runs alone.
+
+    Every worker sorts its identical collection the same (stable) way; a serial run keeps
+    the file order.
+    """
+    if _is_worker(config):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Record every skip with its reason for the end-of-session skip check."""
+    """Record every skip with its reason for the end-of-session skip check.
+
+    Under xdist this runs in the controller too, for every worker's report (a tuple
+    ``longrepr`` arrives there as a list), so the controller sees all skips.
+    """
     if report.skipped and not hasattr(report, "wasxfail"):
         longrepr = report.longrepr
-        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = str(longrepr[2]) if isinstance(longrepr, (tuple, list)) else str(longrepr)
         _SKIPS.append((report.nodeid, reason))
 
 
@@ -107,6 +171,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Under CI, a skip outside the allow-list fails the run."""
+    """Under CI, a skip outside the allow-list fails the run (decided where all skips are seen)."""
+    if _is_worker(session.config):
+        return  # the controller has every worker's skips and sets the run's exit status
     if IN_CI and any(_allowed(reason) is None for _, reason in _SKIPS):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -112,6 +112,8 @@ def _clump_of_callers_needing_a_full_lifetime(server: OidcServer, env: dict[str,
     return _token_versions(env, [name])[name] - before
 
 
+# Soaks saturate both cores for minutes: two at once would each prove less (docs/testing.md).
+@pytest.mark.xdist_group("soak")
 def test_four_keepers_and_token_bursts_never_double_refresh(
     short_ttl_server: OidcServer, tmp_path: Path
 ) -> None:

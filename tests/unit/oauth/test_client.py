@@ -439,6 +439,7 @@ def test_keepalive_real_socket_server_reset_idle_connection_is_retried() -> None
     listener.listen(8)
     port = listener.getsockname()[1]
     answered: list[int] = []
+    closed = [threading.Event(), threading.Event()]  # set once the server has answered and closed
 
     def serve() -> None:
         for index in range(2):
@@ -465,6 +466,7 @@ def test_keepalive_real_socket_server_reset_idle_connection_is_retried() -> None
             if index == 0:  # then reset the idle kept-alive connection (RST, not FIN)
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
+            closed[index].set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -476,8 +478,12 @@ def test_keepalive_real_socket_server_reset_idle_connection_is_retried() -> None
         first = client.refresh(config(token_endpoint=url), Secret(REFRESH))
         import time
 
+        # The client reads the answer before the server thread resets the connection: on a
+        # loaded machine that thread may not run for a while, so wait for it, not a guess.
+        assert closed[0].wait(10), "the server never reset the first connection"
         time.sleep(0.2)  # the RST has arrived: the pooled connection is dead
         second = client.refresh(config(token_endpoint=url), Secret("rt-0"))
+        assert closed[1].wait(10), "the server never finished the second answer"
     finally:
         HTTP11Connection.has_expired = original  # type: ignore[method-assign]
         client.close()

@@ -122,6 +122,7 @@ def test_parse_key_accepts_keys_with_url_safe_characters() -> None:
         (base64.b64encode(os.urandom(33)).decode(), "decodes to 33 bytes"),
         ("é" * 44, "not valid base64"),
     ],
+    ids=["empty", "not-base64", "16-bytes", "33-bytes", "non-ascii"],  # the same in every xdist worker
 )
 def test_parse_key_rejects_malformed_keys_without_echoing_them(text: str, message: str) -> None:
     with pytest.raises(StateError, match=message) as info:
