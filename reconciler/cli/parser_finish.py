@@ -55,6 +55,28 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "linkctl state events --limit 20",
         "linkctl state events --link support-gmail -o json",
     ),
+    "state migrate": (
+        "linkctl state migrate",
+        "linkctl --state postgresql://linkctl@db.example/linkctl state migrate",
+    ),
+    "state export": (
+        "linkctl state export state.jsonl",
+        "linkctl state export --force backup.jsonl",
+    ),
+    "state import": (
+        "linkctl --state postgresql://linkctl@db.example/linkctl state import state.jsonl",
+        "linkctl state import --lock-timeout 120 state.jsonl",
+    ),
+    "serve": (
+        "linkctl serve   # http://127.0.0.1:8080: the links page, the OAuth callback, the token API",
+        "linkctl serve --listen 0.0.0.0:8080 --keeper --log-format json",
+    ),
+    "apikey create": (
+        "linkctl apikey create --links 'ci-*' --name ci --expires 90   # the key is the last line",
+        "linkctl apikey create --admin --links '*' --name ops   # logs in to the pages",
+    ),
+    "apikey list": ("linkctl apikey list", "linkctl apikey list -o json"),
+    "apikey revoke": ("linkctl apikey list   # shows the IDs", "linkctl apikey revoke KEY_ID"),
     "schema": ("linkctl schema", "linkctl schema --write schemas/"),
     "secrets": (
         "linkctl secrets encrypt --in-place links/google.yaml",
