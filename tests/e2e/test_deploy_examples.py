@@ -99,7 +99,7 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
 
 
 def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = doc["spec"]
+    spec = doc.get("spec") or {}
     if doc["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
     if "template" not in spec:
