@@ -29,6 +29,17 @@ spec:
 NO_CACHE = {"LINKCTL_NO_CACHE": "1"}
 
 
+@pytest.fixture(autouse=True)
+def _as_if_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse_ahead never forks a process with other threads (the child could inherit a held lock).
+
+    Earlier tests in the same pytest process may leave harmless daemon threads behind (a
+    PostgreSQL pool's workers, a server's loop); these tests are about the fork itself, so they
+    see the thread count the command line has: one. The thread rule has its own test below.
+    """
+    monkeypatch.setattr(parse_ahead.threading, "active_count", lambda: 1)
+
+
 def _write_repo(root: Path, *, problems: bool = True) -> None:
     """Links in several files; the last ones (the child's share) hold every kind of problem."""
     root.mkdir()
@@ -220,3 +231,12 @@ def test_the_childs_parses_go_into_the_parse_cache(
     again = load_paths([str(tmp_path / "links")], env=env)
     assert _summary(again)[0] == _summary(first)[0]
     assert len(again.documents) == 601
+
+
+def test_a_process_with_other_threads_never_forks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forks: list[int]
+) -> None:
+    monkeypatch.setattr(parse_ahead.threading, "active_count", lambda: 2)
+    _write_repo(tmp_path / "links")
+    result = load_paths([str(tmp_path / "links")], env=NO_CACHE)
+    assert forks == [] and result.documents
