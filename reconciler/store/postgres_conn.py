@@ -246,7 +246,12 @@ atexit.register(close_pools)
 
 def _server_restarting(exc: psycopg.OperationalError) -> bool:
     """A refusal that ends by itself: the server is starting, shutting down or restarting."""
-    return exc.sqlstate == "57P03" or "refused" in str(exc)  # cannot_connect_now; nothing listens yet
+    # cannot_connect_now (57P03); at connect time psycopg often has no SQLSTATE, only the
+    # server's FATAL text ("the database system is shutting down / is starting up").
+    text = str(exc)
+    return exc.sqlstate == "57P03" or any(
+        phrase in text for phrase in ("refused", "is shutting down", "is starting up", "in recovery mode")
+    )
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
