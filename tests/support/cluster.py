@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from reconciler.domain.grants import Grant
 from reconciler.keeper import client_config
 from reconciler.oauth.client import TokenClient
 from reconciler.settings import Settings
@@ -190,11 +191,11 @@ def token_burst(
         return list(pool.map(lambda pair: run_token(env, *pair), zip(names, min_valids, strict=True)))
 
 
-def held_by(store: Store, pids: Iterable[int], *, in_flight: bool) -> dict[str, int]:
+def held_by(grants: Iterable[Grant], pids: Iterable[int], *, in_flight: bool) -> dict[str, int]:
     """Links whose lease a process of ``pids`` holds (only those marked in flight, if asked): version."""
     marks = {f":{pid}:" for pid in pids}
     out = {}
-    for grant in store.list_grants():
+    for grant in grants:
         owner = grant.lease_owner or ""
         if any(mark in owner for mark in marks) and (grant.in_flight_since is not None or not in_flight):
             out[grant.link_name] = grant.token_version

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import keeper
-from reconciler.domain.grants import GrantStatus
+from reconciler.domain.grants import Grant, GrantStatus
 from reconciler.errors import LinkctlError
 from reconciler.oauth.client import TokenClient
 from tests.conftest import require
@@ -71,6 +71,8 @@ KEEPERS = [(f"k{i}", "machine-a" if i < 4 else "machine-b", SKEWS.get(f"k{i}", 0
 FROZEN = "k2"
 KILLED = ("k0", "k3", "k6", "k7")
 BURST = 10
+# A statement a keeper sent just before its SIGSTOP finishes in its backend within this.
+SETTLE = 0.15
 
 
 def _pg_restart() -> tuple[float, float]:
@@ -112,28 +114,40 @@ class _Bursts(threading.Thread):
 
 
 def _freeze_between_lease_and_send(
-    store_env: dict[str, str], victims: list[KeeperProcess], *, need_leases: bool, tries: int = 400
-) -> tuple[dict[str, int], int]:
+    store_env: dict[str, str], victims: list[KeeperProcess], *, need_leases: bool, tries: int = 200
+) -> tuple[dict[str, int], dict[str, float | None], int]:
     """SIGSTOP ``victims`` at a moment none has a request in flight (and, if asked, some hold leases).
 
-    Returns the leases they hold ``{link: version}`` and how many tries it took; the
-    victims stay stopped. A stopped process cannot send, so what the store shows then is final.
+    Returns the leases they hold ``{link: version}``, when those leases end (the store's clock)
+    and how many tries it took; the victims stay stopped. A stopped process cannot send, but a
+    statement it sent just before the stop still runs in its PostgreSQL backend (a release, a
+    mark in flight): the store is read only once it has settled — two reads ``SETTLE`` apart
+    that agree — so what it shows then is final.
     """
     rng = random.Random(5)
     store = open_env_store(store_env)
+    pids = [v.pid for v in victims]
+
+    def snapshot() -> tuple[dict[str, int], dict[str, int], dict[str, float | None]]:
+        everything = store.list_grants()
+        held = held_by(everything, pids, in_flight=False)
+        return held, held_by(everything, pids, in_flight=True), _ends(everything, held)
+
     try:
         for attempt in range(1, tries + 1):
             for victim in victims:
                 victim.signal(signal.SIGSTOP)
-            pids = [v.pid for v in victims]
-            held = held_by(store, pids, in_flight=False)
-            in_flight = held_by(store, pids, in_flight=True)
-            if not in_flight and (held or not need_leases or attempt > tries // 2):
-                return held, attempt
+            time.sleep(SETTLE)
+            first = snapshot()
+            time.sleep(SETTLE)
+            held, in_flight, ends = snapshot()
+            settled = first == (held, in_flight, ends)
+            if settled and not in_flight and (held or not need_leases or attempt > tries // 2):
+                return held, ends, attempt
             for victim in victims:
                 victim.signal(signal.SIGCONT)
             time.sleep(rng.uniform(0.005, 0.06))
-        raise AssertionError(f"no moment without a request in flight in {tries} tries")
+        raise AssertionError(f"no settled moment without a request in flight in {tries} tries")
     finally:
         store.close()
 
@@ -168,14 +182,10 @@ def _takeover_seconds(
         store.close()
 
 
-def _lease_ends(store_env: dict[str, str], names: Iterable[str]) -> dict[str, float | None]:
-    """When the leases of ``names`` end (this process's clock; the store judges by the database's)."""
-    store = open_env_store(store_env)
-    try:
-        wanted = set(names)
-        return {g.link_name: g.lease_expires_at for g in store.list_grants() if g.link_name in wanted}
-    finally:
-        store.close()
+def _ends(grants: Iterable[Grant], names: Iterable[str]) -> dict[str, float | None]:
+    """When the leases of ``names`` end, as the store records them (the database's clock)."""
+    wanted = set(names)
+    return {g.link_name: g.lease_expires_at for g in grants if g.link_name in wanted}
 
 
 @pytest.mark.parametrize("backend", CLUSTER_BACKENDS)
@@ -217,9 +227,8 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
         # -- a keeper paused past its lease (SIGSTOP), then continued -----------------------
         time.sleep(max(0.0, started + 0.12 * duration - time.monotonic()))
         frozen = keepers[FROZEN]
-        held, tries = _freeze_between_lease_and_send(env, [frozen], need_leases=True)
+        held, held_until, tries = _freeze_between_lease_and_send(env, [frozen], need_leases=True)
         stopped_at, stopped_wall = time.monotonic(), time.time()
-        held_until = _lease_ends(env, held)
         released, takeover, backlog = _takeover_seconds(
             env, held, [frozen.pid], stopped_at, limit=LEASE_TTL + 40
         )
@@ -252,9 +261,8 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
         # -- kill -9 of half the keepers ---------------------------------------------------
         time.sleep(max(0.0, started + 0.5 * duration - time.monotonic()))
         victims = [keepers[name] for name in KILLED]
-        killed_held, kill_tries = _freeze_between_lease_and_send(env, victims, need_leases=True)
+        killed_held, killed_until, kill_tries = _freeze_between_lease_and_send(env, victims, need_leases=True)
         killed_at, killed_wall = time.monotonic(), time.time()
-        killed_until = _lease_ends(env, killed_held)
         for victim in victims:
             victim.signal(signal.SIGKILL)
             victim.signal(signal.SIGCONT)
@@ -344,8 +352,14 @@ def test_eight_keepers_on_two_machines_skew_freeze_restart_kill(
     # the database's clock; read here in this process's); then the links go to the others,
     # at the latest once the keepers caught up with what became due before them (backlog).
     assert held
-    assert all(end is not None and end <= stopped_wall + LEASE_TTL + 1 for end in held_until.values())
-    assert all(end is not None and end <= killed_wall + LEASE_TTL + 1 for end in killed_until.values())
+    assert all(end is not None and end <= stopped_wall + LEASE_TTL + 1 for end in held_until.values()), (
+        stopped_wall,
+        held_until,
+    )
+    assert all(end is not None and end <= killed_wall + LEASE_TTL + 1 for end in killed_until.values()), (
+        killed_wall,
+        killed_until,
+    )
     assert released <= LEASE_TTL + backlog + 5, figures["freeze"]
     assert kill_released <= LEASE_TTL + kill_backlog + 5, figures["kill"]
     assert alive == count and statuses == {GrantStatus.HEALTHY}
