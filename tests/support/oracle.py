@@ -303,6 +303,10 @@ def start_oidc_server(**env: str) -> Iterator[OidcServer]:
     )
     with tempfile.NamedTemporaryFile("w+", prefix="oidc-oracle-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
+    # oidc-provider's in-memory LRU keeps 1,000 entries by default and then forgets the oldest
+    # grants and consumed refresh tokens: a reused token it forgot looks like a plain
+    # invalid_grant, not a reuse, and a long run loses live grants. Tests remember everything.
+    env = {"ORACLE_STORAGE_SIZE": "1000000", **env}
     process_env = {**os.environ, "ORACLE_PORT": "0", "ORACLE_HOST": "127.0.0.1", **env}
     with log_path.open("w") as log_file:
         process = subprocess.Popen(

@@ -22,11 +22,10 @@ from tests.support.oracle import OidcServer, start_oidc_server
 def short_ttl_oracle() -> Iterator[OidcServer]:
     """An oracle whose access tokens live 3 s (refreshes all the time); refresh tokens rotate.
 
-    Its storage keeps every client, grant and consumed token of the run (oidc-provider's
-    in-memory default forgets the oldest beyond 1,000 entries: clients, and the consumed
-    refresh tokens that reuse detection needs).
+    Like every oracle the tests start, it remembers every client, grant and consumed token of
+    the run (``start_oidc_server`` lifts oidc-provider's 1,000-entry default).
     """
-    with start_oidc_server(ORACLE_ACCESS_TOKEN_TTL="3", ORACLE_STORAGE_SIZE="1000000") as server:
+    with start_oidc_server(ORACLE_ACCESS_TOKEN_TTL="3") as server:
         yield server
 
 
