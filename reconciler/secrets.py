@@ -9,8 +9,6 @@ sends it to a provider or encrypts it for the store calls that.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 REDACTED = "***"
@@ -34,6 +32,8 @@ class Secret:
 
     def fingerprint(self, key: bytes, *context: str) -> str:
         """A keyed HMAC-SHA256 of the value (hex): detects changes without storing it."""
+        import hmac  # hmac and hashlib load OpenSSL's hashes: not needed to read a token
+
         message = b"".join(part.encode() + b"\x00" for part in context) + self._value.encode()
         return hmac.digest(key, message, "sha256").hex()
 
@@ -49,9 +49,13 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
+        import hmac
+
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
+        import hashlib
+
         return hash(("Secret", hashlib.sha256(self._value.encode()).digest()))
 
     def __bool__(self) -> bool:

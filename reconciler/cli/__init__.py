@@ -29,6 +29,12 @@ COMMAND_MODULES = (
     "reconciler.cli.server_cmds",
 )
 
+# Commands run so often that their start-up is their speed (`token` in every CI job):
+# when one of them is the command, only its module registers (the others are not imported).
+FAST_COMMANDS = {"token": "reconciler.cli.keeper_cmds"}
+# Top-level options that take a value (to find the command word without parsing).
+_VALUE_OPTIONS = ("--state",)
+
 EPILOG = """\
 exit codes: 0 success / no changes, 1 unexpected error, 2 changes present
 (with --detailed-exitcode), 3 invalid configuration, 4 conflict (lock timeout, stale plan),
@@ -50,8 +56,8 @@ class UsageExitParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand registered."""
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The argument parser with the subcommands of ``modules`` (default: every command)."""
     # Subparsers are built with the parent's class, so every command exits 64 on a typo.
     parser = UsageExitParser(
         prog="linkctl",
@@ -63,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", metavar="URL", help="state URL (default: $LINKCTL_STATE or sqlite)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -71,10 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
-    from reconciler.cli.parser_finish import finish
+    if modules:  # `--version` builds no command: nothing to finish
+        from reconciler.cli.parser_finish import finish
 
-    finish(parser)
+        finish(parser)
     return parser
+
+
+def modules_for(argv: Sequence[str]) -> Sequence[str]:
+    """The command modules a parse of ``argv`` needs: one for a fast command, none for ``--version``."""
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            break
+        if len(word) > 2 and any(option.startswith(word) for option in _VALUE_OPTIONS):
+            next(words, None)  # argparse takes abbreviations too: `--sta URL`
+        elif not word.startswith("-"):
+            return (FAST_COMMANDS[word],) if word in FAST_COMMANDS else COMMAND_MODULES
+        elif word in ("-h", "--help"):
+            return COMMAND_MODULES
+    # No command: `--version` prints and exits before any is needed; anything else prints help.
+    return () if "--version" in argv and not {"-h", "--help"} & set(argv) else COMMAND_MODULES
 
 
 def disable_core_dumps() -> None:
@@ -102,12 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
     disable_core_dumps()
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else list(argv)
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see cli.completion)
         from reconciler.cli.completion import complete
 
-        complete(parser)
-    args = parser.parse_args(argv)
+        complete(build_parser())
+    parser = build_parser(modules_for(words))
+    args = parser.parse_args(words)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

@@ -10,11 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, overload
@@ -106,6 +103,8 @@ class Context:
 
     def json(self, data: Any) -> None:
         """Write JSON to stdout (sorted keys, stable for scripts)."""
+        import json  # here, not at the top: most invocations print text
+
         self.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -132,6 +131,8 @@ def reads_only(
 
 def write_atomic(path: str | Path, text: str, *, new_mode: int = 0o600) -> None:
     """Replace ``path`` with ``text`` (temporary file, fsync, rename); an existing file keeps its mode."""
+    import tempfile
+
     target = Path(path)
     try:
         mode = target.stat().st_mode & 0o7777
@@ -174,6 +175,8 @@ def render_error(error: LinkctlError, stream: TextIO) -> None:
 
 def render_json_error(error: LinkctlError, stream: TextIO) -> None:
     """A failure of a command run with ``-o json`` as one JSON object on ``stream`` (see :func:`_report`)."""
+    import json
+
     stream.write(json.dumps(error.as_json(), indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -224,6 +227,8 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
             _report(failure, args, ctx)
             return failure.exit_code
         if getattr(args, "debug", False):
+            import traceback
+
             traceback.print_exc(file=ctx.stderr)
         # Without --debug only the type: a library's message may quote input, and input may
         # hold a secret.
@@ -235,6 +240,8 @@ def run_handler(handler: Handler, args: argparse.Namespace, ctx: Context) -> int
                 "hint": "this is a bug in linkctl; rerun with --debug and report the traceback",
                 "exit_code": EXIT_ERROR,
             }
+            import json
+
             ctx.stderr.write(json.dumps(internal, indent=2, sort_keys=True) + "\n")
             return EXIT_ERROR
         ctx.stderr.write(

@@ -8,14 +8,15 @@ keeper's revocation both ask whether a holder on this host still runs
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 
 __all__ = ["holder_is_dead", "new_owner", "pid_alive"]
 
 
 def new_owner(role: str) -> str:
     """A lease owner id: host, pid and a random part (unique per worker and call)."""
+    import socket  # here: reading a fresh token names no owner
+    import uuid
+
     return f"{role}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
@@ -34,6 +35,8 @@ def pid_alive(pid: int) -> bool:
 
 def holder_is_dead(owner: str | None) -> bool:
     """True when a lease owner (see :func:`new_owner`) ran on this host and its process is gone."""
+    import socket
+
     parts = (owner or "").split(":")
     if len(parts) < 4 or parts[1] != socket.gethostname():
         return False

@@ -49,11 +49,14 @@ def load_paths(
     env: Mapping[str, str],
     ignore_mac: bool = False,
     meanwhile: Callable[[], object] | None = None,
+    on_parse: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Read every file under ``paths`` into documents (never raises for bad input).
 
     ``meanwhile`` is called while a forked child parses (see :data:`.parse_ahead.PARSE_AHEAD_MIN_BYTES`),
     or first thing otherwise: work that does not need the documents, such as imports.
+    ``on_parse`` is called just before it, and only when some file is not in the parse
+    cache (work worth doing only for a changed file, such as importing the validator).
     """
     result = LoadResult([], [], [], [])
     cache = ParseCache.for_env(env)
@@ -72,6 +75,8 @@ def load_paths(
     busy = meanwhile is not None
     ahead = start_parse_ahead(misses, PARSE_AHEAD_SHARE + (MEANWHILE_SHARE if busy else 0.0), busy=busy)
     try:
+        if on_parse is not None and misses:
+            on_parse()
         if meanwhile is not None:
             meanwhile()
         for file in files:
@@ -101,6 +106,8 @@ def _load_text(
     if outcome is None:
         return
     parsed, per_document, json_fallback = outcome
+    if file.key:
+        result.file_keys[display] = file.key
     source = None if json_fallback else SourceText(text)
     if cache is not None and not file.cached and all(cacheable(data) for data, _ in parsed):
         # Encoded now: decryption later changes these objects (the sops block is removed).

@@ -94,3 +94,6 @@ class LoadResult:
     roots: list[str] = dataclasses.field(default_factory=list)
     # Parses not yet in the cache; :func:`remember_parsed` keeps those of valid files.
     cache_candidates: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    # The parse cache's key (SHA-256 of the text) of each file read, when there is a cache:
+    # what the validation cache keys its entries by.
+    file_keys: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)

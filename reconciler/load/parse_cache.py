@@ -39,15 +39,8 @@ class ParseCache:
     @classmethod
     def for_env(cls, env: Mapping[str, str]) -> ParseCache | None:
         """The cache under ``$XDG_CACHE_HOME/linkctl`` (``~/.cache/linkctl``), unless disabled."""
-        if env.get("LINKCTL_NO_CACHE"):
-            return None
-        base = env.get("XDG_CACHE_HOME")
-        if not base or not os.path.isabs(base):
-            home = env.get("HOME")
-            if not home:
-                return None
-            base = os.path.join(home, ".cache")
-        return cls(Path(base) / "linkctl" / f"parse-{__version__}-{_CACHE_FORMAT}")
+        base = cache_home(env)
+        return None if base is None else cls(base / f"parse-{__version__}-{_CACHE_FORMAT}")
 
     @staticmethod
     def key(text: str) -> str:
@@ -59,6 +52,11 @@ class ParseCache:
 
     def get(self, key: str, display: str) -> ParseOutcome | None:
         """The parse of the text with ``key`` if cached (diagnostics re-labelled with ``display``)."""
+        blob = self.read(key)
+        return None if blob is None else self.decode(blob, display)
+
+    def read(self, key: str) -> bytes | None:
+        """The blob stored under ``key``, if there is one we trust (ours, private, a regular file)."""
         entry = self._entry(key)
         try:
             # Another local user could plant an entry that redirects tokenEndpoint: only
@@ -70,10 +68,9 @@ class ParseCache:
                 info = os.fstat(handle.fileno())
                 if not (stat.S_ISREG(info.st_mode) and _owned_privately(info)):
                     return None
-                blob = handle.read()
+                return handle.read()
         except OSError:
             return None
-        return self.decode(blob, display)
 
     @staticmethod
     def decode(blob: bytes, display: str) -> ParseOutcome | None:
@@ -122,6 +119,19 @@ class ParseCache:
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def cache_home(env: Mapping[str, str]) -> Path | None:
+    """linkctl's cache directory (``$XDG_CACHE_HOME/linkctl``, ``~/.cache/linkctl``); None when disabled."""
+    if env.get("LINKCTL_NO_CACHE"):
+        return None
+    base = env.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        home = env.get("HOME")
+        if not home:
+            return None
+        base = os.path.join(home, ".cache")
+    return Path(base) / "linkctl"
 
 
 def _owned_privately(info: os.stat_result) -> bool:

@@ -34,12 +34,15 @@ def fresh_access_token(
     ``client_factory(http_timeout)`` is called only when a refresh is needed; every
     client it built is closed before returning.
     """
-    from reconciler import keeper
+    # The timing rules only: the lease protocol (and httpx) is imported for a refresh.
+    from reconciler.keeper.timing import KeeperPolicy
 
     now = clock()
     grant = stored_token(store, name, min_valid=min_valid, now=now)
     if grant is None:
-        policy = keeper.KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
+        from reconciler.keeper.fresh import fresh_token
+
+        policy = KeeperPolicy(lease_ttl=3 * DEFAULT_HTTP_TIMEOUT, http_timeout=DEFAULT_HTTP_TIMEOUT)
         clients: list[TokenClient] = []
 
         def factory() -> TokenClient:
@@ -47,7 +50,7 @@ def fresh_access_token(
             return clients[-1]
 
         try:
-            grant = keeper.fresh_token(
+            grant = fresh_token(
                 store, name, min_valid=min_valid, client=factory, policy=policy, wait_timeout=wait
             )
         finally:

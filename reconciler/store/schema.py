@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import sqlite3
-from importlib import resources
 
 from reconciler.errors import StateError
 
@@ -34,6 +34,8 @@ DIALECTS = ("sqlite", "postgresql")
 @functools.cache
 def load_migrations(dialect: str = "sqlite") -> tuple[Migration, ...]:
     """The packaged migrations of a dialect in version order; versions 1, 2, 3, … without gaps (read once)."""
+    from importlib import resources  # not at the top: opening a current store needs only the count
+
     if dialect not in DIALECTS:  # pragma: no cover - a caller bug
         raise ValueError(f"unknown store dialect {dialect!r}")
     folder = resources.files("reconciler.store").joinpath("migrations")
@@ -49,6 +51,19 @@ def load_migrations(dialect: str = "sqlite") -> tuple[Migration, ...]:
     if versions != list(range(1, len(found) + 1)):  # pragma: no cover - a packaging bug
         raise StateError(f"the packaged store migrations are not numbered 1..N: {versions}")
     return tuple(found)
+
+
+@functools.cache
+def latest_version() -> int:
+    """The schema version the packaged migrations reach, counted without reading them (cached)."""
+    try:
+        names = os.listdir(os.path.join(os.path.dirname(__file__), "migrations"))
+    except OSError:  # not a plain directory (a zip): read them the general way
+        return len(load_migrations())
+    versions = sorted(int(m.group(1)) for m in map(_MIGRATION_NAME.match, names) if m)
+    if versions != list(range(1, len(versions) + 1)):  # pragma: no cover - load_migrations says why
+        return len(load_migrations())
+    return len(versions)
 
 
 def split_statements(sql: str) -> list[str]:

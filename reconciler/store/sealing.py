@@ -17,14 +17,11 @@ import base64
 import binascii
 import contextlib
 import os
-import secrets as _random
 import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from reconciler.errors import StateError
 
@@ -56,13 +53,16 @@ def grant_aad(uid: str, field: str) -> bytes:
 class Sealer:
     """Seals and opens blobs with one 32-byte key (AES-256-GCM)."""
 
-    __slots__ = ("_aead", "_fingerprint_key")
+    __slots__ = ("_aead", "_fingerprint_key", "_key")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise StateError(f"a state key must be exactly {KEY_BYTES} bytes")
         self._aead = AESGCM(key)
-        self._fingerprint_key = fingerprint_key(key)
+        self._key = key
+        # Derived on first use (threads may race; both derive the same): reading a token
+        # never fingerprints, so it never loads HKDF.
+        self._fingerprint_key: bytes | None = None
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """Encrypt ``plaintext`` bound to ``aad`` with a fresh random nonce."""
@@ -86,11 +86,16 @@ class Sealer:
     @property
     def fingerprint_key(self) -> bytes:
         """The HMAC key for secret fingerprints (derived; not the state key)."""
+        if self._fingerprint_key is None:
+            self._fingerprint_key = fingerprint_key(self._key)
         return self._fingerprint_key
 
 
 def fingerprint_key(state_key: bytes) -> bytes:
     """HKDF-SHA256 of the state key with info ``linkctl fingerprint v1``."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_FINGERPRINT_INFO).derive(state_key)
 
 
@@ -124,7 +129,9 @@ def encode_key(key: bytes) -> str:
 
 def generate_key() -> bytes:
     """A fresh random state key."""
-    return _random.token_bytes(KEY_BYTES)
+    import secrets
+
+    return secrets.token_bytes(KEY_BYTES)
 
 
 def read_key(*, state_key: str | None, key_file: Path) -> tuple[bytes | None, str]:
@@ -196,7 +203,9 @@ def create_key_file(path: Path) -> tuple[bytes, bool]:
     """
     make_private_dirs(path.parent)
     key = generate_key()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}.tmp")
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:

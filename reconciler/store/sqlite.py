@@ -44,7 +44,7 @@ from reconciler.store import (
     sqlite_pending,
     sqlite_transfer,
 )
-from reconciler.store.schema import load_migrations, split_statements
+from reconciler.store.schema import latest_version, load_migrations, split_statements
 from reconciler.store.sqlite_api_keys import SQLiteApiKeys
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
 from reconciler.store.sqlite_lock import SQLiteApplyLock
@@ -152,7 +152,7 @@ class SQLiteStore(
             create_private_file(path)
         conn = connect(path)
         try:
-            known = len(load_migrations())
+            known = latest_version()
             version, key_check = read_meta(conn)
             if not create and (version != known or key_check is None):  # changed since the probe
                 raise StoreNotReady(f"the store {path} needs a schema migration or key check first")
@@ -220,7 +220,7 @@ class SQLiteStore(
                         f"cannot read the store {path}: {exc}", hint=hint_for(str(exc), path)
                     ) from None
             conn.execute("PRAGMA foreign_keys = ON")
-            known = len(load_migrations())
+            known = latest_version()
             version, key_check = read_meta(conn)
             refuse_newer_schema(path, version, known)
             if key_check is not None and key is None:

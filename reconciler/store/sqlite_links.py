@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -95,6 +94,8 @@ class SQLiteWriteTransaction(base.WriteTransaction):
             "SELECT uid, generation, created_at FROM links WHERE name = ?", (link.name,)
         ).fetchone()
         if row is None:
+            import uuid  # only a new link needs one
+
             uid = uuid.uuid4().hex
             generation = 1
             created_at = now

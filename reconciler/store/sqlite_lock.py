@@ -8,12 +8,9 @@ a lock of another host is only ever removed by ``linkctl state unlock``.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
-import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +25,8 @@ _LOCK_POLL_MAX = 0.5
 
 
 def _current_user() -> str:
+    import getpass  # only apply takes the lock: not loaded by readers
+
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry (containers)
@@ -80,6 +79,9 @@ class SQLiteApplyLock:
         self, operation: str
     ) -> tuple[base.LockInfo | None, base.LockInfo | None, base.LockInfo | None]:
         """One attempt: ``(mine, holder, removed_stale)``; exactly one of mine/holder is set."""
+        import socket
+        import uuid
+
         host = socket.gethostname()
         with self._immediate() as conn:
             row = conn.execute(f"{_SELECT_LOCKS} LIMIT 1").fetchone()

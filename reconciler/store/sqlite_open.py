@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reconciler.errors import StateError
 from reconciler.store import sealing
-from reconciler.store.schema import load_migrations
+from reconciler.store.schema import latest_version
 
 Notice = Callable[[str], None]
 
@@ -191,7 +191,7 @@ def ready_as_is(path: Path) -> bool:
         return False
     finally:
         probe.close()
-    return str(mode).lower() == "wal" and version == len(load_migrations()) and key_check is not None
+    return str(mode).lower() == "wal" and version == latest_version() and key_check is not None
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -46,21 +46,27 @@ def declared_state(
     ignore_mac: bool = False,
     meanwhile: Callable[[], object] | None = None,
 ) -> ValidationResult:
-    """Load and validate ``paths``, then cache the parses of the files that validated cleanly.
+    """Load and validate ``paths``, then cache the parses and conclusions of files that validated cleanly.
 
     The one way to read declared state: the parse cache may keep only files validation
     passed (see :func:`reconciler.load.remember_parsed`), so loading and remembering are
-    never left to the caller. ``meanwhile`` runs while files are parsed, after the import
-    of the validator's models.
+    never left to the caller. Unchanged files are not validated again (the validation
+    cache, :mod:`.cache`): only what depends on the environment or on other files is.
+    ``meanwhile`` runs while files are parsed, after the import of the validator's models
+    when a file is not in the parse cache (then validation will need them).
     """
+    from reconciler.validate.cache import remember, replay
 
-    def prepare() -> None:
+    def parsing() -> None:
         import reconciler.validate.validator  # noqa: F401  (pydantic: the costliest import)
 
-        if meanwhile is not None:
-            meanwhile()
+    loaded = load_paths(paths, env=env, ignore_mac=ignore_mac, meanwhile=meanwhile, on_parse=parsing)
+    result = replay(loaded, env=env)
+    if result is None:
+        from reconciler.validate.validator import Validator
 
-    loaded = load_paths(paths, env=env, ignore_mac=ignore_mac, meanwhile=prepare)
-    result = validate(loaded, env=env)
+        validator = Validator(loaded, env)
+        result = validator.run()
+        remember(loaded, validator.entries, result.diagnostics, env=env)
     remember_parsed(loaded, result.diagnostics)
     return result

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from reconciler.diagnostics import Diagnostic, has_errors
 from reconciler.domain.links import DesiredLink
 from reconciler.domain.notify import NotifyTargetDecl
 from reconciler.load import Document
 
-if TYPE_CHECKING:
-    from reconciler.models import Instance
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class _BaseUrl(Protocol):
+    @property
+    def baseUrl(self) -> str: ...
+
+
+class InstanceView(Protocol):
+    """What planning and applying read of the Instance: the pydantic model, or a cache replay's copy."""
+
+    @property
+    def metadata(self) -> _Named: ...
+
+    @property
+    def spec(self) -> _BaseUrl: ...
 
 
 @dataclasses.dataclass
@@ -20,7 +37,7 @@ class ValidationResult:
     """What validation found: diagnostics, the instance, and the desired links."""
 
     diagnostics: list[Diagnostic]
-    instance: Instance | None
+    instance: InstanceView | None
     links: list[DesiredLink]
     skipped: list[str]
     files: list[str]

@@ -10,11 +10,14 @@ import re
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.load import Document
-from reconciler.models import FromEnv, FromFile, OutgoingLink
 from reconciler.secrets import Secret
 from reconciler.validate.results import Reporter
+
+if TYPE_CHECKING:  # pydantic: imported by the validator, never by a cache replay
+    from reconciler.models import OutgoingLink
 
 # linkctl's and SOPS's own settings (state key, age identities) must never be sent to a provider.
 _RESERVED_ENV_PREFIXES = ("LINKCTL_", "SOPS_")
@@ -91,6 +94,31 @@ def check_plaintext_params(
                 )
 
 
+def source_of(doc: Document, source: object, path: tuple[str | int, ...]) -> tuple[str, str]:
+    """Where a declared secret comes from: ``(kind, reference)``; kind: env, file, sops, plain or none.
+
+    The reference is an environment variable's name or a file's path, never a secret: the
+    validation cache keeps it, and :func:`read_source` reads the value again on every run.
+    """
+    from reconciler.models import FromEnv, FromFile  # the validator has pydantic loaded already
+
+    if source is None:
+        return "none", ""
+    if isinstance(source, FromEnv):
+        return "env", source.fromEnv
+    if isinstance(source, FromFile):
+        return "file", source.fromFile
+    return ("sops" if path in doc.encrypted_paths else "plain"), ""
+
+
+def secret_source(doc: Document, link: OutgoingLink) -> tuple[str, str]:
+    """Where a link's clientSecret comes from (see :func:`source_of`)."""
+    return source_of(doc, link.spec.clientSecret, _CLIENT_SECRET)
+
+
+_CLIENT_SECRET: tuple[str | int, ...] = ("spec", "clientSecret")
+
+
 def resolve_secrets(
     report: Reporter,
     doc: Document,
@@ -101,26 +129,23 @@ def resolve_secrets(
     allow_plaintext: bool,
 ) -> dict[str, Secret]:
     """The link's clientSecret read from where it is declared (errors reported, never the value)."""
-    secrets: dict[str, Secret] = {}
     value = resolve_source(
         report,
         doc,
         link.spec.clientSecret,
-        ("spec", "clientSecret"),
+        _CLIENT_SECRET,
         what="clientSecret",
         env=env,
         roots=roots,
         allow_plaintext=allow_plaintext,
     )
-    if value is not None:
-        secrets["clientSecret"] = value
-    return secrets
+    return {} if value is None else {"clientSecret": value}
 
 
 def resolve_source(
     report: Reporter,
     doc: Document,
-    source: str | FromEnv | FromFile | None,
+    source: object,
     path: tuple[str | int, ...],
     *,
     what: str,
@@ -129,32 +154,54 @@ def resolve_source(
     allow_plaintext: bool,
 ) -> Secret | None:
     """One declared secret (SOPS, ``fromEnv``, ``fromFile``) read, or None with the error reported."""
-    if source is None:
+    kind, reference = source_of(doc, source, path)
+    if kind in ("sops", "plain"):
+        assert isinstance(source, str)
+        reference = source
+    return read_source(
+        report, doc, kind, reference, path, what=what, env=env, roots=roots, allow_plaintext=allow_plaintext
+    )
+
+
+def read_source(
+    report: Reporter,
+    doc: Document,
+    kind: str,
+    reference: str,
+    path: tuple[str | int, ...],
+    *,
+    what: str,
+    env: Mapping[str, str],
+    roots: Sequence[str],
+    allow_plaintext: bool,
+) -> Secret | None:
+    """A secret from its :func:`source_of` (for sops and plain, ``reference`` is the value), or None."""
+    if kind == "none":
         return None
-    if isinstance(source, FromEnv):
-        refusal = _refused_env_name(source.fromEnv)
+    if kind == "env":
+        refusal = _refused_env_name(reference)
         if refusal:
             report.error(doc, refusal, (*path, "fromEnv"), hint=_ENV_NAME_HINT, code="secret-env-refused")
             return None
-        value = env.get(source.fromEnv)
+        value = env.get(reference)
         if value is None:
             report.error(
                 doc,
-                f"environment variable {source.fromEnv} is not set",
+                f"environment variable {reference} is not set",
                 (*path, "fromEnv"),
-                hint=f"export {source.fromEnv}=... before running linkctl",
+                hint=f"export {reference}=... before running linkctl",
                 code="secret-unresolved",
             )
             return None
-    elif isinstance(source, FromFile):
+    elif kind == "file":
         try:
-            value = read_secret_file(doc, source.fromFile, env=env, roots=roots)
+            value = read_secret_file(doc, reference, env=env, roots=roots)
         except _SecretFileRefused as refused:
             report.error(doc, refused.message, (*path, "fromFile"), hint=refused.hint, code=refused.code)
             return None
     else:
-        value = source
-        if path not in doc.encrypted_paths and not allow_plaintext:
+        value = reference
+        if kind == "plain" and not allow_plaintext:
             report.error(
                 doc,
                 f"{what} is in plaintext",

@@ -19,10 +19,12 @@ from reconciler.domain.notify import NotifyTargetDecl
 from reconciler.load import Document, LoadResult
 from reconciler.models import Instance, OutgoingLink
 from reconciler.oauth.providers import get_preset
+from reconciler.validate.cache import Entry, ValidationCache, cacheable_paths, instance_entry, link_entry
 from reconciler.validate.desired import desired_link
+from reconciler.validate.names import check_renames, remember_name
 from reconciler.validate.notify import check_notify
 from reconciler.validate.results import ValidationResult
-from reconciler.validate.secret_sources import check_plaintext_params, resolve_secrets
+from reconciler.validate.secret_sources import check_plaintext_params, resolve_secrets, secret_source
 from reconciler.validate.structure import check_structure
 from reconciler.validate.urls import base_host, check_url, is_private_ip, redirect_url
 
@@ -42,6 +44,10 @@ class Validator:
         self.links: list[DesiredLink] = []
         self._names: dict[str, Document] = {}
         self.notify: list[NotifyTargetDecl] = []
+        # What the validation cache may keep of each valid document, by (file, index).
+        self.entries: dict[tuple[str, int], Entry] = {}
+        # Without a cache (LINKCTL_NO_CACHE, a fresh CI checkout) nothing is kept: no memory, no time.
+        self._keep = bool(loaded.file_keys) and ValidationCache.for_env(env) is not None
         self.errors = sum(1 for d in self.diagnostics if d.is_error)
 
     def error(self, doc: Document, message: str, path: Sequence[str | int] = (), **kw: Any) -> None:
@@ -87,21 +93,10 @@ class Validator:
         )
 
     def _remember_name(self, doc: Document, name: str) -> bool:
-        first = self._names.get(name)
-        if first is not None and first is not doc:
-            line, col = first.locate(("metadata", "name"))
-            self.error(
-                doc,
-                f"link {name!r} is declared twice (also at {first.file}:{line}:{col})",
-                ("metadata", "name"),
-                hint="link names must be unique across all files",
-                code="duplicate-name",
-            )
-            return False
-        self._names[name] = doc
-        return True
+        return remember_name(self, self._names, doc, name)
 
     def _check_instance(self, doc: Document, instance: Instance) -> None:
+        before, errors = len(self.diagnostics), self.errors
         check_url(
             self,
             doc,
@@ -112,6 +107,12 @@ class Validator:
             base=True,
         )
         self.notify = check_notify(self, doc, instance, env=self.env, roots=self.loaded.roots)
+        # Webhook targets carry secrets read from the environment, which an entry never holds:
+        # an Instance with any is validated in full on every run (and with it the whole run).
+        if self._keep and self.errors == errors and cacheable_paths(doc) and not instance.spec.notify:
+            self.entries[(doc.file, doc.index)] = instance_entry(
+                doc, instance.metadata.name, instance.spec.baseUrl, self.diagnostics[before:]
+            )
 
     def _allow_loopback(self) -> bool:
         return bool(self.instance and self.instance.spec.allowInsecureLoopback)
@@ -122,7 +123,7 @@ class Validator:
     def _check_link(self, doc: Document, link: OutgoingLink) -> DesiredLink | None:
         spec = link.spec
         name = link.metadata.name
-        errors_before = self.errors
+        errors_before, before = self.errors, len(self.diagnostics)
         defaults = self.instance.spec.defaults if self.instance else None
         grant = spec.grant
         if defaults and defaults.grant and "grant" not in (doc.data.get("spec") or {}):
@@ -241,6 +242,7 @@ class Validator:
                     )
 
         check_plaintext_params(self, doc, link, allow_plaintext=self._allow_plaintext())
+        secret_at = len(self.diagnostics) - before
         secrets = resolve_secrets(
             self,
             doc,
@@ -268,7 +270,13 @@ class Validator:
 
         if self.errors > errors_before:
             return None
-        return desired_link(self, doc, link, grant, redirect, secrets, instance=self.instance)
+        desired = desired_link(self, doc, link, grant, redirect, secrets, instance=self.instance)
+        if self._keep and cacheable_paths(doc):
+            kind, reference = secret_source(doc, link)
+            if kind != "plain":
+                entry = link_entry(doc, desired, self.diagnostics[before:], (kind, reference, secret_at))
+                self.entries[(doc.file, doc.index)] = entry
+        return desired
 
     def _check_custom_endpoints(self, doc: Document, link: OutgoingLink, grant: str) -> None:
         spec = link.spec
@@ -302,37 +310,4 @@ class Validator:
                     return
 
     def _check_renames(self, links: list[tuple[Document, OutgoingLink]]) -> None:
-        names = {link.metadata.name for _, link in links}
-        claimed: dict[str, tuple[Document, str]] = {}
-        for doc, link in links:
-            old = link.metadata.renamedFrom
-            if old is None:
-                continue
-            if old == link.metadata.name:
-                self.error(
-                    doc,
-                    "renamedFrom equals the link's own name",
-                    ("metadata", "renamedFrom"),
-                    hint="remove renamedFrom once the rename is applied",
-                    code="bad-rename",
-                )
-            elif old in names:
-                self.error(
-                    doc,
-                    f"renamedFrom {old!r} is still declared as a link",
-                    ("metadata", "renamedFrom"),
-                    hint="remove the old document when renaming",
-                    code="bad-rename",
-                )
-            elif old in claimed:
-                first_doc, first_name = claimed[old]
-                self.error(
-                    doc,
-                    f"renamedFrom {old!r} is also claimed by link {first_name!r}"
-                    f" ({first_doc.file}:{first_doc.line}); one link can be renamed only once",
-                    ("metadata", "renamedFrom"),
-                    hint=f"keep renamedFrom: {old} on one of the two links",
-                    code="bad-rename",
-                )
-            else:
-                claimed[old] = (doc, link.metadata.name)
+        check_renames(self, [(doc, link.metadata.name, link.metadata.renamedFrom) for doc, link in links])

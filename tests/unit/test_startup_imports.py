@@ -1,0 +1,103 @@
+"""Short commands import only what they need: `token` and `--version` start near Python's floor.
+
+Checked in a real child process (``sys.modules`` at exit), not timed: which modules load
+decides start-up, and a stray top-level import is what makes it slow again.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reconciler.domain.tokens import TokenResponse
+from reconciler.secrets import Secret
+from reconciler.settings import Settings
+from reconciler.store import open_store
+from reconciler.store.base import LinkWrite
+from tests.conftest import ROOT
+
+# Never needed to print a stored token or the version.
+HEAVY = (
+    "yaml",
+    "pydantic",
+    "jsonschema",
+    "httpx",
+    "reconciler.sops",
+    "reconciler.models",
+    "reconciler.load",
+    "reconciler.validate",
+    "reconciler.plan",
+    "reconciler.keeper.daemon",
+    "reconciler.keeper.revoke",
+    "reconciler.keeper.lease",
+    "reconciler.oauth.client",
+    "reconciler.cli.core_cmds",
+)
+REPORT = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: sys.stderr.write('MODULES ' + ' '.join(sys.modules) + '\\n'))\n"
+)
+
+
+def loaded_modules(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[str, set[str]]:
+    """Run ``linkctl ARGS`` in a child; its stdout and the modules it had imported at exit."""
+    (tmp_path / "sitecustomize.py").write_text(REPORT)
+    child_env = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], env=child_env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stderr.splitlines() if x.startswith("MODULES "))
+    return done.stdout, set(line.split()[1:])
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_version_imports_no_command_module(tmp_path: Path) -> None:
+    out, modules = loaded_modules(["--version"], {"HOME": str(tmp_path)}, tmp_path)
+    assert out.startswith("linkctl ")
+    assert heavy(modules) == []
+    assert not {m for m in modules if m.startswith("reconciler.cli.") and m != "reconciler.cli.output"}
+
+
+def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "LINKCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+        "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    store = open_store(Settings.from_env(env), notice=lambda _: None)
+    with store.write(expected_serial=None, actor="test") as tx:
+        tx.put_link(
+            LinkWrite(
+                name="fresh",
+                provider="custom",
+                spec={"provider": "custom", "tokenEndpoint": "https://idp.example.com/token"},
+                spec_hash="0" * 64,
+                secrets={},
+                secret_fingerprints={},
+                source_file=None,
+                source_line=None,
+            )
+        )
+    now = time.time()
+    first = TokenResponse(
+        access_token=Secret("fresh-access-token"),
+        refresh_token=Secret("rt"),
+        token_type="Bearer",
+        expires_in=3600,
+        scope=None,
+        received_at=now,
+    )
+    store.save_authorization("fresh", first, clock_now=now)
+    store.close()
+    out, modules = loaded_modules(["token", "fresh"], env, tmp_path)
+    assert out.strip() == "fresh-access-token"
+    assert heavy(modules) == []
+    assert "reconciler.cli.inspect_cmds" not in modules and "reconciler.cli.secrets_cmds" not in modules
