@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_core import write_links  # noqa: E402  (the same link files as the core bench)
 
+DEPLOYMENT_RECIPES = ("kubernetes", "systemd", "ci")
 FLOOR_TOKEN_IMPORTS = "import json, sqlite3; from cryptography.hazmat.primitives.ciphers.aead import AESGCM"
 # What the issue measured as "a Python that imports yaml, sqlite3 and AES-GCM".
 FLOOR_ISSUE_IMPORTS = "import yaml, sqlite3; from cryptography.hazmat.primitives.ciphers.aead import AESGCM"
@@ -92,7 +93,11 @@ class Tree:
         self.work = work
         (work / "home").mkdir(parents=True)
         examples = work / "examples"
-        shutil.copytree(HERE.parent / "examples", examples)
+        # The link repository of examples/ (5 files, one SOPS-encrypted), not the deployment
+        # recipes beside it: their manifests are other tools' documents, parsed and skipped.
+        shutil.copytree(
+            HERE.parent / "examples", examples, ignore=shutil.ignore_patterns(*DEPLOYMENT_RECIPES)
+        )
         self.examples = examples
         self.small = work / "links-30"
         write_links(self.small, 30)
@@ -101,7 +106,7 @@ class Tree:
             write_links(self.large, 10_000)
         # As installed software runs: byte-code compiled (PYTHONDONTWRITEBYTECODE would make
         # every start compile every module), none of the caller's linkctl/SOPS settings.
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(source / "reconciler")], check=True)
+        subprocess.run([PYTHON[0], "-m", "compileall", "-q", str(source / "reconciler")], check=True)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -123,24 +128,24 @@ class Tree:
 
     def prepare(self) -> None:
         """Apply each repository to its store, seed a fresh token, and warm the caches."""
-        linkctl = [sys.executable, "-m", "reconciler"]
+        linkctl = [PYTHON[0], "-c", CONSOLE_SCRIPT]
         repos = [("examples", self.examples), ("small", self.small)]
         if self.large is not None:
             repos.append(("large", self.large))
         for name, repo in repos:
             run([*linkctl, "apply", str(repo)], self.state(name), self.work)
             run([*linkctl, "plan", str(repo)], self.state(name), self.work)  # warms every cache
-        run([sys.executable, "-c", SEED_TOKEN, "support-gmail"], self.state("examples"), self.work)
+        run([PYTHON[0], "-c", SEED_TOKEN, "support-gmail"], self.state("examples"), self.work)
         run([*linkctl, "validate", str(self.examples)], self.env, self.work)
 
     def steps(self) -> dict[str, tuple[list[str], dict[str, str]]]:
         """Each measured step: its command and environment."""
-        linkctl = [sys.executable, "-m", "reconciler"]
+        linkctl = [PYTHON[0], "-c", CONSOLE_SCRIPT]
         small = self.state("small")
         steps = {
-            "python -c pass": ([sys.executable, "-c", "pass"], self.env),
-            "python: token-read imports": ([sys.executable, "-c", FLOOR_TOKEN_IMPORTS], self.env),
-            "python: yaml+sqlite3+AES-GCM": ([sys.executable, "-c", FLOOR_ISSUE_IMPORTS], self.env),
+            "python -c pass": ([PYTHON[0], "-c", "pass"], self.env),
+            "python: token-read imports": ([PYTHON[0], "-c", FLOOR_TOKEN_IMPORTS], self.env),
+            "python: yaml+sqlite3+AES-GCM": ([PYTHON[0], "-c", FLOOR_ISSUE_IMPORTS], self.env),
             "linkctl --version": ([*linkctl, "--version"], self.env),
             "token NAME (fresh)": ([*linkctl, "token", "support-gmail"], self.state("examples")),
             "validate examples/": ([*linkctl, "validate", str(self.examples)], self.env),
@@ -157,6 +162,37 @@ class Tree:
             steps["no-op plan, 10,000"] = (plan, large)
             steps["no-op plan, 10,000, cold"] = (plan, {**large, "LINKCTL_NO_CACHE": "1"})
         return steps
+
+
+# What the ``linkctl`` console script that pip writes runs (``python -m`` would add runpy's
+# imports, which an installed command does not pay).
+CONSOLE_SCRIPT = "import sys; from reconciler.cli import main; sys.exit(main())"
+# The interpreter every step runs with (see :func:`installed_like_python`).
+PYTHON = [sys.executable]
+
+
+def installed_like_python(work: Path) -> str:
+    """A Python that starts as an installed linkctl would: this one's packages, no editable finder.
+
+    A development checkout installed with ``pip install -e .`` adds a ``.pth`` import hook
+    that imports pathlib, urllib and re in every Python start (about 8 ms here), which a
+    wheel or pipx install does not have. A fresh venv whose one ``.pth`` names this
+    environment's site-packages sees the same packages without running their ``.pth`` files.
+    """
+    import sysconfig
+
+    venv = work / "python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    target = Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    (target / "linkctl-bench-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return str(venv / "bin" / "python")
 
 
 def main() -> int:
@@ -177,6 +213,7 @@ def main() -> int:
         f" ({args.large_runs} for 10,000 links); median [fastest–slowest]"
     )
     with tempfile.TemporaryDirectory(prefix="linkctl-bench-startup-") as tmp:
+        PYTHON[0] = installed_like_python(Path(tmp))
         trees = [Tree(src, Path(tmp) / f"tree{i}", large=args.large) for i, src in enumerate(sources)]
         for tree in trees:
             tree.prepare()
@@ -188,7 +225,7 @@ def main() -> int:
             for _ in range(runs):  # interleaved: tree A, tree B, tree A, ...
                 for tree, samples in zip(trees, results[step], strict=True):
                     cmd, env = tree.steps()[step]
-                    wall, cpu, rss = run(cmd, env, tree.work)  # not in a tree: -m finds PYTHONPATH's
+                    wall, cpu, rss = run(cmd, env, tree.work)  # not in a tree: the import finds PYTHONPATH's
                     samples.wall.append(wall)
                     samples.cpu.append(cpu)
                     samples.rss = max(samples.rss, rss)

@@ -121,8 +121,6 @@ def disable_core_dumps() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``linkctl`` console script."""
-    from reconciler.cli.output import Context, run_handler
-
     # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
     disable_core_dumps()
     words = sys.argv[1:] if argv is None else list(argv)
@@ -131,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         complete(build_parser())
     parser = build_parser(modules_for(words))
-    args = parser.parse_args(words)
+    args = parser.parse_args(words)  # `--version` and `--help` exit here, before any output set-up
+    from reconciler.cli.output import Context, run_handler
+
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

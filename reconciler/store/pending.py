@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
-import hmac
 
 from reconciler.secrets import Secret
 
 
 def state_hash(state: str) -> str:
     """The lookup key of a pending authorization: SHA-256 of its ``state`` (hex)."""
+    import hashlib  # here: hashlib loads OpenSSL's hashes, which a token read does not need
+
     return hashlib.sha256(state.encode("utf-8")).hexdigest()
 
 
@@ -84,6 +84,8 @@ def binding_refusal(
     row_link: str, row_session: str | None, *, link: str | None, session_hash: str | None
 ) -> str | None:
     """Why a row may not be taken by this caller ("link" | "session"), or None: it may."""
+    import hmac
+
     if link is not None and row_link != link:
         return "link"
     if session_hash is not None and not (

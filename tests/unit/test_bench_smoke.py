@@ -36,3 +36,16 @@ def test_bench_ops_runs_at_small_n() -> None:
         if line.startswith("     20 ")
     ]
     assert steps == ["link_states", "scrape cold", "scrape warm", "peer", "notify idle", "notify 1 %"]
+
+
+def test_bench_startup_runs_with_two_runs_per_step() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_startup.py"), "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    steps = {line[:30].strip() for line in done.stdout.splitlines() if "ms" not in line[:30]}
+    assert {"python -c pass", "linkctl --version", "token NAME (fresh)", "no-op plan, 30"} <= steps, done.stdout
