@@ -48,4 +48,5 @@ def test_bench_startup_runs_with_two_runs_per_step() -> None:
     )
     assert done.returncode == 0, done.stderr
     steps = {line[:30].strip() for line in done.stdout.splitlines() if "ms" not in line[:30]}
-    assert {"python -c pass", "linkctl --version", "token NAME (fresh)", "no-op plan, 30"} <= steps, done.stdout
+    wanted = {"python -c pass", "linkctl --version", "token NAME (fresh)", "no-op plan, 30"}
+    assert wanted <= steps, done.stdout
