@@ -20,12 +20,19 @@ from collections.abc import Callable, Iterable, Mapping
 
 from reconciler.diagnostics import ERROR, Diagnostic
 from reconciler.load import parse
-from reconciler.load.documents import API_GROUP, API_VERSION, KINDS, SOPS_PREFIX, Document, LoadResult
+from reconciler.load.documents import (
+    API_GROUP,
+    API_VERSION,
+    KINDS,
+    SOPS_PREFIX,
+    Document,
+    LoadResult,
+    SourceText,
+)
 from reconciler.load.files import EXTENSIONS, MAX_FILE_BYTES, InputFile, iter_files, read_file, read_once
 from reconciler.load.parse_ahead import MEANWHILE_SHARE, PARSE_AHEAD_SHARE, start_parse_ahead
 from reconciler.load.parse_cache import ParseCache, cacheable, remember_parsed
 from reconciler.load.selection import documents_of
-from reconciler.load.yaml_positions import SourceText
 
 __all__ = [
     "API_GROUP",

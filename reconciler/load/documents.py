@@ -4,18 +4,48 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
-
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from typing import TYPE_CHECKING, Any
 
 from reconciler.diagnostics import Diagnostic
 from reconciler.diagnostics import Path as JsonPath
-from reconciler.load.yaml_positions import SourceText
+
+if TYPE_CHECKING:  # YAML is imported only to parse or to locate (never for a cached run)
+    from yaml.nodes import Node
 
 API_GROUP = "linkctl.dev"
 API_VERSION = "linkctl.dev/v1"
 KINDS = ("OutgoingLink", "Instance")
 SOPS_PREFIX = "ENC[AES256_GCM,"
+
+
+class SourceText:
+    """A file's text, composed again only when a diagnostic needs positions.
+
+    Keeping every composed node tree (two marks per node) would triple the memory
+    of a 10,000-link load; valid files never need them.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._nodes: list[Node] | None = None
+
+    def node(self, index: int) -> Node | None:
+        """The composed node of document ``index``."""
+        if self._nodes is None:
+            # Here, not at the top: YAML is loaded only when a file is parsed or a position
+            # is needed, never for a run served from the parse cache.
+            from reconciler.load.yaml_positions import NodeLoader
+
+            loader = NodeLoader(self.text)
+            try:
+                self._nodes = []
+                while loader.check_node():
+                    node = loader.get_node()
+                    if node is not None:
+                        self._nodes.append(node)
+            finally:
+                loader.dispose()
+        return self._nodes[index] if index < len(self._nodes) else None
 
 
 @dataclasses.dataclass
@@ -49,6 +79,8 @@ class Document:
         node = self.node
         if node is None:
             return self.line, 1
+        from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
         mark = node.start_mark
         for part in path:
             child: Node | None = None

@@ -7,10 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic
-from reconciler.load.documents import API_GROUP, API_VERSION, KINDS, SOPS_PREFIX, Document, LoadResult
+from reconciler.load.documents import (
+    API_GROUP,
+    API_VERSION,
+    KINDS,
+    SOPS_PREFIX,
+    Document,
+    LoadResult,
+    SourceText,
+)
 from reconciler.load.parse import Parsed
 from reconciler.load.sops_overlay import decrypt_into
-from reconciler.load.yaml_positions import SourceText
 
 
 def documents_of(

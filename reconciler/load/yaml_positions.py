@@ -116,32 +116,6 @@ def _yaml11_surprise(value: str, core_tag: str, shown: str) -> str | None:
     return None
 
 
-class SourceText:
-    """A file's text, composed again only when a diagnostic needs positions.
-
-    Keeping every composed node tree (two marks per node) would triple the memory
-    of a 10,000-link load; valid files never need them.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self._nodes: list[Node] | None = None
-
-    def node(self, index: int) -> Node | None:
-        """The composed node of document ``index``."""
-        if self._nodes is None:
-            loader = NodeLoader(self.text)
-            try:
-                self._nodes = []
-                while loader.check_node():
-                    node = loader.get_node()
-                    if node is not None:
-                        self._nodes.append(node)
-            finally:
-                loader.dispose()
-        return self._nodes[index] if index < len(self._nodes) else None
-
-
 class Constructor:
     """Builds plain Python values from nodes, reporting what YAML would get wrong."""
 

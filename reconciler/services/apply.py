@@ -85,7 +85,6 @@ def plan_changes(
 ) -> Plan:
     """The plan from the declared state to ``store`` (read now unless ``state`` was read ahead)."""
     from reconciler.errors import InvalidConfiguration
-    from reconciler.keeper import revokes_on_delete
     from reconciler.plan import compute_plan, mark_reauthorization, rename_conflicts
 
     if prune:
@@ -97,11 +96,12 @@ def plan_changes(
     if conflicts:
         raise InvalidConfiguration(list(conflicts))
     names = {link.name for link in result.links}
-    revoking = (
-        {s.name for s in state.links if s.name not in names and revokes_on_delete(store, s)}
-        if prune
-        else set()
-    )
+    deleted = [s for s in state.links if s.name not in names] if prune else []
+    revoking: set[str] = set()
+    if deleted:  # the revocation rules (and their imports) only when something is deleted
+        from reconciler.keeper import revokes_on_delete
+
+        revoking = {s.name for s in deleted if revokes_on_delete(store, s)}
     plan = compute_plan(
         result.links,
         state.links,

@@ -110,3 +110,31 @@ def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_pat
     assert out.strip() == "fresh-access-token"
     assert heavy(modules) == []
     assert "reconciler.cli.inspect_cmds" not in modules and "reconciler.cli.secrets_cmds" not in modules
+
+
+def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rules(tmp_path: Path) -> None:
+    # Served from the parse and validation caches: no file is parsed, no model is built, and
+    # with nothing deleted no revocation rule is needed.
+    repo = tmp_path / "links"
+    repo.mkdir()
+    (repo / "instance.yaml").write_text(
+        "apiVersion: linkctl.dev/v1\nkind: Instance\nmetadata: {name: i}\n"
+        "spec: {baseUrl: https://wiki.example.com}\n"
+    )
+    for name in ("a", "b"):
+        (repo / f"{name}.yaml").write_text(
+            "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\n"
+            f"metadata: {{name: {name}}}\nspec:\n  provider: google\n  clientId: id-{name}\n"
+            "  clientSecret: {fromEnv: LINK_SECRET}\n  scopes: [openid]\n"
+        )
+    env = {
+        "HOME": str(tmp_path),
+        "LINK_SECRET": "s3cret-value",
+        "LINKCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+        "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    loaded_modules(["apply", str(repo)], env, tmp_path)
+    loaded_modules(["plan", str(repo)], env, tmp_path)  # fills the caches of this linkctl
+    out, modules = loaded_modules(["plan", str(repo), "--prune"], env, tmp_path)
+    assert "No changes" in out
+    assert not {"yaml", "pydantic", "jsonschema", "reconciler.models", "reconciler.keeper.revoke"} & modules
