@@ -59,6 +59,11 @@ SELECT_GRANTS = (
     + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)
     + " FROM grants g JOIN links l ON l.uid = g.link_uid"
 )
+# What an access-token answer needs (get_access_token): no refresh token, no bookkeeping.
+_SELECT_ACCESS = (
+    "SELECT g.link_uid, g.access_token, g.token_type, g.scope, g.access_expires_at"
+    " FROM grants g JOIN links l ON l.uid = g.link_uid WHERE l.name = %s"
+)
 _DUE_INPUTS = (
     "SELECT g.link_uid, g.status, g.retry_at, g.next_refresh_at, g.in_flight_since,"
     " g.access_token IS NOT NULL, l.spec_json, g.due_at FROM grants g JOIN links l ON l.uid = g.link_uid"
@@ -146,6 +151,25 @@ class PostgresGrants:
             action="read a grant",
         )
         return None if row is None else self._grant_from_row(row, with_tokens=with_tokens)
+
+    def get_access_token(self, name: str) -> grants.AccessToken | None:
+        """The stored access token of a link (one narrow row, one decryption); None: no grant."""
+        self._refresh_offset()
+        row = self._db.run(
+            lambda tx: tx.execute(_SELECT_ACCESS, (name,)).fetchone(),
+            write=False,
+            action="read an access token",
+        )
+        if row is None:
+            return None
+        uid, blob, token_type, scope, expires_at = row
+        return grants.AccessToken(
+            name,
+            self._open_token(uid, "access_token", blob),
+            token_type,
+            scope,
+            self._db.clock.from_db(expires_at),
+        )
 
     def list_grants(self) -> list[grants.Grant]:
         """All grants without tokens, ordered by link name."""
