@@ -333,44 +333,40 @@ class PostgresStore(
         self._check_open()
         return self._db.run(work, write=False, action=action)
 
+    def _query(self, action: str, sql: str, params: Any = None, *, all_rows: bool = False) -> Any:
+        """One read-only statement in one round trip (:meth:`Connector.query`)."""
+        self._check_open()
+        return self._db.query(sql, params, action=action, all_rows=all_rows)
+
     def state_serial(self) -> int:
         """The serial that every successful apply increments."""
-        row = self._read(
-            "read the serial", lambda tx: tx.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()
-        )
+        row = self._query("read the serial", "SELECT value FROM meta WHERE key = 'serial'")
         return int(row[0]) if row else 0
 
     def instance_name(self) -> str | None:
         """The Instance the store was last applied from (None before the first such apply)."""
-        row = self._read(
-            "read the instance",
-            lambda tx: tx.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone(),
-        )
+        row = self._query("read the instance", "SELECT value FROM meta WHERE key = 'instance'")
         return None if row is None else str(row[0])
 
     def list_links(self) -> list[base.StoredLink]:
         """All links, ordered by name."""
         self._refresh_offset()
-        rows = self._read("list links", lambda tx: tx.execute(SELECT_LINKS + " ORDER BY name").fetchall())
+        rows = self._query("list links", SELECT_LINKS + " ORDER BY name", all_rows=True)
         return [link_from_row(row, self._db.clock) for row in rows]
 
     def get_link(self, name: str) -> base.StoredLink | None:
         """One link by name."""
         self._refresh_offset()
-        row = self._read(
-            "read a link", lambda tx: tx.execute(SELECT_LINKS + " WHERE name = %s", (name,)).fetchone()
-        )
+        row = self._query("read a link", SELECT_LINKS + " WHERE name = %s", (name,))
         return None if row is None else link_from_row(row, self._db.clock)
 
     def read_secret(self, name: str, field: str) -> Secret | None:
         """Decrypt one stored secret of a link (``None`` if the link or secret is absent)."""
-        row = self._read(
+        row = self._query(
             "read a secret",
-            lambda tx: tx.execute(
-                "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
-                " WHERE l.name = %s AND s.field = %s",
-                (name, field),
-            ).fetchone(),
+            "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
+            " WHERE l.name = %s AND s.field = %s",
+            (name, field),
         )
         if row is None:
             return None
@@ -390,11 +386,10 @@ class PostgresStore(
     # -- discovery cache and audit ---------------------------------------------------
     def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
         """Cached discovery metadata of an issuer and when it was fetched."""
-        row = self._read(
+        row = self._query(
             "read cached metadata",
-            lambda tx: tx.execute(
-                "SELECT metadata_json, fetched_at FROM provider_metadata WHERE issuer = %s", (issuer,)
-            ).fetchone(),
+            "SELECT metadata_json, fetched_at FROM provider_metadata WHERE issuer = %s",
+            (issuer,),
         )
         return None if row is None else (json.loads(row[0]), float(row[1]))
 

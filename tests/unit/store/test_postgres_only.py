@@ -221,6 +221,31 @@ def test_connections_killed_under_the_store_are_replaced(pg: Open, pg_settings: 
     assert store.state_serial() == 2
 
 
+def test_one_statement_reads_take_one_round_trip_and_leave_connections_transactional(pg: Open) -> None:
+    store = pg()
+    add_links(store, link_write("a"))
+    connector: Connector = store._db  # type: ignore[attr-defined]
+    sent: list[str] = []
+    original = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(str(query))
+        return original(self, query, *args, **kw)
+
+    psycopg.Connection.execute = counting  # type: ignore[method-assign]
+    try:
+        assert store.get_link("a") is not None and store.read_secret("a", "clientSecret") is not None
+    finally:
+        psycopg.Connection.execute = original  # type: ignore[method-assign]
+    assert len(sent) == 2  # no clock reading, no BEGIN/COMMIT around a one-statement read
+    held = [connector.pool.getconn() for _ in range(2)]
+    try:
+        assert all(conn.autocommit is False for conn in held)  # writes still get one transaction
+    finally:
+        for conn in held:
+            connector.pool.putconn(conn)
+
+
 @pytest.mark.parametrize("when", ["after", "before"])
 def test_a_lost_commit_answer_is_resolved_by_the_transaction_id(
     pg: Open, monkeypatch: pytest.MonkeyPatch, when: str
