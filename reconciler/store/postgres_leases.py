@@ -28,6 +28,7 @@ from reconciler.domain.schedule import due_at, next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
 from reconciler.store.postgres_grants import DUE_RETURNING, GRANT_COLUMNS, write_due_at, write_due_from_rows
+from reconciler.store.postgres_links import LINK_COLUMNS
 
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
@@ -57,9 +58,15 @@ _ACQUIRE = (
     " SELECT c.link_uid FROM grants c JOIN links cl ON cl.uid = c.link_uid WHERE cl.name = ANY(%(names)s)"
     " AND (c.lease_owner IS NULL OR c.lease_expires_at <= %(now)s OR c.lease_owner = %(owner)s)"
     " FOR UPDATE OF c SKIP LOCKED)"
-    # The grant as leased (read back by the same statement) and the due rule's inputs.
-    f" RETURNING l.name, {', '.join(f'g.{c}' for c in GRANT_COLUMNS)}, {DUE_RETURNING}"
+    # The grant as leased (read back by the same statement), the due rule's inputs, and the
+    # link with its sealed secrets (the keeper's next reads: see PostgresStore's read-ahead).
+    f" RETURNING l.name, {', '.join(f'g.{c}' for c in GRANT_COLUMNS)}, {DUE_RETURNING},"
+    f" {', '.join('l.' + c.strip() for c in LINK_COLUMNS.split(','))},"
+    " ARRAY(SELECT s.field FROM secrets s WHERE s.link_uid = g.link_uid ORDER BY s.field),"
+    " ARRAY(SELECT s.ciphertext FROM secrets s WHERE s.link_uid = g.link_uid ORDER BY s.field)"
 )
+_LINK_WIDTH = len(LINK_COLUMNS.split(","))
+_DUE_WIDTH = len(DUE_RETURNING.split(","))
 # One statement for a whole chunk: each row fenced by its token version, the lease owner and
 # a lease not yet ended by the database clock; the due rule's inputs come back with it.
 _MARK = (
@@ -140,6 +147,9 @@ class PostgresLeases:
         def _grant_from_row(self, row: Sequence[Any], *, with_tokens: bool) -> grants.Grant: ...
         def _grant_rows(self, tx: Tx, names: Sequence[str]) -> list[tuple[Any, ...]]: ...
         def _check_writable(self) -> None: ...
+        def _remember_links(
+            self, rows: dict[str, tuple[Sequence[Any], Sequence[str], Sequence[bytes]]]
+        ) -> None: ...
 
     def _fresh_now(self) -> str:
         """SQL for "now" in a lease check: the caller's value, or the database clock at that moment."""
@@ -220,7 +230,11 @@ class PostgresLeases:
             if strict and not rows:
                 _uid_and_spec(tx, names[0])  # raises for an unknown link
             width = 1 + len(GRANT_COLUMNS)
-            write_due_from_rows(tx, [row[width:] for row in rows])
+            write_due_from_rows(tx, [row[width : width + _DUE_WIDTH] for row in rows])
+            links = width + _DUE_WIDTH
+            self._remember_links(
+                {row[0]: (row[links : links + _LINK_WIDTH], row[-2], row[-1]) for row in rows}
+            )
             taken = {row[0]: row[:width] for row in rows}
             return [taken[n] for n in names if n in taken]
 
