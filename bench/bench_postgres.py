@@ -242,6 +242,9 @@ def main() -> int:
     parser.add_argument("--links", type=int, default=10_000, help="keeper and plan/apply links")
     parser.add_argument("--scale-links", type=int, default=1200, help="links of each scaling run")
     parser.add_argument("--workers", type=int, default=4, help="threads per keeper in the scaling runs")
+    parser.add_argument(
+        "--keeper-workers", type=int, default=2, help="threads of the one keeper in the fast-endpoint runs"
+    )
     parser.add_argument("--times", type=int, default=3, help="repeats of the steps that change nothing")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin URL")
     parser.add_argument("--skip", action="append", default=[], choices=("keeper", "scaling", "plan"))
@@ -250,14 +253,15 @@ def main() -> int:
     results: dict[str, Any] = {}
     ok = True
     if "keeper" not in args.skip:
-        sqlite = bench_fast_keeper("sqlite:///{tmp}/state.db", args.links, 2)
+        sqlite = bench_fast_keeper("sqlite:///{tmp}/state.db", args.links, args.keeper_workers)
         with scratch_database(args.pg) as url:
-            pg = bench_fast_keeper(url, args.links, 2)
+            pg = bench_fast_keeper(url, args.links, args.keeper_workers)
         results["keeper"] = {"sqlite": sqlite, "postgresql": pg}
         for name, r in (("sqlite", sqlite), ("postgresql", pg)):
             ok &= bool(r["verify"]["ok"])
             print(
-                f"keeper, fast endpoint, {name}: {r['per_second']:.0f} durable refreshes/s"
+                f"keeper ({args.keeper_workers} workers), fast endpoint, {name}:"
+                f" {r['per_second']:.0f} durable refreshes/s"
                 f" ({r['refreshed']} links, {r['cpu_ms_per_refresh']:.2f} ms CPU/refresh,"
                 f" check {'ok' if r['verify']['ok'] else 'FAILED'})"
             )

@@ -10,7 +10,10 @@ whose tokens are fresh, with its access log on (to a file): the key check (cache
 1 s), the store read and the decryption of a token are all in each request. Its RSS is
 read from /proc after start-up and after the load. Also times ``GET /v1/links`` of all N.
 
-    python bench/bench_serve.py [--links 10000] [--duration 10] [--connections 32]
+The same ``serve --keeper`` then runs on a scratch PostgreSQL database (``--pg``, created and
+dropped here): each token request reads the key and the token in a thread-pool thread.
+
+    python bench/bench_serve.py [--links 10000] [--duration 10] [--connections 32] [--pg URL]
 """
 
 from __future__ import annotations
@@ -221,6 +224,30 @@ def linkctl(env: dict[str, str], *args: str) -> str:
     ).stdout
 
 
+def _on_postgres(opts: argparse.Namespace, env: dict[str, str], tmp: Path, path: str) -> dict[str, float]:
+    """The token API of ``serve --keeper`` on a scratch PostgreSQL database (same links, a new key)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_postgres import scratch_database
+
+    with scratch_database(opts.pg) as url:
+        pg_env = {**env, "LINKCTL_STATE": url}
+        started = time.perf_counter()
+        populate(pg_env, opts.links)
+        print(f"populate on PostgreSQL: {opts.links} links in {time.perf_counter() - started:.1f} s")
+        key = linkctl(pg_env, "apikey", "create", "--links", "*", "--name", "bench").splitlines()[-1]
+        port = free_port()
+        serve = [sys.executable, "-m", "reconciler", "serve", "--keeper", "--listen", f"127.0.0.1:{port}"]
+        with running([*pin(0), *serve], env=pg_env, log=tmp / "serve-pg.log"):
+            wait_http(f"http://127.0.0.1:{port}/openapi.json")
+            time.sleep(2)
+            import httpx
+
+            answer = httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 200, answer.text
+            target = f"http://127.0.0.1:{port}{path}"
+            return wrk(target, duration=opts.duration, connections=opts.connections, key=key)
+
+
 def main() -> int:
     """Run the benchmark and print figures and ratios."""
     parser = argparse.ArgumentParser(
@@ -229,6 +256,11 @@ def main() -> int:
     parser.add_argument("--links", type=int, default=10_000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--pg",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="admin URL of a PostgreSQL server for the same run on a PostgreSQL store ('' to skip)",
+    )
     opts = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -344,11 +376,16 @@ def main() -> int:
             )
             loaded_rss = rss_mib(pid)
         log_lines = len((tmp / "serve.log").read_bytes().splitlines())
+        if opts.pg:
+            results["linkctl serve --keeper on PostgreSQL"] = _on_postgres(opts, env, tmp, path)
     print(f"load average after {os.getloadavg()}")
     print(f"{'':38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for label, r in results.items():
         print(f"{label:38} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}")
     ours = results["linkctl serve --keeper (token API)"]
+    if "linkctl serve --keeper on PostgreSQL" in results:
+        on_pg = results["linkctl serve --keeper on PostgreSQL"]["rps"] / ours["rps"]
+        print(f"ratio token API on PostgreSQL / on SQLite: {on_pg:.2f}")
     for label in ("nginx static (1 worker)", "bare Starlette on uvicorn", "bare Starlette on granian"):
         if label in results:
             print(f"ratio token API / {label}: {ours['rps'] / results[label]['rps']:.2f}")

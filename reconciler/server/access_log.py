@@ -1,6 +1,7 @@
 """The access log: one line per request on stderr, as text or JSON (``--log-format json``).
 
-A pure ASGI middleware. Never logs a header, a body or a query value other than the few
+A pure ASGI middleware (``linkctl serve`` folds it into :class:`~reconciler.server.edge.Edge`,
+which writes through :class:`AccessLines`). Never logs a header, a body or a query value other than the few
 harmless ones named in :data:`SHOWN_PARAMS`: codes, states, keys and cookies never reach
 the log. The API key of a request is named by its id (set by :mod:`reconciler.server.auth`).
 Lines are written straight to the stream (no ``logging`` record per request): at thousands
@@ -45,38 +46,14 @@ def _stderr_line(line: str) -> None:
     stream.flush()
 
 
-class AccessLog:
-    """ASGI middleware writing one access-log line per HTTP request when its answer is sent."""
+class AccessLines:
+    """Formats and writes access lines (text or JSON); :meth:`record` is one answered request."""
 
-    def __init__(
-        self, app: ASGIApp, *, log_format: str = "text", write: Callable[[str], None] = _stderr_line
-    ) -> None:
-        self.app = app
+    def __init__(self, *, log_format: str = "text", write: Callable[[str], None] = _stderr_line) -> None:
         self.json = log_format == "json"
         self.write = write
         self._second = -1
         self._stamp = ""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        size = 0
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status, size
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            self._line(scope, status, size, time.perf_counter() - start)
 
     def _now(self) -> str:
         second = int(time.time())
@@ -85,7 +62,8 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
         return self._stamp
 
-    def _line(self, scope: Scope, status: int, size: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, size: int, seconds: float) -> None:
+        """Write the line of one answered request."""
         try:
             client = scope.get("client")
             state = scope.get("state") or {}
@@ -118,3 +96,34 @@ class AccessLog:
             )
         except Exception:  # a log line must never turn an answered request into an error
             pass
+
+
+class AccessLog:
+    """ASGI middleware writing one access-log line per HTTP request when its answer is sent."""
+
+    def __init__(
+        self, app: ASGIApp, *, log_format: str = "text", write: Callable[[str], None] = _stderr_line
+    ) -> None:
+        self.app = app
+        self.lines = AccessLines(log_format=log_format, write=write)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        size = 0
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.lines.record(scope, status, size, time.perf_counter() - start)

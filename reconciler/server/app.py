@@ -31,9 +31,10 @@ from starlette.responses import PlainTextResponse, Response
 
 from reconciler.domain.clock import Clock
 from reconciler.server import api, ops, pages
-from reconciler.server.access_log import AccessLog
+from reconciler.server.access_log import AccessLines
 from reconciler.server.context import ServerContext
-from reconciler.server.security import SecurityHeaders, add_headers
+from reconciler.server.edge import Edge
+from reconciler.server.security import add_headers
 from reconciler.settings import Settings
 
 OPTIONS_ENV = "LINKCTL_SERVE_OPTIONS"
@@ -132,12 +133,16 @@ def create_app(
             operations.stop()
             ctx.close()
 
-    middleware = [Middleware(AccessLog, log_format=log_format)] if access_log else []
-    middleware.append(Middleware(ops.RequestMetrics, operations=operations))
-    middleware.insert(0, Middleware(SecurityHeaders))
+    routes = [*api.routes(), *ops.routes(), *pages.routes()]
+    edge = Middleware(
+        Edge,
+        operations=operations,
+        access_log=AccessLines(log_format=log_format) if access_log else None,
+        fast_route=api.token_route(routes),
+    )
     app = Starlette(
-        routes=[*api.routes(), *ops.routes(), *pages.routes()],
-        middleware=middleware,
+        routes=routes,
+        middleware=[edge],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )

@@ -18,15 +18,16 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from reconciler.domain.grants import FailureRecord, Grant, GrantStatus, TokenCommit
+from reconciler.domain.grants import AccessToken, FailureRecord, Grant, GrantStatus, TokenCommit
 from reconciler.errors import ConflictError, StateError
 
-__all__ = ["FailureRecord", "Grant", "GrantStore", "LeaseLost", "TokenCommit"]
+__all__ = ["AccessToken", "FailureRecord", "Grant", "GrantStore", "LeaseLost", "TokenCommit"]
 
 _T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
+
 
 class LeaseLost(ConflictError):
     """A fenced write found another lease owner or a newer token version: nothing was written."""
@@ -44,6 +45,23 @@ class GrantStore(abc.ABC):
     @abc.abstractmethod
     def get_grant(self, name: str, *, with_tokens: bool = False) -> Grant | None:
         """The grant of a link; tokens are decrypted only when asked for."""
+
+    def get_access_token(self, name: str) -> AccessToken | None:
+        """The stored access token of a link (decrypted) with its type, scope and expiry; None: no grant.
+
+        The refresh token is not read. Backends override this with one narrow query (the
+        token API calls it on every request); this default goes through :meth:`get_grant`.
+        """
+        grant = self.get_grant(name, with_tokens=True)
+        if grant is None:
+            return None
+        return AccessToken(
+            link_name=grant.link_name,
+            access_token=grant.access_token,
+            token_type=grant.token_type,
+            scope=grant.scope,
+            access_expires_at=grant.access_expires_at,
+        )
 
     @abc.abstractmethod
     def list_grants(self) -> list[Grant]:

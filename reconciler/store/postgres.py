@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.errors import StalePlan, StateError, StoreNotReady
@@ -53,6 +55,22 @@ from reconciler.store.schema import load_migrations
 Notice = Callable[[str], None]
 DIALECT = "postgresql"
 MIGRATION_LOCK_TIMEOUT = "10s"  # a migration waits this long for tables in use, then says so
+# How long links read with their lease answer get_link/read_secret (a keeper reads them at once).
+READ_AHEAD_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class _ReadAhead:
+    """A leased link's row (until get_link took it) and its sealed secrets, read with the lease."""
+
+    until: float  # time.monotonic()
+    link: tuple[Any, ...] | None
+    secrets: dict[str, bytes]
+    uid: str = ""
+
+    def __post_init__(self) -> None:
+        if self.link is not None:
+            self.uid = self.link[0]
 
 
 def _stderr_notice(message: str) -> None:
@@ -130,6 +148,7 @@ class PostgresStore(
         self._read_only = read_only
         self._closed = False
         self._lock_conns = {}
+        self._read_ahead: dict[str, _ReadAhead] = {}
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -304,6 +323,7 @@ class PostgresStore(
         if getattr(self, "_writing", False):
             raise StateError("a store transaction is already open on this store (nested write)")
         self._writing = True
+        self._read_ahead = {}  # this store's own apply must be seen by its next reads
         try:
             with self._db.transaction(action="apply") as tx:
                 row = tx.execute("SELECT value FROM meta WHERE key = 'serial' FOR UPDATE").fetchone()
@@ -333,45 +353,73 @@ class PostgresStore(
         self._check_open()
         return self._db.run(work, write=False, action=action)
 
+    def _query(self, action: str, sql: str, params: Any = None, *, all_rows: bool = False) -> Any:
+        """One read-only statement in one round trip (:meth:`Connector.query`)."""
+        self._check_open()
+        return self._db.query(sql, params, action=action, all_rows=all_rows)
+
     def state_serial(self) -> int:
         """The serial that every successful apply increments."""
-        row = self._read(
-            "read the serial", lambda tx: tx.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()
-        )
+        row = self._query("read the serial", "SELECT value FROM meta WHERE key = 'serial'")
         return int(row[0]) if row else 0
 
     def instance_name(self) -> str | None:
         """The Instance the store was last applied from (None before the first such apply)."""
-        row = self._read(
-            "read the instance",
-            lambda tx: tx.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone(),
-        )
+        row = self._query("read the instance", "SELECT value FROM meta WHERE key = 'instance'")
         return None if row is None else str(row[0])
 
     def list_links(self) -> list[base.StoredLink]:
         """All links, ordered by name."""
         self._refresh_offset()
-        rows = self._read("list links", lambda tx: tx.execute(SELECT_LINKS + " ORDER BY name").fetchall())
+        rows = self._query("list links", SELECT_LINKS + " ORDER BY name", all_rows=True)
         return [link_from_row(row, self._db.clock) for row in rows]
+
+    # -- read-ahead of leased links -----------------------------------------------------
+    def _remember_links(self, rows: dict[str, tuple[Sequence[Any], Sequence[str], Sequence[bytes]]]) -> None:
+        """Keep the links just leased, with their secrets still sealed, for the reads that follow.
+
+        A keeper reads each leased link and its client secret right after taking the lease:
+        the lease statement returns them (one snapshot, no round trip per link). Each link is
+        answered once by :meth:`get_link` and its secrets by :meth:`read_secret`, for at most
+        :data:`READ_AHEAD_SECONDS`; the next lease replaces them all, and an apply through
+        this store drops them. Secrets stay sealed here: decrypted on each read, as always.
+        """
+        until = time.monotonic() + READ_AHEAD_SECONDS
+        self._read_ahead = {
+            name: _ReadAhead(until, tuple(link), dict(zip(fields, blobs, strict=True)))
+            for name, (link, fields, blobs) in rows.items()
+        }
+
+    def _ahead(self, name: str) -> _ReadAhead | None:
+        entry = self._read_ahead.get(name)
+        if entry is not None and time.monotonic() >= entry.until:
+            self._read_ahead.clear()  # all were taken together: all are as old
+            return None
+        return entry
 
     def get_link(self, name: str) -> base.StoredLink | None:
         """One link by name."""
         self._refresh_offset()
-        row = self._read(
-            "read a link", lambda tx: tx.execute(SELECT_LINKS + " WHERE name = %s", (name,)).fetchone()
-        )
+        entry = self._ahead(name)
+        if entry is not None and entry.link is not None:
+            row, entry.link = entry.link, None
+            return link_from_row(row, self._db.clock)
+        row = self._query("read a link", SELECT_LINKS + " WHERE name = %s", (name,))
         return None if row is None else link_from_row(row, self._db.clock)
 
     def read_secret(self, name: str, field: str) -> Secret | None:
         """Decrypt one stored secret of a link (``None`` if the link or secret is absent)."""
-        row = self._read(
-            "read a secret",
-            lambda tx: tx.execute(
+        entry = self._ahead(name)
+        if entry is not None:
+            blob = entry.secrets.get(field)
+            row = None if blob is None else (entry.uid, blob)
+        else:
+            row = self._query(
+                "read a secret",
                 "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
                 " WHERE l.name = %s AND s.field = %s",
                 (name, field),
-            ).fetchone(),
-        )
+            )
         if row is None:
             return None
         try:
@@ -390,11 +438,10 @@ class PostgresStore(
     # -- discovery cache and audit ---------------------------------------------------
     def get_provider_metadata(self, issuer: str) -> tuple[Mapping[str, Any], float] | None:
         """Cached discovery metadata of an issuer and when it was fetched."""
-        row = self._read(
+        row = self._query(
             "read cached metadata",
-            lambda tx: tx.execute(
-                "SELECT metadata_json, fetched_at FROM provider_metadata WHERE issuer = %s", (issuer,)
-            ).fetchone(),
+            "SELECT metadata_json, fetched_at FROM provider_metadata WHERE issuer = %s",
+            (issuer,),
         )
         return None if row is None else (json.loads(row[0]), float(row[1]))
 

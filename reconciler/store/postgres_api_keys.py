@@ -50,10 +50,8 @@ class PostgresApiKeys(ApiKeys):
         )
 
     def _one(self, where: str, value: str) -> ApiKeyRecord | None:
-        row = self._db.run(
-            lambda tx: tx.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE {where} = %s", (value,)).fetchone(),
-            write=False,
-            action="read an API key",
+        row = self._db.query(
+            f"SELECT {_COLUMNS} FROM api_keys WHERE {where} = %s", (value,), action="read an API key"
         )
         return None if row is None else self._record(tuple(row))
 

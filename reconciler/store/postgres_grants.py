@@ -59,6 +59,11 @@ SELECT_GRANTS = (
     + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)
     + " FROM grants g JOIN links l ON l.uid = g.link_uid"
 )
+# What an access-token answer needs (get_access_token): no refresh token, no bookkeeping.
+_SELECT_ACCESS = (
+    "SELECT g.link_uid, g.access_token, g.token_type, g.scope, g.access_expires_at"
+    " FROM grants g JOIN links l ON l.uid = g.link_uid WHERE l.name = %s"
+)
 _DUE_INPUTS = (
     "SELECT g.link_uid, g.status, g.retry_at, g.next_refresh_at, g.in_flight_since,"
     " g.access_token IS NOT NULL, l.spec_json, g.due_at FROM grants g JOIN links l ON l.uid = g.link_uid"
@@ -66,14 +71,29 @@ _DUE_INPUTS = (
 )
 
 
+# The due rule's inputs as a RETURNING list (a fenced UPDATE hands them back: no second read).
+DUE_RETURNING = (
+    "g.link_uid, g.status, g.retry_at, g.next_refresh_at, g.in_flight_since,"
+    " g.access_token IS NOT NULL, l.spec_json, g.due_at"
+)
+_SET_DUE = (
+    "UPDATE grants g SET due_at = v.due_at FROM unnest(%s::text[], %s::float8[]) AS v(uid, due_at)"
+    " WHERE g.link_uid = v.uid"
+)
+
+
 def write_due_at(tx: Tx, uids: Sequence[str]) -> None:
     """Store ``grants.due_at`` of these grants from their rows as they are now (caller's transaction)."""
     if not uids:
         return
-    updates: list[tuple[float | None, str]] = []
-    for uid, status, retry_at, next_refresh_at, in_flight_since, has_access, spec_json, stored in tx.execute(
-        _DUE_INPUTS, (list(uids),)
-    ):
+    write_due_from_rows(tx, tx.execute(_DUE_INPUTS, (list(uids),)).fetchall())
+
+
+def write_due_from_rows(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
+    """Store ``grants.due_at`` from rows of :data:`DUE_RETURNING` (one statement for all that changed)."""
+    changed_uids: list[str] = []
+    changed_due: list[float | None] = []
+    for uid, status, retry_at, next_refresh_at, in_flight_since, has_access, spec_json, stored in rows:
         at = due_at(
             status=status,
             retry_at=retry_at,
@@ -83,10 +103,10 @@ def write_due_at(tx: Tx, uids: Sequence[str]) -> None:
             client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
         )
         if at != stored:
-            updates.append((at, uid))
-    if updates:
-        with tx.conn.cursor() as cur:
-            cur.executemany("UPDATE grants SET due_at = %s WHERE link_uid = %s", updates)
+            changed_uids.append(uid)
+            changed_due.append(at)
+    if changed_uids:
+        tx.execute(_SET_DUE, (changed_uids, changed_due))
 
 
 def initial_grant_status(spec: Mapping[str, Any]) -> GrantStatus:
@@ -140,21 +160,28 @@ class PostgresGrants:
     def get_grant(self, name: str, *, with_tokens: bool = False) -> grants.Grant | None:
         """The grant of a link; tokens are decrypted only when asked for."""
         self._refresh_offset()
-        row = self._db.run(
-            lambda tx: tx.execute(SELECT_GRANTS + " WHERE l.name = %s", (name,)).fetchone(),
-            write=False,
-            action="read a grant",
-        )
+        row = self._db.query(SELECT_GRANTS + " WHERE l.name = %s", (name,), action="read a grant")
         return None if row is None else self._grant_from_row(row, with_tokens=with_tokens)
+
+    def get_access_token(self, name: str) -> grants.AccessToken | None:
+        """The stored access token of a link (one narrow row, one decryption); None: no grant."""
+        self._refresh_offset()
+        row = self._db.query(_SELECT_ACCESS, (name,), action="read an access token")
+        if row is None:
+            return None
+        uid, blob, token_type, scope, expires_at = row
+        return grants.AccessToken(
+            name,
+            self._open_token(uid, "access_token", blob),
+            token_type,
+            scope,
+            self._db.clock.from_db(expires_at),
+        )
 
     def list_grants(self) -> list[grants.Grant]:
         """All grants without tokens, ordered by link name."""
         self._refresh_offset()
-        rows = self._db.run(
-            lambda tx: tx.execute(SELECT_GRANTS + " ORDER BY l.name").fetchall(),
-            write=False,
-            action="list grants",
-        )
+        rows = self._db.query(SELECT_GRANTS + " ORDER BY l.name", action="list grants", all_rows=True)
         return [self._grant_from_row(row, with_tokens=False) for row in rows]
 
     def _grant_rows(self, tx: Tx, names: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.domain.grants import GrantStatus
-from reconciler.domain.schedule import next_refresh_time
+from reconciler.domain.schedule import due_at, next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
-from reconciler.store.postgres_grants import write_due_at
+from reconciler.store.postgres_grants import DUE_RETURNING, GRANT_COLUMNS, write_due_at, write_due_from_rows
+from reconciler.store.postgres_links import LINK_COLUMNS
 
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 _STATUSES = frozenset(GrantStatus)
 _REFRESHING = str(GrantStatus.REFRESHING)
+_HEALTHY = str(GrantStatus.HEALTHY)
 _DUE_AT = "GREATEST(g.due_at, COALESCE(g.lease_expires_at, 0))"
 _DUE_LINKS = (
     "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
@@ -56,13 +58,24 @@ _ACQUIRE = (
     " SELECT c.link_uid FROM grants c JOIN links cl ON cl.uid = c.link_uid WHERE cl.name = ANY(%(names)s)"
     " AND (c.lease_owner IS NULL OR c.lease_expires_at <= %(now)s OR c.lease_owner = %(owner)s)"
     " FOR UPDATE OF c SKIP LOCKED)"
-    " RETURNING l.name"
+    # The grant as leased (read back by the same statement), the due rule's inputs, and the
+    # link with its sealed secrets (the keeper's next reads: see PostgresStore's read-ahead).
+    f" RETURNING l.name, {', '.join(f'g.{c}' for c in GRANT_COLUMNS)}, {DUE_RETURNING},"
+    f" {', '.join('l.' + c.strip() for c in LINK_COLUMNS.split(','))},"
+    " ARRAY(SELECT s.field FROM secrets s WHERE s.link_uid = g.link_uid ORDER BY s.field),"
+    " ARRAY(SELECT s.ciphertext FROM secrets s WHERE s.link_uid = g.link_uid ORDER BY s.field)"
 )
+_LINK_WIDTH = len(LINK_COLUMNS.split(","))
+_DUE_WIDTH = len(DUE_RETURNING.split(","))
+# One statement for a whole chunk: each row fenced by its token version, the lease owner and
+# a lease not yet ended by the database clock; the due rule's inputs come back with it.
 _MARK = (
-    "UPDATE grants SET in_flight_since = %(now)s, status = %(status)s,"
-    " lease_expires_at = COALESCE(%(expires)s, lease_expires_at)"
-    " WHERE link_uid = (SELECT uid FROM links WHERE name = %(name)s) AND token_version = %(version)s"
-    " AND lease_owner = %(owner)s AND lease_expires_at > {fresh_now}"
+    "UPDATE grants g SET in_flight_since = %(now)s, status = %(status)s,"
+    " lease_expires_at = COALESCE(%(expires)s, g.lease_expires_at)"
+    " FROM links l, unnest(%(names)s::text[], %(versions)s::bigint[]) AS v(name, version)"
+    " WHERE l.name = v.name AND g.link_uid = l.uid AND g.token_version = v.version"
+    " AND g.lease_owner = %(owner)s AND g.lease_expires_at > {fresh_now}"
+    f" RETURNING l.name, g.token_version, {DUE_RETURNING}"
 )
 _DETAILS_AFTER_TOKENS = (
     "((COALESCE(details_json, '{}')::jsonb - 'lost_response_sent_at')"
@@ -75,12 +88,26 @@ _TOKEN_SET = (
     " retry_at = NULL, attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
     " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0"
 )
+# One statement for a whole chunk of refreshed tokens: each row fenced by its token version
+# and the lease owner (or no owner: a lease that ended with nobody taking it); due_at is the
+# Python rule's value for the row as written, computed before (every input is known then).
 _COMMIT = (
-    f"UPDATE grants SET {_TOKEN_SET}, scope = COALESCE(%(scope)s, scope),"
-    " obtained_at = COALESCE(obtained_at, %(now)s), last_refresh_at = %(now)s, next_refresh_at = %(next)s,"
-    f" details_json = {_DETAILS_AFTER_TOKENS}::text"
-    " WHERE link_uid = %(uid)s AND token_version = %(version)s"
-    " AND (lease_owner = %(owner)s OR lease_owner IS NULL)"
+    "UPDATE grants g SET access_token = v.access, refresh_token = COALESCE(v.refresh, g.refresh_token),"
+    " token_type = v.token_type, access_expires_at = v.expires_at,"
+    " token_version = g.token_version + 1, status = %(status)s,"
+    " retry_at = NULL, attempts = 0, last_error = NULL, error_class = NULL, lease_owner = NULL,"
+    " lease_expires_at = NULL, in_flight_since = NULL, lost_response = 0,"
+    " scope = COALESCE(v.scope, g.scope), obtained_at = COALESCE(g.obtained_at, %(now)s),"
+    " last_refresh_at = %(now)s, next_refresh_at = v.next, due_at = v.due_at,"
+    " details_json = ((COALESCE(g.details_json, '{}')::jsonb - 'lost_response_sent_at')"
+    " || jsonb_build_object('expires_in', v.expires_in))::text"
+    " FROM unnest(%(uids)s::text[], %(versions)s::bigint[], %(access)s::bytea[], %(refresh)s::bytea[],"
+    " %(token_types)s::text[], %(scopes)s::text[], %(expires_at)s::float8[], %(next)s::float8[],"
+    " %(expires_in)s::float8[], %(due_at)s::float8[])"
+    " AS v(uid, version, access, refresh, token_type, scope, expires_at, next, expires_in, due_at)"
+    " WHERE g.link_uid = v.uid AND g.token_version = v.version"
+    " AND (g.lease_owner = %(owner)s OR g.lease_owner IS NULL)"
+    " RETURNING g.link_uid"
 )
 _AUTHORIZE = (
     f"UPDATE grants SET {_TOKEN_SET}, scope = %(scope)s, obtained_at = %(now)s, last_refresh_at = NULL,"
@@ -120,6 +147,9 @@ class PostgresLeases:
         def _grant_from_row(self, row: Sequence[Any], *, with_tokens: bool) -> grants.Grant: ...
         def _grant_rows(self, tx: Tx, names: Sequence[str]) -> list[tuple[Any, ...]]: ...
         def _check_writable(self) -> None: ...
+        def _remember_links(
+            self, rows: dict[str, tuple[Sequence[Any], Sequence[str], Sequence[bytes]]]
+        ) -> None: ...
 
     def _fresh_now(self) -> str:
         """SQL for "now" in a lease check: the caller's value, or the database clock at that moment."""
@@ -196,11 +226,17 @@ class PostgresLeases:
         def work(tx: Tx) -> list[tuple[Any, ...]]:
             at = self._db.clock.now(tx.db_now, now)
             params = {"owner": owner, "expires": at + ttl, "now": at, "names": names}
-            taken = [row[0] for row in tx.execute(_ACQUIRE, params)]
-            if strict and not taken:
+            rows = tx.execute(_ACQUIRE, params).fetchall()
+            if strict and not rows:
                 _uid_and_spec(tx, names[0])  # raises for an unknown link
-            write_due_at(tx, _uids(tx, taken))
-            return self._grant_rows(tx, [n for n in names if n in set(taken)])
+            width = 1 + len(GRANT_COLUMNS)
+            write_due_from_rows(tx, [row[width : width + _DUE_WIDTH] for row in rows])
+            links = width + _DUE_WIDTH
+            self._remember_links(
+                {row[0]: (row[links : links + _LINK_WIDTH], row[-2], row[-1]) for row in rows}
+            )
+            taken = {row[0]: row[:width] for row in rows}
+            return [taken[n] for n in names if n in taken]
 
         rows = self._write("take refresh leases", work)
         return [self._grant_from_row(row, with_tokens=True) for row in rows]
@@ -221,27 +257,23 @@ class PostgresLeases:
 
         def work(tx: Tx) -> list[grants.LeaseLost | None]:
             at = self._db.clock.now(tx.db_now, now)
-            out: list[grants.LeaseLost | None] = []
-            marked: list[str] = []
-            params = [
-                {
-                    "now": at,
-                    "status": _REFRESHING,
-                    "expires": None if ttl is None else at + ttl,
-                    "name": name,
-                    "version": version,
-                    "owner": owner,
-                }
+            params = {
+                "now": at,
+                "status": _REFRESHING,
+                "expires": None if ttl is None else at + ttl,
+                "names": [name for name, _ in items],
+                "versions": [version for _, version in items],
+                "owner": owner,
+            }
+            rows = tx.execute(sql, params).fetchall() if items else []
+            marked = {(row[0], row[1]) for row in rows}
+            write_due_from_rows(tx, [row[2:] for row in rows])
+            return [
+                None
+                if (name, version) in marked
+                else _lease_lost(tx, name, owner, version, "mark the refresh in flight")
                 for name, version in items
             ]
-            for (name, version), matched in zip(items, _fenced(tx, sql, params), strict=True):
-                if matched:
-                    marked.append(name)
-                    out.append(None)
-                else:
-                    out.append(_lease_lost(tx, name, owner, version, "mark the refresh in flight"))
-            write_due_at(tx, _uids(tx, marked))
-            return out
 
         result: list[grants.LeaseLost | None] = self._write("mark refreshes in flight", work)
         return result
@@ -273,29 +305,50 @@ class PostgresLeases:
 
         def work(tx: Tx) -> list[grants.LeaseLost | None]:
             at = self._db.clock.now(tx.db_now, now)
-            uids = _uid_map(tx, [c.name for c in commits])
-            out: list[grants.LeaseLost | None] = []
-            committed: list[str] = []
-            known = [c for c in commits if c.name in uids]
-            params = []
-            for c in known:
-                row = self._token_params(uids[c.name], c.response, now=at)
-                row.update(
-                    next=self._db.clock.to_db(c.next_refresh_at),
-                    uid=uids[c.name],
-                    version=c.expected_version,
-                    owner=owner,
+            links = _uids_and_specs(tx, [c.name for c in commits])
+            known: list[grants.TokenCommit] = []
+            for c in commits:  # a name twice: the second is fenced out, as its own UPDATE would be
+                if c.name in links and all(k.name != c.name for k in known):
+                    known.append(c)
+            columns: dict[str, list[Any]] = {
+                key: []
+                for key in (
+                    "uids", "versions", "access", "refresh", "token_types", "scopes",
+                    "expires_at", "next", "expires_in", "due_at",
                 )
-                params.append(row)
-            matched = dict(zip([c.name for c in known], _fenced(tx, _COMMIT, params), strict=True))
-            for c in commits:
-                if matched.get(c.name):
-                    committed.append(uids[c.name])
-                    out.append(None)
-                else:
-                    out.append(_lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens"))
-            write_due_at(tx, committed)
-            return out
+            }  # fmt: skip
+            for c in known:
+                uid, spec_json = links[c.name]
+                r = c.response
+                expires_at = None if r.expires_in is None else r.received_at + r.expires_in
+                next_at = self._db.clock.to_db(c.next_refresh_at)
+                columns["uids"].append(uid)
+                columns["versions"].append(c.expected_version)
+                columns["access"].append(self._seal_token(uid, "access_token", r.access_token))
+                columns["refresh"].append(self._seal_token(uid, "refresh_token", r.refresh_token))
+                columns["token_types"].append(r.token_type)
+                columns["scopes"].append(r.scope)
+                columns["expires_at"].append(self._db.clock.to_db(expires_at))
+                columns["next"].append(next_at)
+                columns["expires_in"].append(r.expires_in)
+                columns["due_at"].append(
+                    due_at(
+                        status=_HEALTHY,
+                        retry_at=None,
+                        next_refresh_at=next_at,
+                        in_flight_since=None,
+                        has_access_token=r.access_token is not None,
+                        client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
+                    )
+                )
+            params = {**columns, "status": _HEALTHY, "now": at, "owner": owner}
+            committed = {row[0] for row in tx.execute(_COMMIT, params)} if known else set()
+            return [
+                None
+                if c in known and links[c.name][0] in committed
+                else _lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens")
+                for c in commits
+            ]
 
         result: list[grants.LeaseLost | None] = self._write("store refreshed tokens", work)
         return result
@@ -411,6 +464,13 @@ def _uid_and_spec(tx: Tx, name: str) -> tuple[str, str]:
     if row is None:
         raise StateError(f"no link named {name!r} in the store", hint="run `linkctl list` to see links")
     return row[0], row[1]
+
+
+def _uids_and_specs(tx: Tx, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    if not names:
+        return {}
+    rows = tx.execute("SELECT name, uid, spec_json FROM links WHERE name = ANY(%s)", (list(names),))
+    return {name: (uid, spec_json) for name, uid, spec_json in rows}
 
 
 def _uid_map(tx: Tx, names: Sequence[str]) -> dict[str, str]:

@@ -55,6 +55,11 @@ _SELECT_GRANTS = (
     + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)
     + " FROM grants g JOIN links l ON l.uid = g.link_uid"
 )
+# What an access-token answer needs (get_access_token): no refresh token, no bookkeeping.
+_SELECT_ACCESS = (
+    "SELECT g.link_uid, g.access_token, g.token_type, g.scope, g.access_expires_at"
+    " FROM grants g JOIN links l ON l.uid = g.link_uid WHERE l.name = ?"
+)
 
 
 IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
@@ -153,6 +158,15 @@ class SQLiteGrants:
         """The grant of a link; tokens are decrypted only when asked for."""
         row = self._conn.execute(_SELECT_GRANTS + " WHERE l.name = ?", (name,)).fetchone()
         return None if row is None else self._grant_from_row(row, with_tokens=with_tokens)
+
+    def get_access_token(self, name: str) -> grants.AccessToken | None:
+        """The stored access token of a link (one narrow row, one decryption); None: no grant."""
+        row = self._conn.execute(_SELECT_ACCESS, (name,)).fetchone()
+        if row is None:
+            return None
+        uid, blob, token_type, scope, expires_at = row
+        access = self._open_token(uid, "access_token", blob)
+        return grants.AccessToken(name, access, token_type, scope, expires_at)
 
     def list_grants(self) -> list[grants.Grant]:
         """All grants without tokens, ordered by link name."""

@@ -31,6 +31,24 @@ def test_save_authorization_stores_encrypted_tokens_and_schedules(store: Store, 
     assert full is not None and full.refresh_token is not None and full.refresh_token.reveal() == "rt-1"
 
 
+def test_get_access_token_reads_the_access_token_alone(store: Store, clock: FakeClock) -> None:
+    assert store.get_access_token("nope") is None
+    add_links(store, link_write("fresh"))
+    unauthorized = store.get_access_token("fresh")
+    assert unauthorized is not None and unauthorized.access_token is None
+    assert unauthorized.valid_for(clock()) is None
+    _authorized(store, clock)
+    full = store.get_grant("a", with_tokens=True)
+    token = store.get_access_token("a")
+    assert full is not None and full.access_token is not None and token is not None
+    assert token.access_token is not None and token.access_token.reveal() == full.access_token.reveal()
+    assert (token.link_name, token.token_type, token.scope) == ("a", full.token_type, full.scope)
+    assert full.access_expires_at is not None and token.access_expires_at is not None
+    assert abs(token.access_expires_at - full.access_expires_at) < 1e-6
+    assert token.valid_for(clock()) == pytest.approx(full.access_expires_at - clock(), abs=1e-6)
+    assert not hasattr(token, "refresh_token")  # the narrow read never opens the refresh token
+
+
 def test_lease_is_exclusive_until_it_expires(store: Store, clock: FakeClock) -> None:
     _authorized(store, clock)
     first = store.acquire_lease("a", owner="A", ttl=30, now=clock())
