@@ -28,6 +28,7 @@ _T = TypeVar("_T")
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
 
+
 class LeaseLost(ConflictError):
     """A fenced write found another lease owner or a newer token version: nothing was written."""
 
