@@ -27,6 +27,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "validate": (
         "linkctl validate links/",
         "linkctl validate -o json links/ | jq '.diagnostics[]'",
+        "linkctl validate --no-decrypt links/   # no age key (pull requests from forks)",
     ),
     "plan": (
         "linkctl plan links/ --detailed-exitcode   # exit 2 when there are changes",
