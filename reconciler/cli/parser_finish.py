@@ -91,6 +91,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "linkctl secrets decrypt links/google.yaml",
         "SOPS_AGE_KEY_FILE=~/.config/sops/age/keys.txt linkctl secrets decrypt links/google.yaml",
     ),
+    "secrets check": (
+        "linkctl secrets check links/",
+        "linkctl secrets check -o json links/google.yaml   # what the pre-commit hook runs, per file",
+    ),
     "secrets edit": (
         "linkctl secrets edit links/google.yaml",
         "EDITOR=nano linkctl secrets edit links/google.yaml",

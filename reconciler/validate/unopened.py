@@ -19,6 +19,9 @@ from reconciler.load import load_paths
 from reconciler.load.selection import NOT_CHECKED_ENCRYPTED_API_VERSION
 from reconciler.validate.results import ValidationResult
 
+# The diagnostic code of a secret written in plaintext (``linkctl secrets check`` reports these).
+PLAINTEXT_SECRET = "plaintext-secret"
+
 # Only presence matters for these: an opaque value is a full check of them.
 _PRESENCE_ONLY_LEAF = "clientSecret"
 
