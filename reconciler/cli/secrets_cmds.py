@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
         " the rule `validate` applies, run without decrypting anything. Other problems are left to"
         " `validate`. Exit 3 when a plaintext secret is found.",
     )
-    check.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (*.yaml, *.yml, *.json)")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (yaml, yml, json)")
     check.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     check.set_defaults(handler=_check)
 

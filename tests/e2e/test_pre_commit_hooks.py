@@ -1,4 +1,4 @@
-"""The hooks of ``.pre-commit-hooks.yaml``, run by the real ``pre-commit try-repo`` in a temporary git repository.
+"""``.pre-commit-hooks.yaml``'s hooks, run by the real ``pre-commit try-repo`` in a temporary git repository.
 
 pre-commit clones the hook repository and pip-installs it into its own environment, so the
 checkout's package files (with uncommitted changes) are committed into a temporary hook
