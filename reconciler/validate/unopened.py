@@ -52,8 +52,8 @@ class UnopenedValidation:
 
     result: ValidationResult
     not_checked: list[NotChecked]
-    # Links with no error left: a link with an opaque value is not desired (it was not fully
-    # checked), yet it passed every check that could be made.
+    # Links whose file has no error left: a link with an opaque value or an unset fromEnv
+    # is not desired (not fully checked), yet it passed every check that could be made.
     link_names: list[str]
 
 
@@ -81,13 +81,23 @@ def validate_without_decryption(paths: Iterable[str], *, env: Mapping[str, str])
         file, _, reason = skipped.partition(": ")
         if reason == NOT_CHECKED_ENCRYPTED_API_VERSION:
             notes.append(NotChecked(file, None, (), "its apiVersion is encrypted: nothing in it was checked"))
-    result.diagnostics[:] = [d for d in result.diagnostics if not _about_opaque(d, opaque)]
+    kept: list[Diagnostic] = []
+    for diagnostic in result.diagnostics:
+        if _about_opaque(diagnostic, opaque):
+            continue
+        if diagnostic.code == "secret-unresolved" and diagnostic.path[-1:] == ("fromEnv",):
+            # A fork's job has no CI secrets either: an unset fromEnv variable is not checked here.
+            reason = "its environment variable is not set here, so the secret was not read"
+            notes.append(NotChecked(diagnostic.file or "", diagnostic.line, diagnostic.path, reason))
+            continue
+        kept.append(diagnostic)
+    result.diagnostics[:] = kept
     failed = {d.file for d in result.diagnostics if d.is_error}
     names = {link.name for link in result.links}
     names.update(
         doc.name
         for doc in loaded.documents
-        if doc.opaque and doc.kind == "OutgoingLink" and doc.name and doc.file not in failed
+        if doc.kind == "OutgoingLink" and doc.name and doc.file not in failed
     )
     return UnopenedValidation(result, notes, sorted(names))
 

@@ -97,6 +97,19 @@ def test_encrypted_files_validate_without_any_key(linkctl: Linkctl, encrypt, tmp
     assert _tree(tmp_path) == before  # no store, no cache, no key file written
     assert secret not in ok.output
 
+    # A fork's job has no CI secrets either: an unset fromEnv variable is noted, not an error.
+    (links / "env.yaml").write_text(
+        LINK.format(name="from-env", secret="{fromEnv: TRACKER_CLIENT_SECRET}", extra=""), encoding="utf-8"
+    )
+    noted = linkctl("validate", "--no-decrypt", "-o", "json", "links").json()
+    assert noted["valid"] is True and noted["links"] == ["from-env", "reports"]
+    unset = "its environment variable is not set here, so the secret was not read"
+    path = ["spec", "clientSecret", "fromEnv"]
+    note = {"file": "links/env.yaml", "line": 10, "path": path, "reason": unset}
+    assert note in noted["not_checked"], noted
+    linkctl("validate", "links/env.yaml", expect=3)
+    (links / "env.yaml").unlink()
+
     # A normal run reports that everything was decrypted and nothing left unchecked.
     plain = linkctl("validate", "-o", "json", str(links / "instance.yaml")).json()
     assert plain["decrypted"] is True and plain["not_checked"] == []
