@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from reconciler.oauth.client import TokenClient
     from reconciler.plan import Plan
     from reconciler.validate import ValidationResult
+    from reconciler.validate.unopened import NotChecked
 
 
 def _paths_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -76,6 +77,13 @@ def register(subparsers: Any) -> None:
     """Add the core subcommands."""
     p = subparsers.add_parser("validate", help="check declared files; report every problem with file:line")
     _paths_args(p)
+    p.add_argument(
+        "--no-decrypt",
+        action="store_true",
+        help="check without decrypting SOPS files (no age key needed, e.g. pull requests from forks):"
+        " their metadata and MAC presence are checked, encrypted values count as present, and"
+        " what could not be checked is listed",
+    )
     output_arg(p)
     p.set_defaults(handler=cmd_validate)
 
@@ -173,7 +181,20 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
     from reconciler.diagnostics import has_errors, render_text
     from reconciler.services.declared import declared_state
 
-    result = declared_state(args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=None)
+    not_checked: list[NotChecked] | None = None
+    if args.no_decrypt:
+        if args.ignore_mac:
+            raise UsageError(
+                "--ignore-mac has no effect with --no-decrypt (the MAC cannot be verified without a key)"
+            )
+        from reconciler.validate.unopened import validate_without_decryption
+
+        # Not declared_state: nothing is cached from a run that did not see the values.
+        unopened = validate_without_decryption(args.paths, env=ctx.env)
+        result, not_checked, link_names = unopened.result, unopened.not_checked, unopened.link_names
+    else:
+        result = declared_state(args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=None)
+        link_names = sorted(link.name for link in result.links)
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors
     if args.output == "json":
@@ -185,9 +206,11 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
                 "error_count": errors,
                 "warning_count": warnings,
                 "files": result.files,
-                "links": sorted(link.name for link in result.links),
+                "links": link_names,
                 "skipped": result.skipped,
                 "diagnostics": [d.to_json() for d in sorted(result.diagnostics, key=sort_key)],
+                "decrypted": not_checked is None,
+                "not_checked": [note.to_json() for note in not_checked or ()],
             }
         )
     else:
@@ -195,10 +218,18 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
             for skipped in result.skipped:
                 ctx.notice(f"skipped {skipped}")
         ctx.stderr.write(render_text(result.diagnostics))
+        for note in not_checked or ():
+            ctx.stderr.write(note.render() + "\n")
+        unchecked = f", {len(not_checked)} item(s) not checked without decryption" if not_checked else ""
         if errors:
-            ctx.stderr.write(f"{errors} error(s), {warnings} warning(s) in {len(result.files)} file(s)\n")
+            ctx.stderr.write(
+                f"{errors} error(s), {warnings} warning(s) in {len(result.files)} file(s){unchecked}\n"
+            )
         else:
-            ctx.out(f"OK: {len(result.links)} link(s) in {len(result.files)} file(s), {warnings} warning(s)")
+            ctx.out(
+                f"OK: {len(link_names)} link(s) in {len(result.files)} file(s), {warnings} warning(s)"
+                + unchecked
+            )
     from reconciler.errors import EXIT_INVALID
 
     return EXIT_INVALID if has_errors(result.diagnostics) else EXIT_OK

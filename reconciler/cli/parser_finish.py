@@ -27,6 +27,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "validate": (
         "linkctl validate links/",
         "linkctl validate -o json links/ | jq '.diagnostics[]'",
+        "linkctl validate --no-decrypt links/   # no age key (pull requests from forks)",
     ),
     "plan": (
         "linkctl plan links/ --detailed-exitcode   # exit 2 when there are changes",
@@ -89,6 +90,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "secrets decrypt": (
         "linkctl secrets decrypt links/google.yaml",
         "SOPS_AGE_KEY_FILE=~/.config/sops/age/keys.txt linkctl secrets decrypt links/google.yaml",
+    ),
+    "secrets check": (
+        "linkctl secrets check links/",
+        "linkctl secrets check -o json links/google.yaml   # what the pre-commit hook runs, per file",
     ),
     "secrets edit": (
         "linkctl secrets edit links/google.yaml",

@@ -1,4 +1,4 @@
-"""``linkctl secrets encrypt|decrypt|edit`` and ``linkctl keygen``: SOPS files and age identities.
+"""``linkctl secrets encrypt|decrypt|edit|check`` and ``linkctl keygen``: SOPS files and age identities.
 
 A thin edge over :mod:`reconciler.sops`; registered by :mod:`reconciler.cli`. Flags are
 named like sops's so muscle memory carries over. Heavy modules load inside handlers.
@@ -58,6 +58,18 @@ def register(subparsers: Any) -> None:
     edit.add_argument("file", metavar="FILE")
     edit.set_defaults(handler=_edit)
 
+    check = sub.add_parser(
+        "check",
+        help="fail when a link file holds a secret in plaintext (no key needed; the pre-commit hook)",
+        description="Report every clientSecret, webhook secret or secret-looking token/authorize"
+        " parameter (client_assertion, password, ...) written in plaintext instead of SOPS-encrypted:"
+        " the rule `validate` applies, run without decrypting anything. Other problems are left to"
+        " `validate`. Exit 3 when a plaintext secret is found.",
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH", help="files or directories (yaml, yml, json)")
+    check.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    check.set_defaults(handler=_check)
+
     keygen = subparsers.add_parser("keygen", help="generate an age X25519 identity (like age-keygen)")
     keygen.add_argument("-o", "--output", metavar="FILE", help="write the identity to FILE (mode 0600)")
     keygen.set_defaults(handler=_keygen)
@@ -75,6 +87,25 @@ def _edit(args: argparse.Namespace, ctx: Context) -> int:
     from reconciler.cli.secrets_edit import edit_command
 
     return edit_command(args, ctx)
+
+
+def _check(args: argparse.Namespace, ctx: Context) -> int:
+    """``linkctl secrets check PATHS``: the plaintext-secret findings of ``validate --no-decrypt``."""
+    from reconciler.diagnostics import render_text, sort_key
+    from reconciler.errors import EXIT_INVALID
+    from reconciler.validate.unopened import PLAINTEXT_SECRET, validate_without_decryption
+
+    checked = validate_without_decryption(args.paths, env=ctx.env)
+    found = sorted((d for d in checked.result.diagnostics if d.code == PLAINTEXT_SECRET), key=sort_key)
+    files = checked.result.files
+    if args.output == "json":
+        ctx.json({"ok": not found, "files": files, "diagnostics": [d.to_json() for d in found]})
+    elif found:
+        ctx.stderr.write(render_text(found))
+        ctx.stderr.write(f"{len(found)} plaintext secret(s) in {len({d.file for d in found})} file(s)\n")
+    else:
+        ctx.out(f"OK: no plaintext secret in {len(files)} file(s)")
+    return EXIT_INVALID if found else 0
 
 
 def _read(path: str) -> str:

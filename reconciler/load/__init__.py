@@ -55,10 +55,13 @@ def load_paths(
     *,
     env: Mapping[str, str],
     ignore_mac: bool = False,
+    decrypt: bool = True,
     meanwhile: Callable[[], object] | None = None,
     on_parse: Callable[[], object] | None = None,
 ) -> LoadResult:
     """Read every file under ``paths`` into documents (never raises for bad input).
+
+    ``decrypt=False`` leaves SOPS values encrypted (opaque), checking only what needs no key.
 
     ``meanwhile`` is called while a forked child parses (see :data:`.parse_ahead.PARSE_AHEAD_MIN_BYTES`),
     or first thing otherwise: work that does not need the documents, such as imports.
@@ -92,7 +95,7 @@ def load_paths(
                 continue
             if file.parsed is None and file.display in ahead.names:
                 file.parsed, file.encoded = ahead.result(file.display) or (None, None)
-            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac)
+            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
     finally:
         ahead.close()
     return result
@@ -105,6 +108,7 @@ def _load_text(
     *,
     env: Mapping[str, str],
     ignore_mac: bool,
+    decrypt: bool = True,
 ) -> None:
     """Parse a read file (unless the cache or the child did) and add its documents to ``result``."""
     assert file.text is not None
@@ -130,4 +134,5 @@ def _load_text(
         result,
         env=env,
         ignore_mac=ignore_mac,
+        decrypt=decrypt,
     )

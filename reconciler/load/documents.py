@@ -58,6 +58,9 @@ class Document:
     node: Node | None  # the composed tree, to locate paths lazily
     line: int
     encrypted_paths: frozenset[JsonPath] = frozenset()
+    # True when this document's SOPS values were not decrypted (``validate --no-decrypt``):
+    # the values at ``encrypted_paths`` are then the ENC[...] strings, present but unknown.
+    opaque: bool = False
     source: SourceText | None = dataclasses.field(default=None, repr=False)
 
     @property

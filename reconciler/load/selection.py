@@ -17,7 +17,12 @@ from reconciler.load.documents import (
     SourceText,
 )
 from reconciler.load.parse import Parsed
-from reconciler.load.sops_overlay import decrypt_into
+from reconciler.load.sops_overlay import decrypt_into, opaque_into
+
+# Why a SOPS file is skipped by ``validate --no-decrypt`` (its "not checked" note quotes it).
+NOT_CHECKED_ENCRYPTED_API_VERSION = (
+    "SOPS file whose apiVersion is encrypted: without decryption nothing in it can be checked"
+)
 
 
 def documents_of(
@@ -31,8 +36,12 @@ def documents_of(
     *,
     env: Mapping[str, str],
     ignore_mac: bool,
+    decrypt: bool = True,
 ) -> None:
-    """Turn parsed documents into ours (decrypting SOPS files), skipping other tools' documents."""
+    """Turn parsed documents into ours (decrypting SOPS files), skipping other tools' documents.
+
+    ``decrypt=False`` (``validate --no-decrypt``) checks SOPS files without opening them.
+    """
     documents = [
         Document(display, index, data, None, line, source=source)  # node: composed on demand
         for index, (data, line) in enumerate(parsed)
@@ -46,7 +55,14 @@ def documents_of(
         if not ours and not hidden:
             result.skipped.append(f"{display}: SOPS file with no {API_GROUP} document")
             return
-        if not ours:
+        if not decrypt:
+            if not ours:
+                result.skipped.append(f"{display}: {NOT_CHECKED_ENCRYPTED_API_VERSION}")
+                return
+            fmt = "json" if path.suffix.lower() == ".json" else "yaml"
+            if not opaque_into(display, text, documents, result, fmt=fmt):
+                return
+        elif not ours:
             # apiVersion itself is encrypted (sops's default rule): only decryption can tell
             # whether this is ours; a file we cannot open is another tool's business.
             probe = LoadResult([], [], [], [])

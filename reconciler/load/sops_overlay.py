@@ -87,3 +87,55 @@ def overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) -> 
     if isinstance(mine, dict | list) or isinstance(plain, dict | list):
         raise ValueError(f"structure at {format_path(path) or 'the top'} differs after decryption")
     return mine  # an unencrypted leaf: our own (YAML 1.2, position-keeping) reading is the one validated
+
+
+def opaque_into(display: str, text: str, documents: list[Document], result: LoadResult, *, fmt: str) -> bool:
+    """Check a SOPS file without decrypting it; its encrypted values stay opaque ``ENC[…]`` strings.
+
+    For ``validate --no-decrypt``: the ``sops`` block and the form of every encrypted value are
+    checked (problems reported at ``file:line``); each document is marked :attr:`Document.opaque`
+    and its encrypted paths recorded, so validation treats them as present, of unknown content.
+    """
+    from reconciler import sops
+    from reconciler.errors import LinkctlError
+    from reconciler.sops.unopened import check_unopened
+
+    sops_doc = next(d for d in documents if isinstance(d.data, dict) and "sops" in d.data)
+    try:
+        # Parsed again as sops reads it (YAML 1.2 via its own reader): the tree it would check.
+        trees = sops.parse_documents(text, filename=display, fmt=fmt)
+    except LinkctlError as exc:
+        result.diagnostics.append(sops_doc.diagnostic(ERROR, str(exc), ("sops",), hint=exc.hint, code="sops"))
+        return False
+    problems = check_unopened(trees, filename=display)
+    for problem in problems:
+        in_body = problem.path[:1] != ("sops",) and problem.document < len(documents)
+        doc = documents[problem.document] if in_body else sops_doc
+        result.diagnostics.append(
+            doc.diagnostic(ERROR, problem.message, problem.path, hint=problem.hint, code="sops", key=True)
+        )
+    if problems:
+        return False
+    for doc in documents:
+        if isinstance(doc.data, dict):
+            doc.data.pop("sops", None)
+        encrypted: set[JsonPath] = set()
+        doc.data = _opaque(doc.data, (), encrypted)
+        doc.encrypted_paths = frozenset(encrypted)
+        doc.opaque = True
+    return True
+
+
+def _opaque(node: Any, path: JsonPath, encrypted: set[JsonPath]) -> Any:
+    """Record the paths of ``ENC[…]`` values; drop list items that are encrypted comments (as overlay)."""
+    from reconciler.sops import is_encrypted_comment
+
+    if isinstance(node, str) and node.startswith(SOPS_PREFIX):
+        encrypted.add(path)
+        return node
+    if isinstance(node, dict):
+        return {k: _opaque(v, (*path, k), encrypted) for k, v in node.items()}
+    if isinstance(node, list):
+        items = [item for item in node if not is_encrypted_comment(item)]
+        return [_opaque(item, (*path, i), encrypted) for i, item in enumerate(items)]
+    return node

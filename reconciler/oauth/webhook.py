@@ -20,6 +20,7 @@ from reconciler.secrets import Secret
 
 __all__ = ["WebhookAnswer", "WebhookSender"]
 
+
 @dataclasses.dataclass(frozen=True)
 class WebhookAnswer:
     """What one POST to a receiver gave: a status code, or the reason there was none."""

@@ -33,6 +33,7 @@ __all__ = [
     "dump_documents",
     "encrypt_text",
     "is_encrypted_comment",
+    "parse_documents",
 ]
 
 LINK_API_PREFIX = "linkctl.dev/"
@@ -123,6 +124,11 @@ def decrypt_text(
         docs, filename=filename, ring_factory=lambda: keys.load_keyring(env), ignore_mac=ignore_mac
     )
     return plain if comments else [yamlv3.strip_comments(doc) for doc in plain]
+
+
+def parse_documents(text: str, *, filename: str, fmt: str) -> list[Any]:
+    """The documents of a SOPS file as sops reads them (mappings; ``sops`` block kept). Raises CryptoError."""
+    return _parse(text, filename=filename, fmt=fmt)
 
 
 def is_encrypted_comment(value: object) -> bool:

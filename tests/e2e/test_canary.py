@@ -351,6 +351,8 @@ def test_pages_never_show_a_secret(tmp_path: Path) -> None:
         assert not pages, f"secret #{number} on the pages (answers {pages})"  # never print it
         in_log = secret in log
         assert not in_log, f"secret #{number} in the server's log"
+
+
 def test_canary_stays_secret_on_postgresql_and_through_export_and_import(linkctl: Linkctl) -> None:
     """The PostgreSQL store and the state file: no client secret, and no password of the URL, in plaintext."""
     from tests.support.postgres import fresh_url
