@@ -19,6 +19,7 @@ from reconciler.services.tokens import DEFAULT_HTTP_TIMEOUT
 
 if TYPE_CHECKING:
     from reconciler.cli.output import Context
+    from reconciler.domain.grants import AccessToken, Grant
     from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
 
@@ -141,20 +142,25 @@ def _token_client(
 
 def token_command(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl token NAME``: print an access token valid for at least ``--min-valid`` s."""
-    from reconciler.services.tokens import fresh_access_token, token_json
+    from reconciler.services.tokens import fresh_access_token, ready_access_token, token_json
 
-    grant, now = fresh_access_token(
-        ctx.store(),
-        args.name,
-        min_valid=args.min_valid,
-        wait=args.wait,
-        client_factory=lambda timeout: _token_client(ctx, timeout),
-    )
-    assert grant.access_token is not None
-    if args.output == "json":
-        ctx.json(token_json(grant, now))
+    token: Grant | AccessToken
+    ready = ready_access_token(ctx.settings, args.name, min_valid=args.min_valid, notice=ctx.notice)
+    if ready is not None:
+        token, now = ready
     else:
-        ctx.out(grant.access_token.reveal())
+        token, now = fresh_access_token(
+            ctx.store(),
+            args.name,
+            min_valid=args.min_valid,
+            wait=args.wait,
+            client_factory=lambda timeout: _token_client(ctx, timeout),
+        )
+    assert token.access_token is not None
+    if args.output == "json":
+        ctx.json(token_json(token, now))
+    else:
+        ctx.out(token.access_token.reveal())
     return 0
 
 

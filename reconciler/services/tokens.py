@@ -13,11 +13,38 @@ from typing import TYPE_CHECKING, Any
 from reconciler.domain.clock import Clock
 
 if TYPE_CHECKING:
+    from reconciler.domain.grants import AccessToken
     from reconciler.oauth.client import TokenClient
+    from reconciler.settings import Settings
     from reconciler.store.base import Store
     from reconciler.store.grants import Grant
 
 DEFAULT_HTTP_TIMEOUT = 10.0
+
+
+def ready_access_token(
+    settings: Settings,
+    name: str,
+    *,
+    min_valid: float,
+    notice: Callable[[str], None],
+    clock: Clock = time.time,
+) -> tuple[AccessToken, float] | None:
+    """A stored access token valid for ``min_valid`` s, and when that was checked; None: use the store.
+
+    Read without opening the store in full where the backend can (``linkctl token`` with a
+    fresh token, the common case, then starts in about two thirds of the time). None means
+    anything else — a token too old, no token, no such link, a store to create or migrate —
+    and :func:`fresh_access_token` on the opened store decides, with its usual messages.
+    """
+    from reconciler.store import read_ready_access_token
+
+    token = read_ready_access_token(settings, name, notice=notice)
+    now = clock()
+    left = None if token is None else token.valid_for(now)
+    if token is None or left is None or left < min_valid:
+        return None
+    return token, now
 
 
 def fresh_access_token(
@@ -72,7 +99,7 @@ def stored_token(store: Store, name: str, *, min_valid: float, now: float) -> Gr
     return grant
 
 
-def token_json(grant: Grant, now: float) -> dict[str, Any]:
+def token_json(grant: Grant | AccessToken, now: float) -> dict[str, Any]:
     """The ``token -o json`` object: the access token, its type and when it expires."""
     from reconciler.domain.clock import iso_time
 

@@ -18,12 +18,34 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import StateError
 
 if TYPE_CHECKING:
+    from reconciler.domain.grants import AccessToken
     from reconciler.settings import Settings
     from reconciler.store.base import Store
 
 ACCEPTED_FORMS = (
     "sqlite:////absolute/path/state.db, sqlite:///relative/path.db or postgresql://user@host/dbname"
 )
+
+
+def _scheme(url: str) -> str:
+    """The scheme of a state URL, lower-cased ("" without one)."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def read_ready_access_token(
+    settings: Settings, name: str, *, notice: Callable[[str], None]
+) -> AccessToken | None:
+    """A link's stored access token read without opening the store in full; None: open it.
+
+    Only SQLite has such a read (:mod:`reconciler.store.sqlite_token_read`); a PostgreSQL
+    store's pool and clock offset are what opening it costs, so its callers open it.
+    """
+    if _scheme(settings.state_url) != "sqlite":
+        return None
+    from reconciler.store.sqlite_token_read import read_ready_access_token as read
+
+    return read(settings, name, notice=notice)
 
 
 def open_store(
@@ -41,8 +63,7 @@ def open_store(
     schema is migrated in a private in-memory copy; such a store refuses writes.
     """
     url = settings.state_url
-    scheme, sep, _ = url.partition("://")
-    scheme = scheme.lower() if sep else ""
+    scheme = _scheme(url)
     if scheme == "sqlite":
         from reconciler.store.sqlite import SQLiteStore
 

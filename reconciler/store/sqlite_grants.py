@@ -62,6 +62,30 @@ _SELECT_ACCESS = (
 )
 
 
+def read_access_token(
+    conn: sqlite3.Connection, sealer: sealing.Sealer, name: str
+) -> grants.AccessToken | None:
+    """A link's stored access token (one narrow row, one decryption); None: no grant.
+
+    The one reading of it: :meth:`SQLiteGrants.get_access_token` and the token read that
+    does not open the store in full (:mod:`reconciler.store.sqlite_token_read`).
+    """
+    row = conn.execute(_SELECT_ACCESS, (name,)).fetchone()
+    if row is None:
+        return None
+    uid, blob, token_type, scope, expires_at = row
+    return grants.AccessToken(
+        name, open_token(sealer, uid, "access_token", blob), token_type, scope, expires_at
+    )
+
+
+def open_token(sealer: sealing.Sealer, uid: str, field: str, blob: bytes | None) -> Secret | None:
+    """Decrypt a grant's token column into a :class:`Secret` (None stays None)."""
+    if blob is None:
+        return None
+    return Secret(sealer.open(blob, sealing.grant_aad(uid, field)).decode("utf-8"))
+
+
 IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
 # What the due rule reads of a grant and its link (the grant type lives in the spec).
 _DUE_INPUTS = (
@@ -161,12 +185,7 @@ class SQLiteGrants:
 
     def get_access_token(self, name: str) -> grants.AccessToken | None:
         """The stored access token of a link (one narrow row, one decryption); None: no grant."""
-        row = self._conn.execute(_SELECT_ACCESS, (name,)).fetchone()
-        if row is None:
-            return None
-        uid, blob, token_type, scope, expires_at = row
-        access = self._open_token(uid, "access_token", blob)
-        return grants.AccessToken(name, access, token_type, scope, expires_at)
+        return read_access_token(self._conn, self._sealer, name)
 
     def list_grants(self) -> list[grants.Grant]:
         """All grants without tokens, ordered by link name."""
@@ -186,9 +205,7 @@ class SQLiteGrants:
 
     def _open_token(self, uid: str, field: str, blob: bytes | None) -> Secret | None:
         """Decrypt a token column into a :class:`Secret`."""
-        if blob is None:
-            return None
-        return Secret(self._sealer.open(blob, sealing.grant_aad(uid, field)).decode("utf-8"))
+        return open_token(self._sealer, uid, field, blob)
 
     def _grant_from_row(self, row: tuple[Any, ...], *, with_tokens: bool) -> grants.Grant:
         name, *values = row

@@ -1,0 +1,69 @@
+"""A stored access token read from a SQLite store without opening the store in full.
+
+``linkctl token NAME`` runs in every CI job and script, and most calls find a fresh token:
+for those, building :class:`~reconciler.store.sqlite.SQLiteStore` (every interface of the
+store, from webhooks to API keys, about 15 ms of imports) is most of the command's time.
+This read does what opening does before any read — the same key, the same refusal of a
+file that is not a store, the same warnings about shared files, the same WAL connection,
+schema and key check — and then reads the one narrow row the token API reads.
+
+Anything it cannot vouch for (no file, no key yet, a schema to migrate, no key check yet,
+no such link) is a ``None``: the caller then opens the store in full, which creates,
+migrates or refuses it with its usual messages. Its warnings are only said when it
+answers, so a fall-back does not say them twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from reconciler.store import sealing
+from reconciler.store.schema import latest_version
+from reconciler.store.sqlite_grants import read_access_token
+from reconciler.store.sqlite_open import (
+    connect,
+    read_meta,
+    refuse_unless_store,
+    sqlite_path,
+    verify_key,
+    warn_if_shared,
+)
+
+if TYPE_CHECKING:
+    from reconciler.domain.grants import AccessToken
+    from reconciler.settings import Settings
+
+
+def read_ready_access_token(
+    settings: Settings, name: str, *, notice: Callable[[str], None]
+) -> AccessToken | None:
+    """The stored access token of ``name`` if the store is ready as it is; None: open it in full."""
+    path = sqlite_path(settings.state_url)
+    if not path.is_file():
+        return None
+    key, key_source = sealing.read_key(
+        state_key=settings.state_key.reveal() if settings.state_key else None,
+        key_file=settings.state_key_file,
+    )
+    if key is None:
+        return None
+    refuse_unless_store(path)
+    said: list[str] = []
+    if settings.state_key is None:
+        warn_if_shared(settings.state_key_file, "the state key file", said.append)
+    warn_if_shared(path, "the store file", said.append)
+    conn = connect(path)
+    try:
+        version, key_check = read_meta(conn)
+        if version != latest_version() or key_check is None:
+            return None
+        sealer = sealing.Sealer(key)
+        verify_key(sealer, key_check, path=path, key_source=key_source)
+        token = read_access_token(conn, sealer, name)
+    finally:
+        conn.close()
+    if token is not None:
+        for text in said:
+            notice(text)
+    return token
