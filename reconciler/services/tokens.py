@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from reconciler.domain.clock import Clock
-
 if TYPE_CHECKING:
+    from reconciler.domain.clock import Clock  # (datetime: needed only for `token -o json`)
     from reconciler.domain.grants import AccessToken
     from reconciler.oauth.client import TokenClient
     from reconciler.settings import Settings

@@ -26,6 +26,7 @@ from reconciler.domain.grants import GrantStatus
 from reconciler.domain.schedule import due_at
 from reconciler.secrets import Secret
 from reconciler.store import grants, sealing
+from reconciler.store.sqlite_token_read import open_token, read_access_token
 
 # Columns of ``grants`` read into a Grant, in SELECT order (``g.`` prefixed in queries).
 GRANT_COLUMNS = (
@@ -55,37 +56,6 @@ _SELECT_GRANTS = (
     + ", ".join(f"g.{c}" for c in GRANT_COLUMNS)
     + " FROM grants g JOIN links l ON l.uid = g.link_uid"
 )
-# What an access-token answer needs (get_access_token): no refresh token, no bookkeeping.
-_SELECT_ACCESS = (
-    "SELECT g.link_uid, g.access_token, g.token_type, g.scope, g.access_expires_at"
-    " FROM grants g JOIN links l ON l.uid = g.link_uid WHERE l.name = ?"
-)
-
-
-def read_access_token(
-    conn: sqlite3.Connection, sealer: sealing.Sealer, name: str
-) -> grants.AccessToken | None:
-    """A link's stored access token (one narrow row, one decryption); None: no grant.
-
-    The one reading of it: :meth:`SQLiteGrants.get_access_token` and the token read that
-    does not open the store in full (:mod:`reconciler.store.sqlite_token_read`).
-    """
-    row = conn.execute(_SELECT_ACCESS, (name,)).fetchone()
-    if row is None:
-        return None
-    uid, blob, token_type, scope, expires_at = row
-    return grants.AccessToken(
-        name, open_token(sealer, uid, "access_token", blob), token_type, scope, expires_at
-    )
-
-
-def open_token(sealer: sealing.Sealer, uid: str, field: str, blob: bytes | None) -> Secret | None:
-    """Decrypt a grant's token column into a :class:`Secret` (None stays None)."""
-    if blob is None:
-        return None
-    return Secret(sealer.open(blob, sealing.grant_aad(uid, field)).decode("utf-8"))
-
-
 IN_CHUNK = 500  # host parameters per ``IN (...)`` (SQLite's default limit is 999 before 3.32)
 # What the due rule reads of a grant and its link (the grant type lives in the spec).
 _DUE_INPUTS = (

@@ -15,12 +15,14 @@ answers, so a fall-back does not say them twice.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from reconciler.domain.grants import AccessToken
+from reconciler.secrets import Secret
 from reconciler.store import sealing
 from reconciler.store.schema import latest_version
-from reconciler.store.sqlite_grants import read_access_token
 from reconciler.store.sqlite_open import (
     connect,
     read_meta,
@@ -31,8 +33,13 @@ from reconciler.store.sqlite_open import (
 )
 
 if TYPE_CHECKING:
-    from reconciler.domain.grants import AccessToken
     from reconciler.settings import Settings
+
+# What an access-token answer needs: no refresh token, no bookkeeping.
+_SELECT_ACCESS = (
+    "SELECT g.link_uid, g.access_token, g.token_type, g.scope, g.access_expires_at"
+    " FROM grants g JOIN links l ON l.uid = g.link_uid WHERE l.name = ?"
+)
 
 
 def read_ready_access_token(
@@ -67,3 +74,23 @@ def read_ready_access_token(
         for text in said:
             notice(text)
     return token
+
+
+def read_access_token(conn: sqlite3.Connection, sealer: sealing.Sealer, name: str) -> AccessToken | None:
+    """A link's stored access token (one narrow row, one decryption); None: no grant.
+
+    The one reading of it: here and in :meth:`SQLiteGrants.get_access_token
+    <reconciler.store.sqlite_grants.SQLiteGrants.get_access_token>` (the token API's read).
+    """
+    row = conn.execute(_SELECT_ACCESS, (name,)).fetchone()
+    if row is None:
+        return None
+    uid, blob, token_type, scope, expires_at = row
+    return AccessToken(name, open_token(sealer, uid, "access_token", blob), token_type, scope, expires_at)
+
+
+def open_token(sealer: sealing.Sealer, uid: str, field: str, blob: bytes | None) -> Secret | None:
+    """Decrypt a grant's token column into a :class:`Secret` (None stays None)."""
+    if blob is None:
+        return None
+    return Secret(sealer.open(blob, sealing.grant_aad(uid, field)).decode("utf-8"))
