@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,27 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def store_with_fresh_token(
+    settings: Settings, name: str, *, access_token: str = "the-access-token", expires_in: int = 3600
+) -> None:
+    """Create the store of ``settings`` with one authorized link whose access token is fresh."""
+    from reconciler.domain.tokens import TokenResponse
+
+    store = open_store(settings, notice=lambda _: None)
+    try:
+        with store.write(expected_serial=None, actor="test") as tx:
+            tx.put_link(link(name, tokenEndpoint="https://idp.example.com/token"))
+        now = time.time()
+        answer = TokenResponse(
+            access_token=Secret(access_token),
+            refresh_token=Secret("the-refresh-token"),
+            token_type="Bearer",
+            expires_in=expires_in,
+            scope="openid",
+            received_at=now,
+        )
+        store.save_authorization(name, answer, clock_now=now)
+    finally:
+        store.close()

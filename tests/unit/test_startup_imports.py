@@ -10,15 +10,11 @@ import base64
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from reconciler.domain.tokens import TokenResponse
-from reconciler.secrets import Secret
 from reconciler.settings import Settings
-from reconciler.store import open_store
-from reconciler.store.base import LinkWrite
 from tests.conftest import ROOT
+from tests.support.stores import store_with_fresh_token
 
 # Never needed to print a stored token or the version.
 HEAVY = (
@@ -81,31 +77,7 @@ def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_pat
         "LINKCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}",
         "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
-    store = open_store(Settings.from_env(env), notice=lambda _: None)
-    with store.write(expected_serial=None, actor="test") as tx:
-        tx.put_link(
-            LinkWrite(
-                name="fresh",
-                provider="custom",
-                spec={"provider": "custom", "tokenEndpoint": "https://idp.example.com/token"},
-                spec_hash="0" * 64,
-                secrets={},
-                secret_fingerprints={},
-                source_file=None,
-                source_line=None,
-            )
-        )
-    now = time.time()
-    first = TokenResponse(
-        access_token=Secret("fresh-access-token"),
-        refresh_token=Secret("rt"),
-        token_type="Bearer",
-        expires_in=3600,
-        scope=None,
-        received_at=now,
-    )
-    store.save_authorization("fresh", first, clock_now=now)
-    store.close()
+    store_with_fresh_token(Settings.from_env(env), "fresh", access_token="fresh-access-token")
     out, modules = loaded_modules(["token", "fresh"], env, tmp_path)
     assert out.strip() == "fresh-access-token"
     assert heavy(modules) == []

@@ -10,17 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.domain.tokens import TokenResponse
 from reconciler.errors import StateError
-from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import open_store, read_ready_access_token
-from reconciler.store.base import LinkWrite
+from tests.support.stores import store_with_fresh_token
 
 
 def _settings(tmp_path: Path, key: str | None = None) -> Settings:
@@ -32,41 +29,13 @@ def _settings(tmp_path: Path, key: str | None = None) -> Settings:
     return Settings.from_env(env)
 
 
-def _store_with_token(settings: Settings, name: str = "wiki", *, expires_in: int = 3600) -> None:
-    store = open_store(settings, notice=lambda _: None)
-    with store.write(expected_serial=None, actor="test") as tx:
-        tx.put_link(
-            LinkWrite(
-                name=name,
-                provider="custom",
-                spec={"provider": "custom", "tokenEndpoint": "https://idp.example.com/token"},
-                spec_hash="0" * 64,
-                secrets={},
-                secret_fingerprints={},
-                source_file=None,
-                source_line=None,
-            )
-        )
-    now = time.time()
-    answer = TokenResponse(
-        access_token=Secret("the-access-token"),
-        refresh_token=Secret("the-refresh-token"),
-        token_type="Bearer",
-        expires_in=expires_in,
-        scope="openid",
-        received_at=now,
-    )
-    store.save_authorization(name, answer, clock_now=now)
-    store.close()
-
-
 def _bytes(path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))}
 
 
 def test_a_ready_store_answers_as_the_opened_store_does_and_writes_nothing(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    _store_with_token(settings)
+    store_with_fresh_token(settings, "wiki")
     store = open_store(settings, notice=lambda _: None)
     expected = store.get_access_token("wiki")
     store.close()
@@ -91,7 +60,7 @@ def test_what_it_cannot_vouch_for_is_left_to_the_full_open(tmp_path: Path) -> No
     settings = _settings(tmp_path)
     assert read_ready_access_token(settings, "wiki", notice=print) is None  # no store yet
     assert not (tmp_path / "state.db").exists() and not (tmp_path / "state.key").exists()
-    _store_with_token(settings)
+    store_with_fresh_token(settings, "wiki")
     assert read_ready_access_token(settings, "no-such-link", notice=print) is None
     conn = sqlite3.connect(tmp_path / "state.db")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")  # needs a migration
@@ -104,7 +73,7 @@ def test_what_it_cannot_vouch_for_is_left_to_the_full_open(tmp_path: Path) -> No
 
 def test_it_refuses_what_opening_refuses(tmp_path: Path) -> None:
     settings = _settings(tmp_path, key=base64.b64encode(os.urandom(32)).decode())
-    _store_with_token(settings)
+    store_with_fresh_token(settings, "wiki")
     wrong = _settings(tmp_path, key=base64.b64encode(os.urandom(32)).decode())
     with pytest.raises(StateError, match="state key does not match"):
         read_ready_access_token(wrong, "wiki", notice=print)
@@ -129,7 +98,7 @@ def test_it_refuses_what_opening_refuses(tmp_path: Path) -> None:
 
 def test_warnings_are_said_once_and_only_with_an_answer(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    _store_with_token(settings)
+    store_with_fresh_token(settings, "wiki")
     (tmp_path / "state.db").chmod(0o644)
     said: list[str] = []
     assert read_ready_access_token(settings, "wiki", notice=said.append) is not None
