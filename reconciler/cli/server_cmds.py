@@ -83,7 +83,10 @@ def register(subparsers: Any) -> None:
         help="keeper worker threads with --keeper (default 4)",
     )
     serve.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="access and server log lines (stderr)"
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="access and server log lines on stderr (default text, $LINKCTL_LOG_FORMAT)",
     )
     serve.set_defaults(handler=serve_command)
 
@@ -183,6 +186,7 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
     import os
     import socket
 
+    from reconciler.cli.logs import log_format_of
     from reconciler.errors import EXIT_OK, LinkctlError, UsageError
 
     if args.workers is not None and not args.keeper:
@@ -215,7 +219,11 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
     sock.close()
     os.environ["LINKCTL_STATE"] = settings.state_url
     os.environ["LINKCTL_SERVE_OPTIONS"] = json.dumps(
-        {"keeper": args.keeper, "keeper_workers": workers, "log_format": args.log_format}
+        {
+            "keeper": args.keeper,
+            "keeper_workers": workers,
+            "log_format": log_format_of(args.log_format, ctx.env) or "text",
+        }
     )
     from granian import Granian
     from granian.constants import Interfaces
