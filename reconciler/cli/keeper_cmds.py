@@ -196,6 +196,7 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     import logging
 
     from reconciler.cli.logs import configure, log_format_of
+    from reconciler.cli.sd_notify import READY, STOPPING, sd_notify
 
     keeper_log = logging.getLogger("linkctl.keeper")
 
@@ -230,12 +231,14 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
 
             def on_signal(signum: int, frame: object) -> None:
                 ctx.notice(f"linkctl keeper: {signal.Signals(signum).name}: finishing in-flight refreshes")
+                sd_notify(STOPPING, ctx.env)
                 stop.set()
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
                 ctx.notice(f"linkctl keeper: running with {args.workers} worker(s); SIGTERM stops it")
                 keeper_log.info("start", extra={"event": {"workers": args.workers}})
+                sd_notify(READY, ctx.env)  # the store is open and the signals are handled
                 report = runner.run_forever(stop)
                 keeper_log.info("stop", extra={"event": {"drained": True, **_counts(report)}})
             finally:

@@ -11,6 +11,7 @@ builds the app from its options in the environment. ``apikey`` creates, lists an
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -246,5 +247,41 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
         log_access=False,  # ours never shows a query value (reconciler.server.access_log)
         respawn_failed_workers=False,
     )
+    if ctx.env.get("NOTIFY_SOCKET"):
+        _notify_when_ready(host, bound_port, ctx.env)
     server.serve()
+    from reconciler.cli.sd_notify import STOPPING, sd_notify
+
+    sd_notify(STOPPING, ctx.env)  # granian drained its workers: what remains is exiting
     return EXIT_OK
+
+
+def _notify_when_ready(host: str, port: int, env: Mapping[str, str]) -> None:
+    """Send READY=1 once ``/healthz`` answers 200 (the app started, its keeper too), from a thread.
+
+    granian serves from this process (systemd's main PID), but gives no hook once it
+    listens: asking the server itself is the one signal that cannot come too early.
+    """
+    import http.client
+    import threading
+    import time
+
+    from reconciler.cli.sd_notify import READY, sd_notify
+
+    def wait_then_notify() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                connection = http.client.HTTPConnection(host, port, timeout=2)
+                try:
+                    connection.request("GET", "/healthz")
+                    if connection.getresponse().status == 200:
+                        sd_notify(READY, env)
+                        return
+                finally:
+                    connection.close()
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=wait_then_notify, name="sd-notify-ready", daemon=True).start()
