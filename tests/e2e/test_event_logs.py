@@ -28,7 +28,8 @@ class _Endpoint(http.server.BaseHTTPRequestHandler):
         if self.path == "/good":
             status, body = 200, {"access_token": ACCESS, "token_type": "Bearer", "expires_in": 3600}
         else:
-            status, body = 401, {"error": "invalid_client", "error_description": "client secret expired"}
+            # A provider that echoes the secret it was sent: the log must still not show it.
+            status, body = 401, {"error": "invalid_client", "error_description": f"secret {CANARY} expired"}
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
