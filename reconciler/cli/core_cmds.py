@@ -277,12 +277,42 @@ def cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
 
 @_batch
 def cmd_reconcile(args: argparse.Namespace, ctx: Context) -> int:
-    """``linkctl reconcile PATHS``: plan + apply, quiet when nothing changed."""
+    """``linkctl reconcile PATHS``: plan + apply, quiet when unchanged (one log event with --log-format)."""
+    import logging
+    import time
+
+    from reconciler.cli.logs import configure, log_format_of
+    from reconciler.errors import LinkctlError
+
     args.plan_file = None
-    return _apply(args, ctx, quiet=True)
+    log_format = log_format_of(getattr(args, "log_format", None), ctx.env)
+    if log_format is None:
+        return _apply(args, ctx, quiet=True)
+    configure(log_format, ctx.stderr)
+    log = logging.getLogger("linkctl.reconcile")
+    started = time.monotonic()
+    event: dict[str, Any] = {}
+    try:
+        code = _apply(args, ctx, quiet=True, event=event)
+    except LinkctlError as error:
+        # The error is still rendered once at the CLI edge; the log line carries its class and fix.
+        log.error("reconcile", extra={"event": {"outcome": "error", "error_class": error.error_code,
+                                                "exit_code": error.exit_code, "fix": error.hint,
+                                                "duration_ms": _ms(started)}})  # fmt: skip
+        raise
+    log.info("reconcile", extra={"event": {**event, "exit_code": code, "duration_ms": _ms(started)}})
+    return code
 
 
-def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
+def _ms(started: float) -> float:
+    import time
+
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def _apply(
+    args: argparse.Namespace, ctx: Context, *, quiet: bool, event: dict[str, Any] | None = None
+) -> int:
     from reconciler.render import render_text
     from reconciler.services.apply import apply_declared, read_saved_plan
     from reconciler.settings import process_actor
@@ -311,8 +341,15 @@ def _apply(args: argparse.Namespace, ctx: Context, *, quiet: bool) -> int:
         allow_empty_prune=allow_empty_prune,
     )
     plan, recorded = outcome.plan, outcome.recorded_instance
+    if event is not None:
+        summary = plan.to_json().get("summary")
+        event.update(outcome="unchanged" if outcome.applied is None else "applied", changes=summary)
+        if outcome.applied is not None:
+            event["serial"] = outcome.applied.serial
     if outcome.applied is None:
-        if not quiet or args.verbose:  # cron wants silence unless something changed
+        if args.output == "json" and quiet:  # asked for data: an unchanged run is data too
+            ctx.json({**plan.to_json(), "applied": False})
+        elif not quiet or args.verbose:  # cron wants silence unless something changed
             _print_plan(ctx, plan, output=args.output, verbose=args.verbose)
         return EXIT_OK
     if args.output == "json":

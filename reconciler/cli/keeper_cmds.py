@@ -164,6 +164,16 @@ def token_command(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _counts(report: Any) -> dict[str, int]:
+    """A keeper report's counts for a log line (names and messages stay in the per-link lines)."""
+    return {
+        "refreshed": len(report.refreshed),
+        "obtained": len(report.obtained),
+        "failed": len(report.failed),
+        "broken": len(report.broken),
+    }
+
+
 def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     """``linkctl keeper``: refresh forever (SIGTERM/SIGINT stop it cleanly), or once with --once."""
     import signal
@@ -189,15 +199,31 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
     def store_factory() -> Store:
         return open_store(settings, notice=ctx.notice)
 
+    import logging
+
+    from reconciler.cli.logs import configure, log_format_of
+    from reconciler.cli.sd_notify import READY, STOPPING, sd_notify
+
+    keeper_log = logging.getLogger("linkctl.keeper")
+
     notify_policy = notify.NotifyPolicy.from_env(ctx.env)
-    client = _token_client(ctx, policy.http_timeout, keepalive=True, connections=args.workers)
+    client: Any = _token_client(ctx, policy.http_timeout, keepalive=True, connections=args.workers)
+    # The daemon logs every attempt; --once (cron) only when a log format is asked for.
+    log_format = log_format_of(getattr(args, "log_format", None), ctx.env)
+    observe = None
+    if log_format is not None or not args.once:
+        from reconciler.cli.keeper_log import RefreshLog, TimedClient
+
+        configure(log_format or "text", ctx.stderr)
+        client = TimedClient(client)
+        observe = RefreshLog(client, store_factory)
     # Status webhooks run beside the refreshes, on their own thread and store connection.
     notifier = None
     if not args.once:
         notifier = notify.NotifierThread(store_factory, actor=process_actor(ctx.env), policy=notify_policy)
     try:
         runner = keeper.Keeper(
-            store, client, store_factory=store_factory, workers=args.workers, policy=policy
+            store, client, store_factory=store_factory, workers=args.workers, policy=policy, observe=observe
         )
         if args.once:
             # Look before and after: a change made by this run is told, however rarely cron runs it.
@@ -211,12 +237,16 @@ def keeper_command(args: argparse.Namespace, ctx: Context) -> int:
 
             def on_signal(signum: int, frame: object) -> None:
                 ctx.notice(f"linkctl keeper: {signal.Signals(signum).name}: finishing in-flight refreshes")
+                sd_notify(STOPPING, ctx.env)
                 stop.set()
 
             previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
                 ctx.notice(f"linkctl keeper: running with {args.workers} worker(s); SIGTERM stops it")
+                keeper_log.info("start", extra={"event": {"workers": args.workers}})
+                sd_notify(READY, ctx.env)  # the store is open and the signals are handled
                 report = runner.run_forever(stop)
+                keeper_log.info("stop", extra={"event": {"drained": True, **_counts(report)}})
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)

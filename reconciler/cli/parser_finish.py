@@ -16,6 +16,13 @@ from collections.abc import Iterator
 GLOBAL_OPTIONS: tuple[tuple[str, dict[str, object]], ...] = (
     ("--state", {"metavar": "URL", "help": "state URL (also accepted before the command)"}),
     ("--debug", {"action": "store_true", "help": "show tracebacks of unexpected errors"}),
+    (
+        "--log-format",
+        {
+            "choices": ("text", "json"),
+            "help": "event log lines of keeper, reconcile and serve on stderr ($LINKCTL_LOG_FORMAT)",
+        },
+    ),
 )
 
 # Two or three examples per command, shown at the end of its --help (and in docs/cli.md).
@@ -139,6 +146,10 @@ def leaf_parsers(
 
 def finish(parser: argparse.ArgumentParser) -> None:
     """Accept the global options after every command and end each command's help with examples."""
+    top = {option for action in parser._actions for option in action.option_strings}
+    for flag, options in GLOBAL_OPTIONS:
+        if flag not in top:  # --log-format: defined here, so the fast path's parser stays as it is
+            parser.add_argument(flag, default=None, **options)  # type: ignore[arg-type]
     for words, sub, _nested in leaf_parsers(parser):
         taken = {option for action in sub._actions for option in action.option_strings}
         for flag, options in GLOBAL_OPTIONS:

@@ -11,6 +11,7 @@ builds the app from its options in the environment. ``apikey`` creates, lists an
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,7 +84,10 @@ def register(subparsers: Any) -> None:
         help="keeper worker threads with --keeper (default 4)",
     )
     serve.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="access and server log lines (stderr)"
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="access and server log lines on stderr (default text, $LINKCTL_LOG_FORMAT)",
     )
     serve.set_defaults(handler=serve_command)
 
@@ -183,6 +187,7 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
     import os
     import socket
 
+    from reconciler.cli.logs import log_format_of
     from reconciler.errors import EXIT_OK, LinkctlError, UsageError
 
     if args.workers is not None and not args.keeper:
@@ -215,7 +220,11 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
     sock.close()
     os.environ["LINKCTL_STATE"] = settings.state_url
     os.environ["LINKCTL_SERVE_OPTIONS"] = json.dumps(
-        {"keeper": args.keeper, "keeper_workers": workers, "log_format": args.log_format}
+        {
+            "keeper": args.keeper,
+            "keeper_workers": workers,
+            "log_format": log_format_of(args.log_format, ctx.env) or "text",
+        }
     )
     from granian import Granian
     from granian.constants import Interfaces
@@ -238,5 +247,41 @@ def serve_command(args: argparse.Namespace, ctx: Context) -> int:
         log_access=False,  # ours never shows a query value (reconciler.server.access_log)
         respawn_failed_workers=False,
     )
+    if ctx.env.get("NOTIFY_SOCKET"):
+        _notify_when_ready(host, bound_port, ctx.env)
     server.serve()
+    from reconciler.cli.sd_notify import STOPPING, sd_notify
+
+    sd_notify(STOPPING, ctx.env)  # granian drained its workers: what remains is exiting
     return EXIT_OK
+
+
+def _notify_when_ready(host: str, port: int, env: Mapping[str, str]) -> None:
+    """Send READY=1 once ``/healthz`` answers 200 (the app started, its keeper too), from a thread.
+
+    granian serves from this process (systemd's main PID), but gives no hook once it
+    listens: asking the server itself is the one signal that cannot come too early.
+    """
+    import http.client
+    import threading
+    import time
+
+    from reconciler.cli.sd_notify import READY, sd_notify
+
+    def wait_then_notify() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                connection = http.client.HTTPConnection(host, port, timeout=2)
+                try:
+                    connection.request("GET", "/healthz")
+                    if connection.getresponse().status == 200:
+                        sd_notify(READY, env)
+                        return
+                finally:
+                    connection.close()
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=wait_then_notify, name="sd-notify-ready", daemon=True).start()

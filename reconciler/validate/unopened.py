@@ -11,12 +11,13 @@ Nothing here reads a key, the store or the network, and no cache is written.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.diagnostics import Diagnostic, format_path
 from reconciler.diagnostics import Path as JsonPath
-from reconciler.load import load_paths
+from reconciler.load import Document, load_paths
 from reconciler.load.selection import NOT_CHECKED_ENCRYPTED_API_VERSION
+from reconciler.validate.paths import lookup
 from reconciler.validate.results import ValidationResult
 
 # The diagnostic code of a secret written in plaintext (``linkctl secrets check`` reports these).
@@ -85,9 +86,11 @@ def validate_without_decryption(paths: Iterable[str], *, env: Mapping[str, str])
     for diagnostic in result.diagnostics:
         if _about_opaque(diagnostic, opaque):
             continue
-        if diagnostic.code == "secret-unresolved" and diagnostic.path[-1:] == ("fromEnv",):
+        if _unset_env(diagnostic, loaded.documents):
             # A fork's job has no CI secrets either: an unset fromEnv variable is not checked here.
             reason = "its environment variable is not set here, so the secret was not read"
+            if diagnostic.code == "secret-empty":
+                diagnostic = dataclasses.replace(diagnostic, path=(*diagnostic.path, "fromEnv"))
             notes.append(NotChecked(diagnostic.file or "", diagnostic.line, diagnostic.path, reason))
             continue
         kept.append(diagnostic)
@@ -100,6 +103,20 @@ def validate_without_decryption(paths: Iterable[str], *, env: Mapping[str, str])
         if doc.kind == "OutgoingLink" and doc.name and doc.file not in failed
     )
     return UnopenedValidation(result, notes, sorted(names))
+
+
+def _unset_env(diagnostic: Diagnostic, documents: Sequence[Document]) -> bool:
+    """True for a ``fromEnv`` variable that is unset or empty (CI gives a missing secret as "")."""
+    if diagnostic.code == "secret-unresolved":
+        return diagnostic.path[-1:] == ("fromEnv",)
+    if diagnostic.code != "secret-empty":
+        return False
+    return any(
+        doc.file == diagnostic.file
+        and isinstance(source := lookup(doc, diagnostic.path), dict)
+        and "fromEnv" in source
+        for doc in documents
+    )
 
 
 def _about_opaque(diagnostic: Diagnostic, opaque: Mapping[str, list[JsonPath]]) -> bool:

@@ -7,6 +7,7 @@ values) is still checked with file:line, and what could not be checked is listed
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -108,6 +109,11 @@ def test_encrypted_files_validate_without_any_key(linkctl: Linkctl, encrypt, tmp
     note = {"file": "links/env.yaml", "line": 10, "path": path, "reason": unset}
     assert note in noted["not_checked"], noted
     linkctl("validate", "links/env.yaml", expect=3)
+    # CI gives a secret a fork may not read as an empty string: the same note.
+    empty = linkctl(
+        "validate", "--no-decrypt", "-o", "json", "links", env={"TRACKER_CLIENT_SECRET": ""}
+    ).json()
+    assert empty["valid"] is True and note in empty["not_checked"], empty
     (links / "env.yaml").unlink()
 
     # A normal run reports that everything was decrypted and nothing left unchecked.
@@ -175,3 +181,29 @@ def test_a_file_whose_apiversion_is_encrypted_is_listed_as_not_checked(
             "reason": "its apiVersion is encrypted: nothing in it was checked",
         }
     ]
+
+
+def test_secrets_check_reports_only_plaintext_secrets_never_their_values(
+    linkctl: Linkctl, encrypt, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    links = linkctl.cwd / "links"
+    links.mkdir()
+    encrypt(links / "sealed.yaml", LINK.format(name="sealed", secret="s4", extra=""), "^clientSecret$")
+    (tmp_path / "age-key.txt").unlink()
+    leaked = "canary-check-5e1a"
+    extra = f"  tokenParams:\n    client_assertion: {leaked}-jwt\n"
+    (links / "leaky.yaml").write_text(LINK.format(name="leaky", secret=leaked, extra=extra), encoding="utf-8")
+    (links / "typo.yaml").write_text(LINK.format(name="typo", secret="{fromEnv: X}", extra="  tenant: a\n"))
+
+    found = linkctl("secrets", "check", "links", expect=3)
+    assert "links/leaky.yaml:10:17: error: clientSecret is in plaintext" in found.stderr
+    assert "links/leaky.yaml:13:23: error: tokenParams.client_assertion looks like a secret" in found.stderr
+    assert "2 plaintext secret(s) in 1 file(s)" in found.stderr
+    assert "typo.yaml" not in found.stderr and "sealed.yaml" not in found.stderr  # other problems: validate's
+    report = linkctl("secrets", "check", "-o", "json", "links", expect=3).json()
+    assert report["ok"] is False and {d["code"] for d in report["diagnostics"]} == {"plaintext-secret"}
+    clean = linkctl("secrets", "check", str(links / "sealed.yaml"), str(links / "typo.yaml"))
+    assert clean.stdout == "OK: no plaintext secret in 2 file(s)\n"
+    for run in (found, clean):
+        assert leaked not in run.output
+    assert leaked not in json.dumps(report)
