@@ -33,7 +33,7 @@ COMMAND_MODULES = (
 # when one of them is the command, only its module registers (the others are not imported).
 FAST_COMMANDS = {"token": "reconciler.cli.keeper_cmds"}
 # Top-level options that take a value (to find the command word without parsing).
-_VALUE_OPTIONS = ("--state",)
+_VALUE_OPTIONS = ("--state", "--log-format")
 
 EPILOG = """\
 exit codes: 0 success / no changes, 1 unexpected error, 2 changes present

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reconciler.settings import Settings
 from tests.conftest import ROOT
 from tests.support.stores import store_with_fresh_token
@@ -112,3 +114,23 @@ def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rule
     out, modules = loaded_modules(["plan", str(repo), "--prune"], env, tmp_path)
     assert "No changes" in out
     assert not {"yaml", "pydantic", "jsonschema", "reconciler.models", "reconciler.keeper.revoke"} & modules
+
+
+@pytest.mark.parametrize(
+    ("argv", "fast"),
+    [
+        (["token", "wiki"], True),
+        (["--state", "sqlite:///x.db", "token", "wiki"], True),
+        (["--sta", "sqlite:///x.db", "token", "wiki"], True),  # argparse takes abbreviations
+        (["--log-format", "json", "token", "wiki"], True),
+        (["--log-format", "token", "plan", "links"], False),  # "token" is the option's value here
+        (["--debug", "token", "wiki", "--state", "sqlite:///x.db"], True),
+        (["plan", "token"], False),
+        (["--help", "token"], False),
+    ],
+)
+def test_the_fast_command_path_finds_the_command_word(argv: list[str], fast: bool) -> None:
+    # Only `token` registers alone: a value of a global option must never be taken for it.
+    from reconciler.cli import COMMAND_MODULES, FAST_COMMANDS, modules_for
+
+    assert modules_for(argv) == ((FAST_COMMANDS["token"],) if fast else COMMAND_MODULES)
