@@ -6,7 +6,8 @@ no stdout/stderr, no plan file, and not in the bytes of the SQLite file or its -
 ``secrets decrypt`` is left out: it prints plaintext by design.
 
 The matrix test (slow, with the real oidc-provider) adds SOPS-encrypted clientId and tokenParams,
-refresh and access tokens, and the success and failure paths of apply, keeper, token and doctor.
+refresh and access tokens, and the success and failure paths of apply, keeper, token and doctor
+(the keeper and reconcile also with their event logs, ``--log-format json`` and ``text``).
 """
 
 from __future__ import annotations
@@ -639,10 +640,11 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
             token(name, "--debug")
             secrets.collect_tokens(linkctl.env, names)
         _make_due(db)
-        run("keeper", "--once")
+        run("keeper", "--once", "--log-format", "json")  # one event line per refresh
         secrets.collect_tokens(linkctl.env, names)
         _make_due(db)
-        run("--debug", "keeper", "--once", "-o", "json")
+        run("--debug", "keeper", "--once", "-o", "json", "--log-format", "text")
+        run("--log-format", "json", "reconcile", "links")
         secrets.collect_tokens(linkctl.env, names)
         run("doctor", expect=None)
         run("--debug", "doctor", "-o", "json", expect=None)
@@ -659,9 +661,9 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
             assert token(name, expect=None).returncode != 0
             assert token(name, "--debug", expect=None).returncode != 0
         _make_due(db)
-        run("keeper", "--once", expect=None)
+        run("keeper", "--once", "--log-format", "json", expect=None)
         _make_due(db)
-        run("--debug", "keeper", "--once", expect=None)
+        run("--debug", "keeper", "--once", "--log-format", "text", expect=None)
         run("doctor", expect=None)
         run("--debug", "doctor", expect=None)
         server.reset()
@@ -673,7 +675,7 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         assert token("m-env", expect=None).returncode != 0
         assert token("m-env", "--debug", expect=None).returncode != 0
         _make_due(db)
-        run("--debug", "keeper", "--once", expect=None)
+        run("--debug", "keeper", "--once", "--log-format", "json", expect=None)
         run("doctor", "m-env", expect=None)
         run("--debug", "doctor", "m-env", expect=None)
         run("show", "m-env")
@@ -690,7 +692,7 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         assert token("m-file", expect=None).returncode != 0
         assert token("m-file", "--debug", expect=None).returncode != 0
         _make_due(db)
-        run("keeper", "--once", expect=None)
+        run("keeper", "--once", "--log-format", "json", expect=None)
         run("--debug", "doctor", "m-file", expect=None)
         run("show", "-o", "json", "m-file")
         secrets.collect_tokens(linkctl.env, names)
@@ -698,6 +700,8 @@ def _run_matrix(linkctl: Linkctl, tmp_path: Path, server: OidcServer) -> None:
         # apply's failure paths: SOPS key missing; prune whose revocation meets a provider that is down.
         run("apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3)
         run("--debug", "apply", "links", env={"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}, expect=3)
+        no_key = {"SOPS_AGE_KEY_FILE": str(work / "nope.txt")}
+        run("--debug", "reconcile", "links", "--log-format", "json", env=no_key, expect=3)
         sops_file.rename(work / "m-sops.yaml.removed")
         server.fault("unavailable", target="revocation", times=1000)
         run("plan", "--prune", "--out", str(plan_files[1]), "links")

@@ -7,8 +7,9 @@ Used by tests/integration/postgres/ (and runnable against SQLite, the same code)
   concurrently and stored through the store interface;
 - :class:`KeeperProcess` is one ``linkctl keeper`` process of a "machine" (a group label,
   its own process and connection pool), optionally with its clock shifted by libfaketime;
-  its stderr goes to a file with the keeper's own log lines (``name: refreshed (token
-  version N)``), from which :func:`commits` reads who committed which token version;
+  its stderr goes to a file with the keeper's own log lines (``…: name: refreshed (token
+  version N)``, in the daemon's text event log), from which :func:`commits` reads who
+  committed which token version;
 - :func:`token_burst` runs concurrent ``linkctl token`` calls;
 - :func:`in_flight_by` / :func:`leases_by` read what a process holds from the store.
 
@@ -53,7 +54,11 @@ _BOOT = (
     " format='%(created).3f %(levelname)s %(message)s');"
     "from reconciler.cli import main; sys.exit(main(sys.argv[1:]))"
 )
-_COMMIT = re.compile(r"^\S+ INFO (?P<link>\S+): (?:refreshed|obtained) \(token version (?P<version>\d+)\)$")
+# The keeper's own commit line, in its text event log (``info: linkctl.keeper: NAME: refreshed
+# (token version N)``) or through the root logger of _BOOT (``TIME INFO NAME: ...``).
+_COMMIT = re.compile(
+    r"(?:^\S+ INFO |: )(?P<link>[^\s:]+): (?:refreshed|obtained) \(token version (?P<version>\d+)\)$"
+)
 
 
 def open_env_store(env: dict[str, str]) -> Store:
@@ -108,7 +113,7 @@ class KeeperProcess:
     def commits(self) -> list[tuple[str, int]]:
         """``(link, token version)`` of every refresh this keeper committed, in order."""
         return [
-            (m["link"], int(m["version"])) for line in self.log().splitlines() if (m := _COMMIT.match(line))
+            (m["link"], int(m["version"])) for line in self.log().splitlines() if (m := _COMMIT.search(line))
         ]
 
 
