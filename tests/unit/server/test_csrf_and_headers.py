@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine
 from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.server import csrf, security
 from reconciler.services.sessions import Session
+from tests.support.asyncio_thread import run_in_own_loop
 
 
 class _Store:
@@ -55,28 +53,6 @@ def test_the_policy_forbids_inline_code_and_framing() -> None:
         assert security.origin_of(bad) is None
 
 
-def _run_in_own_loop(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run ``coroutine`` to its end on a fresh event loop in a thread of its own.
-
-    The browser tests' session-wide Playwright (sync API) keeps an event loop running in the
-    main thread of the same pytest worker, where ``asyncio.run`` then refuses to start.
-    """
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(coroutine)
-        except BaseException as error:  # re-raised in the test's thread
-            failures.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "the coroutine did not finish within 30 s"
-    if failures:
-        raise failures[0]
-
-
 def test_the_middleware_adds_headers_and_keeps_a_pages_own_policy() -> None:
     sent: list[dict[str, Any]] = []
 
@@ -95,7 +71,7 @@ def test_the_middleware_adds_headers_and_keeps_a_pages_own_policy() -> None:
 
     wrapped = security.SecurityHeaders(app)
     for path in ("/", "/own"):
-        _run_in_own_loop(wrapped({"type": "http", "path": path}, receive, send))
+        run_in_own_loop(wrapped({"type": "http", "path": path}, receive, send))
     plain, own = (dict(m["headers"]) for m in sent if m["type"] == "http.response.start")
     assert plain[b"x-content-type-options"] == b"nosniff" and plain[b"referrer-policy"] == b"no-referrer"
     assert b"frame-ancestors 'none'" in plain[b"content-security-policy"]

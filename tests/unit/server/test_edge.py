@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine
 from typing import Any
 
 from starlette.routing import Route
@@ -12,23 +9,7 @@ from starlette.routing import Route
 from reconciler.server.access_log import AccessLines
 from reconciler.server.edge import Edge, with_security_headers
 from reconciler.server.security import HEADERS
-
-
-def _run_in_own_loop(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run ``coroutine`` on a fresh loop in a thread of its own (a browser test may hold the main loop)."""
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(coroutine)
-        except BaseException as error:  # re-raised in the test's thread
-            failures.append(error)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failures:
-        raise failures[0]
+from tests.support.asyncio_thread import run_in_own_loop
 
 
 class _Counter:
@@ -72,7 +53,7 @@ def _request(edge: Edge, path: str, method: str = "GET") -> dict[bytes, bytes]:
         "headers": [(b"authorization", b"Bearer lk_do-not-log-me")],
         "client": ("127.0.0.1", 1),
     }
-    _run_in_own_loop(edge(scope, receive, send))
+    run_in_own_loop(edge(scope, receive, send))
     return dict(next(m for m in sent if m["type"] == "http.response.start")["headers"])
 
 
