@@ -9,9 +9,15 @@ sends it to a provider or encrypts it for the store calls that.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 REDACTED = "***"
+# Parameter keys whose values are credentials (client_secret, client_assertion, password,
+# refresh_token, assertion, api_token, ...): validation wants them encrypted, and no cache
+# may hold a plaintext one.
+SECRET_LOOKING_KEY = re.compile(r"secret|password|token|assertion", re.IGNORECASE)
+PARAM_FIELDS = ("tokenParams", "authorizeParams")
 
 
 class Secret:

@@ -19,6 +19,7 @@ from reconciler import __version__
 from reconciler.diagnostics import Diagnostic
 from reconciler.load.documents import API_GROUP, SOPS_PREFIX, LoadResult
 from reconciler.load.parse import Parsed, ParseOutcome
+from reconciler.secrets import PARAM_FIELDS, SECRET_LOOKING_KEY
 
 _CACHE_FORMAT = "1"  # bump whenever parsing or its diagnostics change
 
@@ -157,8 +158,9 @@ def cacheable(data: Any) -> bool:
     """A parsed document that may be copied into the parse cache.
 
     Only linkctl documents (plain or with an encrypted apiVersion), and none with a
-    plaintext clientSecret: another tool's document (a Kubernetes Secret's stringData)
-    may hold anything.
+    plaintext secret (a clientSecret, a secret-looking token or authorize parameter, a
+    webhook key): another tool's document (a Kubernetes Secret's stringData) may hold
+    anything.
     """
     if data is None:
         return True
@@ -166,9 +168,28 @@ def cacheable(data: Any) -> bool:
     if not isinstance(api_version, str) or not api_version.startswith((API_GROUP + "/", SOPS_PREFIX)):
         return False
     spec = data.get("spec")
-    secret = spec.get("clientSecret") if isinstance(spec, dict) else None
-    return (
-        secret is None
-        or isinstance(secret, dict)
-        or (isinstance(secret, str) and secret.startswith(SOPS_PREFIX))
+    if not isinstance(spec, dict):
+        return True
+    secret = spec.get("clientSecret")
+    if isinstance(secret, str) and not secret.startswith(SOPS_PREFIX):
+        return False
+    for field in PARAM_FIELDS:  # a plaintext credential allowed by allowPlaintextSecrets
+        params = spec.get(field)
+        if isinstance(params, dict) and any(
+            isinstance(key, str) and SECRET_LOOKING_KEY.search(key) and not _encrypted(value)
+            for key, value in params.items()
+        ):
+            return False
+    targets = spec.get("notify")  # an Instance's webhook keys
+    return not (
+        isinstance(targets, list)
+        and any(
+            isinstance(t, dict) and isinstance(t.get("secret"), str) and not _encrypted(t["secret"])
+            for t in targets
+        )
     )
+
+
+def _encrypted(value: Any) -> bool:
+    """True for a SOPS-encrypted value (``ENC[…]``) as the file holds it."""
+    return isinstance(value, str) and value.startswith(SOPS_PREFIX)

@@ -9,8 +9,10 @@ schema and key check — and then reads the one narrow row the token API reads.
 
 Anything it cannot vouch for (no file, no key yet, a schema to migrate, no key check yet,
 no such link) is a ``None``: the caller then opens the store in full, which creates,
-migrates or refuses it with its usual messages. Its warnings are only said when it
-answers, so a fall-back does not say them twice.
+migrates or refuses it with its usual messages. Its warnings are said when it answers or
+refuses, not on a fall-back (the full open says them then), so they are never said twice.
+Unlike a full grant read it does not decrypt the refresh token, which it does not need:
+a damaged refresh-token column is found by the next refresh, as by the token API.
 """
 
 from __future__ import annotations
@@ -60,16 +62,21 @@ def read_ready_access_token(
     if settings.state_key is None:
         warn_if_shared(settings.state_key_file, "the state key file", said.append)
     warn_if_shared(path, "the store file", said.append)
-    conn = connect(path)
     try:
-        version, key_check = read_meta(conn)
-        if version != latest_version() or key_check is None:
-            return None
-        sealer = sealing.Sealer(key)
-        verify_key(sealer, key_check, path=path, key_source=key_source)
-        token = read_access_token(conn, sealer, name)
-    finally:
-        conn.close()
+        conn = connect(path)
+        try:
+            version, key_check = read_meta(conn)
+            if version != latest_version() or key_check is None:
+                return None
+            sealer = sealing.Sealer(key)
+            verify_key(sealer, key_check, path=path, key_source=key_source)
+            token = read_access_token(conn, sealer, name)
+        finally:
+            conn.close()
+    except BaseException:  # a refusal ends the command here: say first what opening would
+        for text in said:
+            notice(text)
+        raise
     if token is not None:
         for text in said:
             notice(text)

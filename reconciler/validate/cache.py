@@ -5,7 +5,7 @@ validating them costs the pydantic import (most of a small run) and the rules. A
 is written per file that validated with no error, and keyed like the parse cache by the
 file's text, plus the Instance (its file's text and its place there) and the rules'
 version (:func:`rules_version`: linkctl's version, :data:`RULES_FORMAT` and the size and
-mtime of every module the rules are made of) — an edit of the file, of the Instance or of
+mtime of every module the rules are made of, pydantic's included) — an edit of the file, of the Instance or of
 linkctl is a miss. Entries live beside the parse cache's, with the same trust rules
 (directories 0700 and files 0600, owned by the user, never followed through a symlink),
 and carry a SHA-256 of their contents: a damaged or foreign entry is a miss, never a result.
@@ -44,6 +44,8 @@ RULES_FORMAT = "1"  # bump when what an entry means changes (the modules' mtimes
 _UNSTORED = frozenset({("apiVersion",), ("kind",), ("metadata", "name"), ("spec", "clientSecret")})
 # What the rules are made of: a change to any of these files is a new rules version.
 _RULE_SOURCES = ("validate", "load", "oauth/providers", "models.py", "diagnostics.py", "domain/links.py")
+# Libraries whose version changes what validation accepts (the models' structure pass).
+_RULE_LIBRARIES = ("pydantic", "pydantic_core")
 _SECRET_KINDS = frozenset({"env", "file", "sops", "none"})
 
 DiagnosticRow = tuple[str, str, int | None, int | None, tuple[str | int, ...], str | None, str | None]
@@ -66,7 +68,28 @@ def rules_version() -> str:
             except OSError:
                 continue
             parts.append(f"{name}/{os.path.basename(entry)}:{info.st_size}:{info.st_mtime_ns}")
+    parts.extend(_library_fingerprints())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _library_fingerprints() -> list[str]:
+    """Size and mtime of the libraries the structure pass is made of (pydantic), found unimported.
+
+    Upgrading pydantic under the same linkctl may change what the models accept: a new
+    installation of it is a new rules version too.
+    """
+    from importlib.machinery import PathFinder
+
+    found = []
+    for library in _RULE_LIBRARIES:
+        spec = PathFinder.find_spec(library)
+        origin = spec.origin if spec is not None else None
+        try:
+            info = os.stat(origin) if origin else None
+        except OSError:
+            info = None
+        found.append(f"{library}:{origin}:{info and info.st_size}:{info and info.st_mtime_ns}")
+    return found
 
 
 def _row(d: Diagnostic) -> DiagnosticRow:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.load import Document
-from reconciler.secrets import Secret
+from reconciler.secrets import PARAM_FIELDS, SECRET_LOOKING_KEY, Secret
 from reconciler.validate.results import Reporter
 
 if TYPE_CHECKING:  # pydantic: imported by the validator, never by a cache replay
@@ -22,9 +22,6 @@ if TYPE_CHECKING:  # pydantic: imported by the validator, never by a cache repla
 # linkctl's and SOPS's own settings (state key, age identities) must never be sent to a provider.
 _RESERVED_ENV_PREFIXES = ("LINKCTL_", "SOPS_")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# Parameter keys whose values are credentials (client_secret, client_assertion,
-# password, refresh_token, assertion, api_token, ...): they must be encrypted.
-_SECRET_PARAM = re.compile(r"secret|password|token|assertion", re.IGNORECASE)
 # A client secret or assertion is a few hundred bytes; 64 KiB leaves room for a JWT
 # with a certificate chain while a wrong file (a log, an image) is refused at once.
 MAX_SECRET_FILE_BYTES = 64 * 1024
@@ -74,24 +71,31 @@ def _refused_env_name(name: str) -> str | None:
     return None
 
 
+def plaintext_secret_params(doc: Document, link: OutgoingLink) -> list[tuple[str, str]]:
+    """``(field, key)`` of every plaintext value under a secret-looking parameter key."""
+    return [
+        (field, key)
+        for field in PARAM_FIELDS
+        for key in getattr(link.spec, field)
+        if SECRET_LOOKING_KEY.search(key) and ("spec", field, key) not in doc.encrypted_paths
+    ]
+
+
 def check_plaintext_params(
     report: Reporter, doc: Document, link: OutgoingLink, *, allow_plaintext: bool
 ) -> None:
     """A plaintext value under a secret-looking parameter key is an error, as for clientSecret."""
     if allow_plaintext:
         return
-    for field in ("tokenParams", "authorizeParams"):
-        for key in getattr(link.spec, field):
-            path = ("spec", field, key)
-            if _SECRET_PARAM.search(key) and path not in doc.encrypted_paths:
-                report.error(
-                    doc,
-                    f"{field}.{key} looks like a secret and is in plaintext",
-                    path,
-                    hint="encrypt it: `linkctl secrets encrypt --in-place --encrypted-regex "
-                    f"'^(clientSecret|{key})$' FILE` (or sops)",
-                    code="plaintext-secret",
-                )
+    for field, key in plaintext_secret_params(doc, link):
+        report.error(
+            doc,
+            f"{field}.{key} looks like a secret and is in plaintext",
+            ("spec", field, key),
+            hint="encrypt it: `linkctl secrets encrypt --in-place --encrypted-regex "
+            f"'^(clientSecret|{key})$' FILE` (or sops)",
+            code="plaintext-secret",
+        )
 
 
 def source_of(doc: Document, source: object, path: tuple[str | int, ...]) -> tuple[str, str]:

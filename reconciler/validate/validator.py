@@ -24,7 +24,12 @@ from reconciler.validate.desired import desired_link
 from reconciler.validate.names import check_renames, remember_name
 from reconciler.validate.notify import check_notify
 from reconciler.validate.results import ValidationResult
-from reconciler.validate.secret_sources import check_plaintext_params, resolve_secrets, secret_source
+from reconciler.validate.secret_sources import (
+    check_plaintext_params,
+    plaintext_secret_params,
+    resolve_secrets,
+    secret_source,
+)
 from reconciler.validate.structure import check_structure
 from reconciler.validate.urls import base_host, check_url, is_private_ip, redirect_url
 
@@ -273,7 +278,8 @@ class Validator:
         desired = desired_link(self, doc, link, grant, redirect, secrets, instance=self.instance)
         if self._keep and cacheable_paths(doc):
             kind, reference = secret_source(doc, link)
-            if kind != "plain":
+            # A plaintext secret (allowed by allowPlaintextSecrets) would sit in the entry.
+            if kind != "plain" and not plaintext_secret_params(doc, link):
                 entry = link_entry(doc, desired, self.diagnostics[before:], (kind, reference, secret_at))
                 self.entries[(doc.file, doc.index)] = entry
         return desired

@@ -340,3 +340,30 @@ def _env_names(repo: Path) -> set[str]:
     for path in repo.rglob("*.yaml"):
         names.update(re.findall(r"fromEnv:\s*([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
     return names
+
+
+def test_no_cache_file_holds_a_plaintext_secret_that_allow_plaintext_let_through(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # allowPlaintextSecrets lets plaintext credentials validate; neither the parse cache nor
+    # the validation cache may then keep a copy of them (both are keyed by content and live on).
+    links = tmp_path / "links"
+    (links / "instance.yaml").write_text(
+        INSTANCE.replace(
+            "spec: {baseUrl: https://wiki.example.com}\n",
+            "spec:\n  baseUrl: https://wiki.example.com\n  allowPlaintextSecrets: true\n"
+            "  notify:\n    - url: https://hooks.example.com/x\n"
+            "      secret: plaintext-hook-key-0123456789\n",
+        )
+    )
+    (links / "a.yaml").write_text(
+        link().replace("  scopes:", "  tokenParams: {client_assertion: plaintext-assertion-value}\n  scopes:")
+    )
+    (links / "b.yaml").write_text(link("b"))  # nothing plaintext: may be cached
+    first = state([links], env)
+    assert first.ok, [d.render() for d in first.diagnostics]
+    assert state([links], env).ok
+    files = [p for p in Path(env["XDG_CACHE_HOME"]).rglob("*") if p.is_file()]
+    assert files, "nothing was cached at all: the check proves nothing"
+    for blob in (p.read_bytes() for p in files):
+        assert b"plaintext-assertion-value" not in blob and b"plaintext-hook-key" not in blob

@@ -106,6 +106,11 @@ def test_warnings_are_said_once_and_only_with_an_answer(tmp_path: Path) -> None:
     said.clear()
     assert read_ready_access_token(settings, "no-such-link", notice=said.append) is None
     assert said == []  # the full open, which the caller does next, says it
+    other_key = base64.b64encode(os.urandom(32)) + b"\n"
+    (tmp_path / "state.key").write_bytes(other_key)  # another key: refused, after the warning
+    with pytest.raises(StateError):
+        read_ready_access_token(settings, "wiki", notice=said.append)
+    assert len(said) == 1 and "accessible by other users" in said[0]
     (tmp_path / "state.db").chmod(0o666)
     with pytest.raises(StateError, match="writable by other users"):
         read_ready_access_token(settings, "wiki", notice=said.append)
