@@ -40,7 +40,7 @@ from reconciler.secrets import REDACTED, Secret
 from reconciler.settings import Settings
 from reconciler.store import base, sealing
 from reconciler.store.postgres_api_keys import PostgresApiKeys, PostgresSessions
-from reconciler.store.postgres_conn import Connector, Tx, parse_url
+from reconciler.store.postgres_conn import Connector, Tx
 from reconciler.store.postgres_grants import PostgresGrants
 from reconciler.store.postgres_health import PostgresHealth
 from reconciler.store.postgres_leases import PostgresLeases
@@ -50,6 +50,7 @@ from reconciler.store.postgres_notifications import PostgresNotifications
 from reconciler.store.postgres_notify import PostgresNotify
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
 from reconciler.store.postgres_transfer import PostgresTransfer
+from reconciler.store.postgres_url import parse_url
 from reconciler.store.schema import load_migrations
 
 Notice = Callable[[str], None]

@@ -1,9 +1,8 @@
-"""Connections of the PostgreSQL store: the URL, one pool per process, the database clock, retries.
+"""Connections of the PostgreSQL store: one pool per process, the database clock, retries.
 
-Everything the other ``postgres_*`` modules need to run one operation against the server:
+Everything the other ``postgres_*`` modules need to run one operation against the server
+(the URL itself is read by :mod:`reconciler.store.postgres_url`):
 
-* :func:`parse_url` splits a ``postgresql://`` URL into the libpq connection string and
-  linkctl's own query parameters (``pool_size``), and gives the URL as shown (no password);
 * :class:`Connector` runs one operation (a function of a connection) in one transaction
   on a pooled connection, measuring the database clock at its start. A connection lost
   before the commit is sent rolls the transaction back on the server, so the operation is
@@ -30,7 +29,6 @@ import contextlib
 import dataclasses
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -41,96 +39,35 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reconciler.errors import StateError
+from reconciler.store.postgres_url import CONNECT_TIMEOUT, PgURL, first_line
 
 _T = TypeVar("_T")
 
 RECONNECT_SECONDS = 15.0  # how long one operation keeps trying to reach the server
-CONNECT_TIMEOUT = 5  # seconds, per connection attempt (libpq connect_timeout)
-DEFAULT_POOL_SIZE = 10
 # Every transaction of the store is a few statements with no wait in between: a session idle
 # inside one this long belongs to a paused process (see _configure).
 IDLE_IN_TRANSACTION_TIMEOUT = "5s"
 OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any token lifetime)
-_OWN_PARAMS = ("pool_size",)
 # Conflicts a rerun resolves (the transaction was rolled back as a whole).
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 _NOW_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
 _NOW_XID_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, pg_current_xact_id()::text"
 
 
+_REPEAT_HINT = "check that the server is running and reachable; the operation can be repeated"
+
+
+def _pauses(deadline: float) -> Iterator[bool]:
+    """Sleep between tries, doubling from 0.05 s up to 1 s; exhausted once a pause would pass ``deadline``."""
+    delay = 0.05
+    while time.monotonic() + delay <= deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+        yield True
+
+
 class CommitOutcomeUnknown(StateError):
     """The connection was lost while a commit was in flight and its outcome could not be learned."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PgURL:
-    """A parsed ``postgresql://`` state URL."""
-
-    conninfo: str  # for libpq (linkctl's own parameters removed)
-    shown: str  # the URL without its password, for messages and ``state show``
-    pool_size: int
-    target: str  # host:port/dbname, for messages
-
-
-def parse_url(url: str) -> PgURL:
-    """Split a state URL into libpq's part and linkctl's (``pool_size``); refuse malformed ones."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not (
-        scheme.lower() in ("postgresql", "postgres") or scheme.lower().startswith("postgresql+")
-    ):
-        raise StateError(
-            f"not a PostgreSQL state URL: {redact(url)!r}", hint="use postgresql://user@host/dbname"
-        )
-    base, _, query = rest.partition("?")
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    own = {k: v for k, v in pairs if k in _OWN_PARAMS}
-    libpq_query = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in _OWN_PARAMS])
-    conninfo = "postgresql://" + base + ("?" + libpq_query if libpq_query else "")
-    pool_size = DEFAULT_POOL_SIZE
-    if "pool_size" in own:
-        raw = own["pool_size"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise StateError(
-                f"the state URL's pool_size must be a whole number from 1 to 1000 (got {raw!r})",
-                hint="e.g. postgresql://linkctl@db.example/linkctl?pool_size=10",
-            )
-        pool_size = int(raw)
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:
-        raise StateError(
-            f"the PostgreSQL state URL {redact(url)!r} is malformed: {_first_line(exc)}",
-            hint="see https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING"
-            " (linkctl adds only pool_size)",
-        ) from None
-    params.setdefault("application_name", "linkctl")
-    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT))
-    host = str(params.get("host") or "localhost")
-    target = f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
-    return PgURL(psycopg.conninfo.make_conninfo("", **params), redact(url), pool_size, target)
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (in the authority and in a ``password=`` parameter)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        userinfo, _, hostpart = authority.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        authority = f"{userinfo}@{hostpart}"
-    if "?" in tail:
-        path, _, query = tail.partition("?")
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}={'***' if k == 'password' else v}" for k, v in pairs)
-        tail = f"{path}?{query}"
-    return f"{scheme}{sep}{authority}{slash}{tail}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class ClockFrame:
@@ -269,21 +206,18 @@ def _probe(url: PgURL) -> None:
 
     A server that is restarting is waited for (with backoff, up to :data:`RECONNECT_SECONDS`).
     """
-    deadline = time.monotonic() + RECONNECT_SECONDS
-    delay = 0.05
+    pauses = _pauses(time.monotonic() + RECONNECT_SECONDS)
     while True:
         try:
             psycopg.connect(url.conninfo, autocommit=True).close()
             return
         except psycopg.OperationalError as exc:
-            if not _server_restarting(exc) or time.monotonic() + delay > deadline:
+            if not _server_restarting(exc) or not next(pauses, False):
                 raise StateError(
-                    f"cannot connect to the PostgreSQL store {url.shown}: {_first_line(exc)}",
+                    f"cannot connect to the PostgreSQL store {url.shown}: {first_line(exc)}",
                     hint="check the host, port, database, user and password of --state / LINKCTL_STATE"
                     " (and sslmode), and that the server is running",
                 ) from None
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
 
 
 class Connector:
@@ -328,19 +262,17 @@ class Connector:
     def run(self, work: Callable[[Tx], _T], *, write: bool, action: str) -> _T:
         """Run ``work`` in one transaction (commit once, retried on a lost connection; see above)."""
         deadline = time.monotonic() + RECONNECT_SECONDS
-        delay = 0.05
+        pauses = _pauses(deadline)
         while True:
             outcome = self._attempt(work, write=write, action=action, deadline=deadline)
             if outcome is not _AGAIN:
                 return outcome  # type: ignore[return-value]
-            if time.monotonic() + delay > deadline:
+            if not next(pauses, False):
                 raise StateError(
                     f"lost the connection to the PostgreSQL store {self.url.shown} and could not"
                     f" reconnect within {RECONNECT_SECONDS:g} s ({action}; nothing was changed)",
-                    hint="check that the server is running and reachable; the operation can be repeated",
+                    hint=_REPEAT_HINT,
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     def _attempt(self, work: Callable[[Tx], _T], *, write: bool, action: str, deadline: float) -> object:
         if self._pinned is not None:
@@ -384,12 +316,9 @@ class Connector:
         if self._pinned is not None:
             return self._on_pinned(lambda tx: _fetch(tx.execute(sql, params), all_rows), action)
         deadline = time.monotonic() + RECONNECT_SECONDS
-        delay = 0.05
+        pauses = _pauses(deadline)
         while True:
-            try:
-                conn = self.pool.getconn(timeout=max(min(deadline - time.monotonic(), CONNECT_TIMEOUT), 0.1))
-            except PoolTimeout:
-                conn = None
+            conn = self._getconn(deadline)
             if conn is not None:
                 try:
                     conn.autocommit = True
@@ -406,14 +335,8 @@ class Connector:
                     except psycopg.Error:  # never back in the pool in autocommit: run() needs transactions
                         conn.close()
                     self.pool.putconn(conn)
-            if time.monotonic() + delay > deadline:
-                raise StateError(
-                    f"cannot reach the PostgreSQL store {self.url.shown} within {RECONNECT_SECONDS:g} s"
-                    f" ({action}; nothing was changed)",
-                    hint="check that the server is running and reachable; the operation can be repeated",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            if not next(pauses, False):
+                raise self._unreachable(action)
 
     def once(self, work: Callable[[Tx], _T], *, action: str, timeout: float = 2.0) -> _T:
         """Run a read once, within ``timeout`` s, without retrying (readiness probes must answer fast)."""
@@ -486,12 +409,9 @@ class Connector:
 
     def _begin(self, deadline: float, action: str, *, write: bool) -> tuple[psycopg.Connection[Any], Tx]:
         """A pooled connection with its transaction started (clock read), skipping dead connections."""
-        delay = 0.05
+        pauses = _pauses(deadline)
         while True:
-            try:
-                conn = self.pool.getconn(timeout=max(min(deadline - time.monotonic(), CONNECT_TIMEOUT), 0.1))
-            except PoolTimeout:
-                conn = None
+            conn = self._getconn(deadline)
             if conn is not None:
                 try:
                     before = time.time()
@@ -508,19 +428,27 @@ class Connector:
                         raise _as_state_error(exc, self.url, action) from None
                     self.pool.check()
                     continue  # the next connection may be alive already
-            if time.monotonic() + delay > deadline:
-                raise StateError(
-                    f"cannot reach the PostgreSQL store {self.url.shown} within {RECONNECT_SECONDS:g} s"
-                    f" ({action}; nothing was changed)",
-                    hint="check that the server is running and reachable; the operation can be repeated",
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            if not next(pauses, False):
+                raise self._unreachable(action)
+
+    def _getconn(self, deadline: float) -> psycopg.Connection[Any] | None:
+        """A pooled connection, waited for until ``deadline`` (at most one connect timeout); or None."""
+        try:
+            return self.pool.getconn(timeout=max(min(deadline - time.monotonic(), CONNECT_TIMEOUT), 0.1))
+        except PoolTimeout:
+            return None
+
+    def _unreachable(self, action: str) -> StateError:
+        return StateError(
+            f"cannot reach the PostgreSQL store {self.url.shown} within {RECONNECT_SECONDS:g} s"
+            f" ({action}; nothing was changed)",
+            hint=_REPEAT_HINT,
+        )
 
     def _resolve(self, xid: str, result: object, *, action: str, deadline: float) -> object:
         """The commit of ``xid`` was sent and its answer lost: learn whether it happened."""
-        delay = 0.05
-        while time.monotonic() < deadline:
+        pauses = _pauses(deadline)
+        while True:
             try:
                 with psycopg.connect(self.url.conninfo, autocommit=True) as probe:
                     row = probe.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
@@ -531,8 +459,9 @@ class Connector:
                 return result
             if status == "aborted":
                 return _AGAIN
-            time.sleep(delay)  # in progress (the server has not seen the loss yet) or unreachable
-            delay = min(delay * 2, 1.0)
+            # In progress (the server has not seen the loss yet) or unreachable: ask again.
+            if not next(pauses, False):
+                break
         raise CommitOutcomeUnknown(
             f"lost the connection to the PostgreSQL store {self.url.shown} while committing ({action});"
             f" whether transaction {xid} committed is unknown",
@@ -555,7 +484,7 @@ def _rollback(conn: psycopg.Connection[Any]) -> None:
 
 def _as_state_error(exc: psycopg.Error, url: PgURL, action: str) -> StateError:
     """A server error met during an operation, as the user sees it (no SQL, no parameters)."""
-    reason = _first_line(exc)
+    reason = first_line(exc)
     hint = "check the server's log; the transaction was rolled back, nothing was changed"
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         hint = "grant the linkctl role the privileges on its tables (see docs/postgresql.md)"

@@ -391,7 +391,7 @@ def test_canary_stays_secret_on_postgresql_and_through_export_and_import(linkctl
     assert marker.encode() not in linkctl.state_db.read_bytes()
     import psycopg
 
-    from reconciler.store.postgres_conn import parse_url
+    from reconciler.store.postgres_url import parse_url
 
     with psycopg.connect(parse_url(url).conninfo) as conn:
         listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")

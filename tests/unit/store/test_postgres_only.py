@@ -24,7 +24,8 @@ from reconciler.settings import Settings
 from reconciler.store import open_store
 from reconciler.store.base import Event, Store
 from reconciler.store.grants import LeaseLost
-from reconciler.store.postgres_conn import Connector, parse_url, redact
+from reconciler.store.postgres_conn import Connector
+from reconciler.store.postgres_url import parse_url, redact
 from tests.conftest import require_tool
 from tests.support.fakes import add_links, link_write, response
 from tests.support.postgres import fresh_url
