@@ -17,10 +17,12 @@ import contextlib
 import dataclasses
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from reconciler.secrets import Secret
+from reconciler.errors import StateError
+from reconciler.secrets import REDACTED, Secret
 from reconciler.store.api_keys import ApiKeys
 from reconciler.store.grants import GrantStore
 from reconciler.store.health import StoreHealth
@@ -229,3 +231,21 @@ def locked(store: Store, *, operation: str, timeout: float) -> Iterator[LockInfo
         yield info
     finally:
         store.release_lock(info.id)
+
+
+def event_json(detail: Mapping[str, Any]) -> str:
+    """Audit detail as JSON (any backend); a Secret that slipped in is written as ``***``, not its value."""
+
+    def default(value: object) -> object:
+        if isinstance(value, Secret):
+            return REDACTED
+        if isinstance(value, (set, frozenset, tuple)):
+            return list(value)
+        raise StateError(f"an audit event detail holds a value of type {type(value).__name__} (not JSON)")
+
+    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), default=default)
+
+
+def stderr_notice(message: str) -> None:
+    """The default notice of a store opened outside the CLI: one ``linkctl:`` line on stderr."""
+    print(f"linkctl: {message}", file=sys.stderr)

@@ -30,13 +30,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.errors import StalePlan, StateError, StoreNotReady
-from reconciler.secrets import REDACTED, Secret
+from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import base, sealing
 from reconciler.store.postgres_api_keys import PostgresApiKeys, PostgresSessions
@@ -72,23 +71,6 @@ class _ReadAhead:
     def __post_init__(self) -> None:
         if self.link is not None:
             self.uid = self.link[0]
-
-
-def _stderr_notice(message: str) -> None:
-    print(f"linkctl: {message}", file=sys.stderr)
-
-
-def _event_json(detail: Mapping[str, Any]) -> str:
-    """Audit detail as JSON; a Secret that slipped in is written as ``***``, never its value."""
-
-    def default(value: object) -> object:
-        if isinstance(value, Secret):
-            return REDACTED
-        if isinstance(value, (set, frozenset, tuple)):
-            return list(value)
-        raise StateError(f"an audit event detail holds a value of type {type(value).__name__} (not JSON)")
-
-    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), default=default)
 
 
 def read_meta(tx: Tx) -> tuple[int, bytes | None]:
@@ -170,7 +152,7 @@ class PostgresStore(
         database is refused with the command to run). ``caller_clock`` (tests with a fake
         clock) takes each call's ``now`` as the clock instead of the database's.
         """
-        say: Notice = notice or _stderr_notice
+        say: Notice = notice or base.stderr_notice
         url = parse_url(settings.state_url)
         key, key_source = sealing.read_key(
             state_key=settings.state_key.reveal() if settings.state_key else None,
@@ -241,7 +223,7 @@ class PostgresStore(
                 )
         sealer = sealing.Sealer(key)
         if key_check is not None:
-            _verify_key(sealer, key_check, url.shown, key_source)
+            sealing.verify_key_check(sealer, key_check, store=url.shown, key_source=key_source)
         store = cls(db, sealer, notice=say, read_only=read_only)
         if version < known or key_check is None:
             store._migrate_and_key(key_source)
@@ -277,7 +259,7 @@ class PostgresStore(
                     (base64.b64encode(blob).decode(),),
                 )
             else:
-                _verify_key(self._sealer, key_check, self.url, key_source)
+                sealing.verify_key_check(self._sealer, key_check, store=self.url, key_source=key_source)
             return start, version
 
         try:
@@ -477,7 +459,7 @@ class PostgresStore(
                 event.actor or default_actor,
                 event.action,
                 event.link,
-                _event_json(event.detail),
+                base.event_json(event.detail),
             ),
         )
 
@@ -512,16 +494,3 @@ class PostgresStore(
                 conn.close()
             self._lock_conns.clear()
             self._db.close()
-
-
-def _verify_key(sealer: sealing.Sealer, key_check: bytes, shown: str, key_source: str) -> None:
-    try:
-        value = sealer.open(key_check, sealing.KEY_CHECK_AAD)
-    except sealing.SealError:
-        value = b""
-    if value != sealing.KEY_CHECK_PLAINTEXT:
-        raise StateError(
-            f"the state key does not match this store ({shown}; key from {key_source})",
-            hint="use the key this store was created with (LINKCTL_STATE_KEY or LINKCTL_STATE_KEY_FILE);"
-            " linkctl never re-keys a store, so nothing was changed",
-        )

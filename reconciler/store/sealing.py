@@ -241,3 +241,17 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def verify_key_check(sealer: Sealer, key_check: bytes, *, store: str, key_source: str) -> None:
+    """Refuse a key that does not open the store's key check (``store``: its path or URL as shown)."""
+    try:
+        value = sealer.open(key_check, KEY_CHECK_AAD)
+    except SealError:
+        value = b""
+    if value != KEY_CHECK_PLAINTEXT:
+        raise StateError(
+            f"the state key does not match this store ({store}; key from {key_source})",
+            hint="use the key this store was created with (LINKCTL_STATE_KEY or LINKCTL_STATE_KEY_FILE);"
+            " linkctl never re-keys a store, so nothing was changed",
+        )

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StalePlan, StateError, StoreNotReady
-from reconciler.secrets import REDACTED, Secret
+from reconciler.secrets import Secret
 from reconciler.settings import Settings
 from reconciler.store import (
     base,
@@ -58,28 +58,13 @@ from reconciler.store.sqlite_open import (
     refuse_newer_schema,
     refuse_unless_store,
     sqlite_path,
-    stderr_notice,
     store_failure,
-    verify_key,
     warn_if_shared,
 )
 from reconciler.store.sqlite_sessions import SQLiteSessions
 
 # Importable from here as before this module was split.
 __all__ = ["SQLiteStore", "load_migrations", "split_statements", "sqlite_path", "store_failure"]
-
-
-def _event_json(detail: Mapping[str, Any]) -> str:
-    """Audit detail as JSON; a Secret that slipped in is written as ``***``, never its value."""
-
-    def default(value: object) -> object:
-        if isinstance(value, Secret):
-            return REDACTED
-        if isinstance(value, (set, frozenset, tuple)):
-            return list(value)
-        raise StateError(f"an audit event detail holds a value of type {type(value).__name__} (not JSON)")
-
-    return json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), default=default)
 
 
 class SQLiteStore(
@@ -124,7 +109,7 @@ class SQLiteStore(
         With ``create=False`` a store that would need any write first (file, key, schema
         migration, key check) raises ``StoreNotReady`` instead.
         """
-        say: Notice = notice or stderr_notice
+        say: Notice = notice or base.stderr_notice
         path = sqlite_path(settings.state_url)
         key, key_source = sealing.read_key(
             state_key=settings.state_key.reveal() if settings.state_key else None,
@@ -188,7 +173,7 @@ class SQLiteStore(
                     )
             sealer = sealing.Sealer(key)
             if key_check is not None:
-                verify_key(sealer, key_check, path=path, key_source=key_source)
+                sealing.verify_key_check(sealer, key_check, store=str(path), key_source=key_source)
             store = cls(settings.state_url, conn, sealer, notice=say)
             # Fast path: an up-to-date, keyed store is opened without taking the write lock,
             # so readers (`linkctl token`, the keeper) never queue behind a long apply.
@@ -237,7 +222,7 @@ class SQLiteStore(
             # No key yet means nothing sealed yet: a throwaway key reads the same (empty) state.
             sealer = sealing.Sealer(key if key is not None else os.urandom(sealing.KEY_BYTES))
             if key_check is not None:
-                verify_key(sealer, key_check, path=path, key_source=key_source)
+                sealing.verify_key_check(sealer, key_check, store=str(path), key_source=key_source)
             store = cls(settings.state_url, conn, sealer, notice=say)
             if version < known:
                 store._migrate(path)
@@ -273,7 +258,7 @@ class SQLiteStore(
         with self._immediate() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
             if row is not None:  # written by a concurrent opener meanwhile: it must match too
-                verify_key(self._sealer, row[0], path=path, key_source=key_source)
+                sealing.verify_key_check(self._sealer, row[0], store=str(path), key_source=key_source)
                 return
             blob = self._sealer.seal(sealing.KEY_CHECK_PLAINTEXT, sealing.KEY_CHECK_AAD)
             conn.execute("INSERT INTO meta (key, value) VALUES ('key_check', ?)", (blob,))
@@ -399,7 +384,7 @@ class SQLiteStore(
                 event.actor or default_actor,
                 event.action,
                 event.link,
-                _event_json(event.detail),
+                base.event_json(event.detail),
             ),
         )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,10 +83,6 @@ def warn_if_shared(path: Path, what: str, say: Notice) -> None:
         )
     if mode & 0o077:
         say(f"{what} {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}`")
-
-
-def stderr_notice(message: str) -> None:
-    print(f"linkctl: {message}", file=sys.stderr)
 
 
 def create_private_file(path: Path) -> None:
@@ -254,16 +249,3 @@ def read_meta(conn: sqlite3.Connection) -> tuple[int, bytes | None]:
     except sqlite3.DatabaseError as exc:
         raise StateError(f"cannot read the store: {exc}", hint="is it a linkctl SQLite state file?") from None
     return int(rows.get("schema_version") or 0), rows.get("key_check")
-
-
-def verify_key(sealer: sealing.Sealer, key_check: bytes, *, path: Path, key_source: str) -> None:
-    try:
-        value = sealer.open(key_check, sealing.KEY_CHECK_AAD)
-    except sealing.SealError:
-        value = b""
-    if value != sealing.KEY_CHECK_PLAINTEXT:
-        raise StateError(
-            f"the state key does not match this store ({path}; key from {key_source})",
-            hint="use the key this store was created with (LINKCTL_STATE_KEY or LINKCTL_STATE_KEY_FILE);"
-            " linkctl never re-keys a store, so nothing was changed",
-        )

@@ -30,7 +30,6 @@ from reconciler.store.sqlite_open import (
     read_meta,
     refuse_unless_store,
     sqlite_path,
-    verify_key,
     warn_if_shared,
 )
 
@@ -69,7 +68,7 @@ def read_ready_access_token(
             if version != latest_version() or key_check is None:
                 return None
             sealer = sealing.Sealer(key)
-            verify_key(sealer, key_check, path=path, key_source=key_source)
+            sealing.verify_key_check(sealer, key_check, store=str(path), key_source=key_source)
             token = read_access_token(conn, sealer, name)
         finally:
             conn.close()
