@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 SHOWN_PARAMS = frozenset({"min_valid", "status", "provider", "page"})
 SCRUBBED = "***"
@@ -109,34 +109,3 @@ class AccessLines:
             )
         except Exception:  # a log line must never turn an answered request into an error
             pass
-
-
-class AccessLog:
-    """ASGI middleware writing one access-log line per HTTP request when its answer is sent."""
-
-    def __init__(
-        self, app: ASGIApp, *, log_format: str = "text", write: Callable[[str], None] = _stderr_line
-    ) -> None:
-        self.app = app
-        self.lines = AccessLines(log_format=log_format, write=write)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        size = 0
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status, size
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                size += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            self.lines.record(scope, status, size, time.perf_counter() - start)

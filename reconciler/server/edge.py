@@ -1,9 +1,9 @@
 """The one middleware of ``linkctl serve``: security headers, the token API's request count, the access line.
 
-:class:`Edge` does in one pure ASGI layer what :class:`~reconciler.server.security.SecurityHeaders`,
-:class:`~reconciler.server.ops.RequestMetrics` and :class:`~reconciler.server.access_log.AccessLog`
-each do alone, with one wrapper around ``send`` instead of three: on the token API every
-layer's closure and calls cost about 3 µs of a request of 30-40 µs (docs/benchmarks.md).
+:class:`Edge` does in one pure ASGI layer what three middlewares (security headers, the
+request count, the access log) did before, with one wrapper around ``send`` instead of
+three: on the token API every layer's closure and calls cost about 3 µs of a request of
+30-40 µs (docs/benchmarks.md).
 
 It also gives ``GET /v1/links/{name}/token`` a lane of its own: a request the token route
 matches goes straight to that route's endpoint, skipping Starlette's exception middleware

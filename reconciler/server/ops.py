@@ -2,8 +2,8 @@
 
 :func:`routes` is what :func:`reconciler.server.app.create_app` mounts; the handlers find
 the process's :class:`Operations` in the context (``ctx.extras["operations"]``, made by
-:meth:`Operations.for_context`), and :class:`RequestMetrics` (a middleware) counts the
-token API's answers by status. One
+:meth:`Operations.for_context`); :class:`~reconciler.server.edge.Edge` counts the token
+API's answers by status. One
 :class:`Operations` per process holds the :class:`~reconciler.server.metrics.Metrics`
 registry, the status-webhook :class:`~reconciler.services.notify.NotifierThread`
 (started and stopped with the app) and a store connection per request thread for the
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.errors import LinkctlError
 from reconciler.server.metrics import CONTENT_TYPE, Metrics, StoreSnapshot
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from reconciler.server.context import ServerContext
     from reconciler.store.base import Store
 
-__all__ = ["Operations", "RequestMetrics", "operations_of", "routes"]
+__all__ = ["Operations", "operations_of", "routes"]
 OPERATIONS = "operations"  # the key in ServerContext.extras
 
 # Nothing here may be cached by a proxy: a stale "ready" is worse than none.
@@ -85,7 +84,7 @@ class Operations:
 
     # -- hooks for the rest of the server ------------------------------------------------
     def observe_request(self, status: int) -> None:
-        """Count one token API answer (:class:`RequestMetrics` calls it once per ``/v1/`` response)."""
+        """Count one token API answer (``server.edge.Edge`` calls it once per ``/v1/`` response)."""
         self.metrics.observe_request(status)
 
     def keeper_observer(self) -> Callable[[Outcome], None]:
@@ -175,27 +174,6 @@ def operations_of(request: Request) -> Operations:
 
 
 _operations = operations_of
-
-
-class RequestMetrics:
-    """ASGI middleware: counts every answer under ``/v1/`` (the token API) by HTTP status."""
-
-    def __init__(self, app: ASGIApp, *, operations: Operations) -> None:
-        self.app = app
-        self.operations = operations
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on; count its response status when it starts."""
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-
-        async def counting(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.operations.observe_request(int(message["status"]))
-            await send(message)
-
-        await self.app(scope, receive, counting)
 
 
 def healthz(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """Security headers on every response of ``linkctl serve`` (pages, callback, API, health, metrics).
 
-:class:`SecurityHeaders` is a plain ASGI middleware (no per-request objects: the token
-API's hot path pays one header merge). The Content-Security-Policy allows scripts and
+:data:`HEADERS` are added to every response by :class:`reconciler.server.edge.Edge` (one
+header merge on the token API's hot path). The Content-Security-Policy allows scripts and
 styles from this origin only — never inline script, never ``unsafe-inline`` — and no
 framing (``frame-ancestors 'none'``). A page whose form is redirected to a provider (the
 link page's Authorize) sets its own policy through :func:`content_security_policy`,
@@ -66,26 +66,3 @@ def add_headers(response: R) -> R:
     for name, value in HEADERS:
         response.headers.setdefault(name.decode("ascii"), value.decode("ascii"))
     return response
-
-
-class SecurityHeaders:
-    """ASGI middleware: add :data:`HEADERS` to every HTTP response (a response's own CSP wins)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on; add the headers to the response's start message."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend((name, value) for name, value in HEADERS if name not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -6,6 +6,7 @@ from typing import Any
 
 from reconciler.secrets import Secret
 from reconciler.server import csrf, security
+from reconciler.server.edge import Edge
 from reconciler.services.sessions import Session
 from tests.support.asyncio_thread import run_in_own_loop
 
@@ -69,7 +70,7 @@ def test_the_middleware_adds_headers_and_keeps_a_pages_own_policy() -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request"}
 
-    wrapped = security.SecurityHeaders(app)
+    wrapped = Edge(app)  # the one middleware: headers on every response
     for path in ("/", "/own"):
         run_in_own_loop(wrapped({"type": "http", "path": path}, receive, send))
     plain, own = (dict(m["headers"]) for m in sent if m["type"] == "http.response.start")
