@@ -50,6 +50,15 @@ IDLE_IN_TRANSACTION_TIMEOUT = "5s"
 OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any token lifetime)
 # Conflicts a rerun resolves (the transaction was rolled back as a whole).
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+# cannot_connect_now, admin_shutdown, crash_shutdown: the server goes away and comes back.
+_RESTARTING_STATES = frozenset({"57P03", "57P01", "57P02"})
+_RESTARTING_PHRASES = (
+    "refused",
+    "is shutting down",
+    "is starting up",
+    "in recovery mode",
+    "closed the connection unexpectedly",
+)
 _NOW_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
 _NOW_XID_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, pg_current_xact_id()::text"
 
@@ -184,11 +193,11 @@ atexit.register(close_pools)
 def _server_restarting(exc: psycopg.OperationalError) -> bool:
     """A refusal that ends by itself: the server is starting, shutting down or restarting."""
     # cannot_connect_now (57P03); at connect time psycopg often has no SQLSTATE, only the
-    # server's FATAL text ("the database system is shutting down / is starting up").
+    # server's FATAL text ("the database system is shutting down / is starting up"). A backend
+    # forked just before a fast shutdown hangs up mid-handshake: "server closed the connection
+    # unexpectedly" (a misconfigured address that answers like this costs one bounded wait).
     text = str(exc)
-    return exc.sqlstate == "57P03" or any(
-        phrase in text for phrase in ("refused", "is shutting down", "is starting up", "in recovery mode")
-    )
+    return exc.sqlstate in _RESTARTING_STATES or any(phrase in text for phrase in _RESTARTING_PHRASES)
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -7,10 +7,14 @@ with a fake caller clock; these tests use the database clock, as every real proc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
 import sqlite3
 import subprocess
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +224,60 @@ def test_connections_killed_under_the_store_are_replaced(pg: Open, pg_settings: 
     assert [lk.name for lk in store.list_links()] == ["a"]
     add_links(store, link_write("b"))
     assert store.state_serial() == 2
+
+
+class _HangUpFirst(threading.Thread):
+    """A loopback proxy to the test server that hangs up on its first ``hang_ups`` connections.
+
+    That is what a client sees while PostgreSQL shuts down for a restart: the TCP connection is
+    accepted, then closed before the server's first answer.
+    """
+
+    def __init__(self, target: tuple[str, int], hang_ups: int) -> None:
+        super().__init__(daemon=True)
+        self.target, self.hang_ups = target, hang_ups
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.hang_ups:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def test_a_server_hanging_up_mid_handshake_is_waited_for_like_a_restart(pg_settings: Settings) -> None:
+    parts = urllib.parse.urlsplit(pg_settings.state_url)
+    proxy = _HangUpFirst((parts.hostname or "127.0.0.1", parts.port or 5432), hang_ups=3)
+    proxy.start()
+    try:
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        store = open_store(dataclasses.replace(pg_settings, state_url=url), notice=lambda _: None)
+        try:
+            add_links(store, link_write("a"))
+            assert [lk.name for lk in store.list_links()] == ["a"]
+        finally:
+            store.close()
+        assert proxy.accepted > 3  # the hang-ups were met, and waited out
+    finally:
+        proxy.listener.close()
 
 
 def test_one_statement_reads_take_one_round_trip_and_leave_connections_transactional(pg: Open) -> None:
