@@ -109,6 +109,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI application of ``linkctl serve`` over the store of ``settings``."""
     ctx = ServerContext(settings=settings, clock=clock, log_format=log_format)
+    lines = AccessLines(log_format=log_format) if access_log else None
     operations = ctx.extras[ops.OPERATIONS] = ops.Operations.for_context(ctx)
 
     @contextlib.asynccontextmanager
@@ -132,12 +133,14 @@ def create_app(
                 thread.join(60)
             operations.stop()
             ctx.close()
+            if lines is not None:
+                lines.flush()
 
     routes = [*api.routes(), *ops.routes(), *pages.routes()]
     edge = Middleware(
         Edge,
         operations=operations,
-        access_log=AccessLines(log_format=log_format) if access_log else None,
+        access_log=lines,
         fast_route=api.token_route(routes),
     )
     app = Starlette(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import hmac
 import re
@@ -85,7 +86,14 @@ def split_patterns(values: Iterable[str]) -> tuple[str, ...]:
 
 def allows(record: ApiKeyRecord, link_name: str) -> bool:
     """Whether a key's patterns name a link (case-sensitive glob, like link names)."""
-    return any(fnmatch.fnmatchcase(link_name, pattern) for pattern in record.patterns)
+    return _patterns_name(record.patterns, link_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _patterns_name(patterns: tuple[str, ...], link_name: str) -> bool:
+    # Asked on every token request with the same few keys and links: the globs are matched
+    # once per pair (bounded; patterns and link names are no secret).
+    return any(fnmatch.fnmatchcase(link_name, pattern) for pattern in patterns)
 
 
 def create(
