@@ -194,7 +194,7 @@ def test_not_a_database_is_a_clear_error(open_: OpenStore, settings: Settings) -
 )
 def test_state_url_errors(settings: Settings, url: str, message: str) -> None:
     with pytest.raises(StateError, match=message) as info:
-        open_store(dataclasses.replace(settings, state_url=url))
+        open_store(settings._replace(state_url=url))
     assert "pw" not in str(info.value) + (info.value.hint or "")
     assert info.value.hint
 
