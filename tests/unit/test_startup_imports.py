@@ -92,6 +92,8 @@ def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_pat
     # migrations) are no dataclasses: dataclasses imports inspect (6 ms), and each dataclass
     # definition is about half a millisecond more.
     assert not {"dataclasses", "inspect", "reconciler.domain.grants"} & modules
+    # AES-GCM comes from cryptography's bindings, not through the ciphers package's every cipher.
+    assert "cryptography.hazmat.primitives.ciphers" not in modules
 
 
 def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rules(tmp_path: Path) -> None:
