@@ -29,9 +29,20 @@ COMMAND_MODULES = (
     "reconciler.cli.server_cmds",
 )
 
-# Commands run so often that their start-up is their speed (`token` in every CI job):
-# when one of them is the command, only its module registers (the others are not imported).
-FAST_COMMANDS = {"token": "reconciler.cli.keeper_cmds"}
+# The module registering each command. linkctl runs as a short process (`token` in every CI
+# job, `validate` in pre-commit, `plan` in pull requests), and registering every command is
+# 5 ms of argparse set-up: a parse registers only its command's module (the others are not
+# imported). A test checks this table against what the modules register.
+COMMAND_MODULE = {
+    "init": "reconciler.cli.init_cmds",
+    **dict.fromkeys(("validate", "plan", "apply", "reconcile"), "reconciler.cli.core_cmds"),
+    **dict.fromkeys(("list", "show", "redirect-url", "state", "schema"), "reconciler.cli.inspect_cmds"),
+    **dict.fromkeys(("secrets", "keygen"), "reconciler.cli.secrets_cmds"),
+    **dict.fromkeys(("authorize", "doctor"), "reconciler.cli.oauth_cmds"),
+    **dict.fromkeys(("token", "keeper"), "reconciler.cli.keeper_cmds"),
+    "completion": "reconciler.cli.completion",
+    **dict.fromkeys(("serve", "apikey"), "reconciler.cli.server_cmds"),
+}
 # Top-level options that take a value (to find the command word without parsing).
 _VALUE_OPTIONS = ("--state", "--log-format")
 
@@ -102,6 +113,8 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
+            if len(modules) == 1:  # the command's own module is not installed: say so as a full parse does
+                return build_parser()
             continue
         module.register(subparsers)
     if modules:  # `--version` builds no command: nothing to finish
@@ -112,7 +125,7 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
 
 
 def modules_for(argv: Sequence[str]) -> Sequence[str]:
-    """The command modules a parse of ``argv`` needs: one for a fast command, none for ``--version``."""
+    """The command modules a parse of ``argv`` needs: the command's own, none for ``--version``, else all."""
     words = iter(argv)
     for word in words:
         if word == "--":
@@ -120,7 +133,7 @@ def modules_for(argv: Sequence[str]) -> Sequence[str]:
         if len(word) > 2 and any(option.startswith(word) for option in _VALUE_OPTIONS):
             next(words, None)  # argparse takes abbreviations too: `--sta URL`
         elif not word.startswith("-"):
-            return (FAST_COMMANDS[word],) if word in FAST_COMMANDS else COMMAND_MODULES
+            return (COMMAND_MODULE[word],) if word in COMMAND_MODULE else COMMAND_MODULES
         elif word in ("-h", "--help"):
             return COMMAND_MODULES
     # No command: `--version` prints and exits before any is needed; anything else prints help.

@@ -6,6 +6,7 @@ decides start-up, and a stray top-level import is what makes it slow again.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import subprocess
@@ -125,20 +126,49 @@ def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rule
 
 
 @pytest.mark.parametrize(
-    ("argv", "fast"),
+    ("argv", "command"),
     [
-        (["token", "wiki"], True),
-        (["--state", "sqlite:///x.db", "token", "wiki"], True),
-        (["--sta", "sqlite:///x.db", "token", "wiki"], True),  # argparse takes abbreviations
-        (["--log-format", "json", "token", "wiki"], True),
-        (["--log-format", "token", "plan", "links"], False),  # "token" is the option's value here
-        (["--debug", "token", "wiki", "--state", "sqlite:///x.db"], True),
-        (["plan", "token"], False),
-        (["--help", "token"], False),
+        (["token", "wiki"], "token"),
+        (["--state", "sqlite:///x.db", "token", "wiki"], "token"),
+        (["--sta", "sqlite:///x.db", "token", "wiki"], "token"),  # argparse takes abbreviations
+        (["--state=sqlite:///x.db", "token", "wiki"], "token"),
+        (["--log-format", "json", "token", "wiki"], "token"),
+        (["--log-format", "token", "plan", "links"], "plan"),  # "token" is the option's value here
+        (["--debug", "token", "wiki", "--state", "sqlite:///x.db"], "token"),
+        (["plan", "token"], "plan"),
+        (["validate", "links/", "--help"], "validate"),  # the command's own help
+        (["--help", "token"], None),
+        (["-h"], None),
+        (["tokn", "wiki"], None),  # not a command: argparse lists every command in its error
+        ([], None),
     ],
 )
-def test_the_fast_command_path_finds_the_command_word(argv: list[str], fast: bool) -> None:
-    # Only `token` registers alone: a value of a global option must never be taken for it.
-    from reconciler.cli import COMMAND_MODULES, FAST_COMMANDS, modules_for
+def test_the_command_word_picks_the_one_module_to_register(argv: list[str], command: str | None) -> None:
+    # A value of a global option must never be taken for the command word.
+    from reconciler.cli import COMMAND_MODULE, COMMAND_MODULES, modules_for
 
-    assert modules_for(argv) == ((FAST_COMMANDS["token"],) if fast else COMMAND_MODULES)
+    assert modules_for(argv) == ((COMMAND_MODULE[command],) if command else COMMAND_MODULES)
+
+
+def test_version_registers_no_command() -> None:
+    from reconciler.cli import modules_for
+
+    assert modules_for(["--version"]) == ()
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (subparsers,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def test_each_command_is_registered_by_the_module_the_table_names() -> None:
+    from reconciler.cli import COMMAND_MODULE, COMMAND_MODULES, build_parser
+
+    full = _commands(build_parser())
+    assert set(full) == set(COMMAND_MODULE)
+    for module in COMMAND_MODULES:
+        alone = _commands(build_parser((module,)))
+        assert set(alone) == {word for word, owner in COMMAND_MODULE.items() if owner == module}
+        for word, parser in alone.items():
+            # Registered alone, a command parses and explains itself as in the full parser.
+            assert parser.format_help() == full[word].format_help(), word
