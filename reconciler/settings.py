@@ -1,15 +1,17 @@
 """Settings: where the state lives and how it is unlocked, resolved once at the edge.
 
 Passed explicitly (keyword-only) to the code that needs it; no module globals.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: a named tuple's string annotations become
+``typing.ForwardRef``s, and the first ``compile()`` of one sets up the AST types, 0.75 ms of
+every ``linkctl token``.
+"""
 
 import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 from reconciler.errors import ConfigError
 from reconciler.secrets import Secret
@@ -89,7 +91,7 @@ class Settings(NamedTuple):
         *,
         state_url: str | None = None,
         lock_timeout: float | None = None,
-    ) -> Settings:
+    ) -> Self:
         """Resolve settings: flags first, then ``LINKCTL_*`` variables, then defaults."""
         url = state_url or env.get("LINKCTL_STATE") or f"sqlite:///{default_state_path(env)}"
         key_file = env.get("LINKCTL_STATE_KEY_FILE")

@@ -4,9 +4,10 @@ Backend-neutral: every store backend applies the same numbered files in order, o
 statement at a time, and records the version it reached. SQLite's files sit in
 ``migrations/``; PostgreSQL's, with the same numbers and names and the same tables and
 columns in its own types, in ``migrations/postgresql/`` (a test compares the two).
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``: the named tuple's string annotations would become
+``typing.ForwardRef``s, whose first ``compile()`` sets up the AST types (0.75 ms of every open).
+"""
 
 import functools
 import os
