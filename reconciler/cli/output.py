@@ -7,7 +7,6 @@ whose traceback only ``--debug`` shows.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -18,11 +17,13 @@ from typing import TYPE_CHECKING, Any, TextIO, overload
 from reconciler.errors import EXIT_ERROR, InvalidConfiguration, LinkctlError
 
 if TYPE_CHECKING:
+    import argparse  # only for types: `linkctl token NAME` runs without importing argparse
+
     from reconciler.settings import Settings
     from reconciler.store import MetadataCacheOpener
     from reconciler.store.base import Store
 
-Handler = Callable[[argparse.Namespace, "Context"], int]
+Handler = Callable[["argparse.Namespace", "Context"], int]
 
 
 class Context:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_version_imports_no_command_module(tmp_path: Path) -> None:
     out, modules = loaded_modules(["--version"], {"HOME": str(tmp_path)}, tmp_path)
     assert out.startswith("linkctl ")
     assert heavy(modules) == []
-    assert not {m for m in modules if m.startswith("reconciler.cli.")}, "--version prints before any set-up"
+    cli_modules = {m for m in modules if m.startswith("reconciler.cli.")}
+    assert cli_modules == {"reconciler.cli.parser"}, "--version prints before any other set-up"
 
 
 def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_path: Path) -> None:
@@ -114,6 +116,21 @@ def test_token_with_a_fresh_token_imports_neither_yaml_pydantic_nor_http(tmp_pat
     assert not {"dataclasses", "inspect", "reconciler.domain.grants"} & modules
     # AES-GCM comes from cryptography's bindings, not through the ciphers package's every cipher.
     assert "cryptography.hazmat.primitives.ciphers" not in modules
+    # `token NAME` alone is read without argparse (its import, gettext, locale and the parser's
+    # set-up: 4 ms).
+    assert not {"argparse", "gettext", "locale", "reconciler.cli.parser"} & modules
+
+
+def test_token_with_an_option_still_parses_with_argparse(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "LINKCTL_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+        "LINKCTL_STATE_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    store_with_fresh_token(Settings.from_env(env), "fresh", access_token="fresh-access-token")
+    out, modules = loaded_modules(["token", "fresh", "-o", "json"], env, tmp_path)
+    assert json.loads(out)["access_token"] == "fresh-access-token"
+    assert "argparse" in modules and heavy(modules) == []
 
 
 def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rules(tmp_path: Path) -> None:
@@ -191,3 +208,36 @@ def test_each_command_is_registered_by_the_module_the_table_names() -> None:
         for word, parser in alone.items():
             # Registered alone, a command parses and explains itself as in the full parser.
             assert parser.format_help() == full[word].format_help(), word
+
+
+@pytest.mark.parametrize("name", ["wiki", "token", "ci-gmail.v2", "a=b", " -x", "Ünïcode"])
+def test_a_plain_token_line_is_read_as_argparse_reads_it(name: str) -> None:
+    # Every attribute and default, top-level and token's own: an option added to either parser
+    # and not to plain_token_args fails here.
+    from reconciler.cli import build_parser, modules_for, plain_token_args
+
+    words = ["token", name]
+    plain = plain_token_args(words)
+    assert plain is not None
+    assert vars(plain) == vars(build_parser(modules_for(words)).parse_args(words))
+    assert vars(plain) == vars(build_parser().parse_args(words))
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["token"],
+        ["token", "-x"],
+        ["token", "--"],
+        ["token", ""],
+        ["token", "wiki", "-o", "json"],
+        ["token", "wiki", "extra"],
+        ["--debug", "token", "wiki"],
+        ["plan", "wiki"],
+        ["tokens", "wiki"],
+    ],
+)
+def test_any_other_line_goes_through_argparse(words: list[str]) -> None:
+    from reconciler.cli import plain_token_args
+
+    assert plain_token_args(words) is None
