@@ -8,14 +8,13 @@ Errors are rendered here, once (see :mod:`reconciler.cli.output`).
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, cast
 
-from reconciler import __version__
+if TYPE_CHECKING:
+    import argparse
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
@@ -29,90 +28,33 @@ COMMAND_MODULES = (
     "reconciler.cli.server_cmds",
 )
 
-# Commands run so often that their start-up is their speed (`token` in every CI job):
-# when one of them is the command, only its module registers (the others are not imported).
-FAST_COMMANDS = {"token": "reconciler.cli.keeper_cmds"}
+# The module registering each command. linkctl runs as a short process (`token` in every CI
+# job, `validate` in pre-commit, `plan` in pull requests), and registering every command is
+# 5 ms of argparse set-up: a parse registers only its command's module (the others are not
+# imported). A test checks this table against what the modules register.
+COMMAND_MODULE = {
+    "init": "reconciler.cli.init_cmds",
+    **dict.fromkeys(("validate", "plan", "apply", "reconcile"), "reconciler.cli.core_cmds"),
+    **dict.fromkeys(("list", "show", "redirect-url", "state", "schema"), "reconciler.cli.inspect_cmds"),
+    **dict.fromkeys(("secrets", "keygen"), "reconciler.cli.secrets_cmds"),
+    **dict.fromkeys(("authorize", "doctor"), "reconciler.cli.oauth_cmds"),
+    **dict.fromkeys(("token", "keeper"), "reconciler.cli.keeper_cmds"),
+    "completion": "reconciler.cli.completion",
+    **dict.fromkeys(("serve", "apikey"), "reconciler.cli.server_cmds"),
+}
 # Top-level options that take a value (to find the command word without parsing).
 _VALUE_OPTIONS = ("--state", "--log-format")
-
-EPILOG = """\
-exit codes: 0 success / no changes, 1 unexpected error, 2 changes present
-(with --detailed-exitcode), 3 invalid configuration, 4 conflict (lock timeout, stale plan),
-64 usage error (unknown flag, missing argument, bad value); `token` adds 5-8 (see README)
-
-environment: LINKCTL_STATE (state URL), LINKCTL_STATE_KEY / LINKCTL_STATE_KEY_FILE
-(state encryption key), SOPS_AGE_KEY / SOPS_AGE_KEY_FILE / SOPS_AGE_KEY_CMD (age identities)
-"""
-
-
-class UsageExitParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors exit 64, not argparse's 2 ("changes present")."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print usage and the message to stderr, then exit with the usage code."""
-        from reconciler.errors import EXIT_USAGE
-
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        """A help formatter sized to the terminal, without importing :mod:`shutil`.
-
-        argparse builds a formatter for every ``add_argument`` (to check the metavar), and
-        the default one asks ``shutil.get_terminal_size``: importing shutil (lzma, bz2,
-        fnmatch) is 5 ms of every start, a tenth of a ``token`` call.
-        """
-        # Every argparse formatter takes `width`; typeshed's protocol names only `prog`.
-        formatter = self.formatter_class(prog=self.prog, width=terminal_columns() - 2)  # type: ignore[call-arg]
-        if hasattr(self, "color"):  # Python 3.14 colours help; keep what its own method does
-            formatter._set_color(self.color)  # type: ignore[attr-defined]
-        return formatter
-
-
-def terminal_columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size`` finds it: $COLUMNS, stdout, or 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
 
 
 def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     """The argument parser with the subcommands of ``modules`` (default: every command)."""
-    # Subparsers are built with the parent's class, so every command exits 64 on a typo.
-    parser = UsageExitParser(
-        prog="linkctl",
-        description="Manage outgoing OAuth 2.0 links from files in git.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"linkctl {__version__}")
-    parser.add_argument("--state", metavar="URL", help="state URL (default: $LINKCTL_STATE or sqlite)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(subparsers)
-    if modules:  # `--version` builds no command: nothing to finish
-        from reconciler.cli.parser_finish import finish
+    from reconciler.cli.parser import command_parser
 
-        finish(parser)
-    return parser
+    return command_parser(modules)
 
 
 def modules_for(argv: Sequence[str]) -> Sequence[str]:
-    """The command modules a parse of ``argv`` needs: one for a fast command, none for ``--version``."""
+    """The command modules a parse of ``argv`` needs: the command's own, none for ``--version``, else all."""
     words = iter(argv)
     for word in words:
         if word == "--":
@@ -120,7 +62,7 @@ def modules_for(argv: Sequence[str]) -> Sequence[str]:
         if len(word) > 2 and any(option.startswith(word) for option in _VALUE_OPTIONS):
             next(words, None)  # argparse takes abbreviations too: `--sta URL`
         elif not word.startswith("-"):
-            return (FAST_COMMANDS[word],) if word in FAST_COMMANDS else COMMAND_MODULES
+            return (COMMAND_MODULE[word],) if word in COMMAND_MODULE else COMMAND_MODULES
         elif word in ("-h", "--help"):
             return COMMAND_MODULES
     # No command: `--version` prints and exits before any is needed; anything else prints help.
@@ -146,6 +88,27 @@ def disable_core_dumps() -> None:
             pass
 
 
+def plain_token_args(words: Sequence[str]) -> argparse.Namespace | None:
+    """The arguments of ``token NAME`` with no option, as argparse parses them; None: any other line.
+
+    The form of every CI job's ``TOKEN=$(linkctl token NAME)``, built without argparse, whose
+    import and parser set-up are 4 ms of a 40 ms command. Anything else (an option, a name
+    that starts with ``-``) goes through the parser. A test compares this with argparse's own
+    parse, so an option added to ``token`` or to linkctl is not missed here.
+    """
+    if len(words) != 2 or words[0] != "token" or words[1][:1] in ("", "-"):
+        return None
+    import types
+
+    from reconciler.cli.keeper_cmds import DEFAULT_MIN_VALID, DEFAULT_WAIT, token_command
+
+    top_level = {"command": "token", "state": None, "debug": False, "log_format": None}
+    token = {"name": words[1], "min_valid": DEFAULT_MIN_VALID, "output": "text", "wait": DEFAULT_WAIT}
+    # argparse.Namespace is an attribute bag like this one; handlers only read attributes.
+    parsed = types.SimpleNamespace(**top_level, **token, handler=token_command, json_errors=True)
+    return cast("argparse.Namespace", parsed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``linkctl`` console script."""
     # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
@@ -155,13 +118,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from reconciler.cli.completion import complete
 
         complete(build_parser())
-    parser = build_parser(modules_for(words))
-    args = parser.parse_args(words)  # `--version` and `--help` exit here, before any output set-up
+    args = plain_token_args(words)
+    if args is None:
+        parser = build_parser(modules_for(words))
+        args = parser.parse_args(words)  # `--version` and `--help` exit here, before any output set-up
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0
     from reconciler.cli.output import Context, run_handler
 
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return 0
     ctx = Context(args=args, env=os.environ, stdout=sys.stdout, stderr=sys.stderr)
     return run_handler(args.handler, args, ctx)
 

@@ -2,8 +2,9 @@
 
 Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
 :mod:`reconciler.keeper` and :mod:`reconciler.services.tokens`. ``token`` must start
-fast: this module imports only argparse (and that standard-library-only service) at load
-time, and a fresh token is printed without importing httpx at all.
+fast: this module imports only that standard-library-only service at load time (argparse
+only to register or to report a bad value), and a fresh token is printed without importing
+httpx at all.
 ``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
 
 ``token`` prints only the access token (or JSON with ``--output json``); this is the one
@@ -12,18 +13,20 @@ place where linkctl writes a token to stdout, because that is what the caller as
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
 
 from reconciler.services.tokens import DEFAULT_HTTP_TIMEOUT
 
 if TYPE_CHECKING:
+    import argparse
+
     from reconciler.cli.output import Context
     from reconciler.domain.grants import AccessToken, Grant
     from reconciler.oauth.client import TokenClient
     from reconciler.store.base import Store
 
 DEFAULT_MIN_VALID = 60.0
+DEFAULT_WAIT = 60.0
 
 
 def seconds(text: str) -> float:
@@ -33,6 +36,8 @@ def seconds(text: str) -> float:
     try:
         return parse_number(text, maximum=None)
     except ValueError as exc:
+        import argparse
+
         raise argparse.ArgumentTypeError(f"seconds {exc}") from None
 
 
@@ -43,6 +48,8 @@ def timeout_seconds(text: str) -> float:
     try:
         return parse_number(text, maximum=MAX_TIMEOUT_SECONDS)
     except ValueError as exc:
+        import argparse
+
         raise argparse.ArgumentTypeError(f"seconds {exc}") from None
 
 
@@ -53,6 +60,8 @@ def count(text: str) -> int:
     try:
         return int(parse_number(text, maximum=MAX_COUNT, integer=True))
     except ValueError as exc:
+        import argparse
+
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -76,9 +85,9 @@ def register(subparsers: Any) -> None:
     token.add_argument(
         "--wait",
         type=seconds,
-        default=60.0,
+        default=DEFAULT_WAIT,
         metavar="SECONDS",
-        help="how long to wait for another process's refresh (default 60)",
+        help=f"how long to wait for another process's refresh (default {DEFAULT_WAIT:g})",
     )
     # json_errors: with -o json a failure is a JSON object on stdout (see render_json_error).
     token.set_defaults(handler=token_command, json_errors=True)

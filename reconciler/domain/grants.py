@@ -13,6 +13,8 @@ import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from reconciler.domain.access_token import AccessToken
+
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
     from reconciler.secrets import Secret
@@ -63,27 +65,6 @@ class Grant:
     in_flight_since: float | None = None  # a refresh was sent and its answer not committed yet
     lost_response: bool = False  # an earlier refresh's response never arrived
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AccessToken:
-    """A link's stored access token and what an answer about it needs: no refresh token, no bookkeeping.
-
-    What the token API reads per request (``GrantStore.get_access_token``): one narrow row
-    and one decryption instead of a whole :class:`Grant` with both tokens opened.
-    """
-
-    link_name: str
-    access_token: Secret | None
-    token_type: str | None = None
-    scope: str | None = None
-    access_expires_at: float | None = None
-
-    def valid_for(self, now: float) -> float | None:
-        """Seconds the token stays valid at ``now`` (inf without an expiry; None without a token)."""
-        if self.access_token is None:
-            return None
-        return float("inf") if self.access_expires_at is None else self.access_expires_at - now
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from reconciler.domain.access_token import AccessToken
     from reconciler.domain.clock import Clock  # (datetime: needed only for `token -o json`)
-    from reconciler.domain.grants import AccessToken
     from reconciler.oauth.client import TokenClient
     from reconciler.settings import Settings
     from reconciler.store.base import Store

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import StateError
 
 if TYPE_CHECKING:
-    from reconciler.domain.grants import AccessToken
+    from reconciler.domain.access_token import AccessToken
     from reconciler.settings import Settings
     from reconciler.store.base import Store
 

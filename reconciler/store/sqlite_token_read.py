@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from reconciler.domain.grants import AccessToken
+from reconciler.domain.access_token import AccessToken
 from reconciler.secrets import Secret
 from reconciler.store import sealing
 from reconciler.store.schema import latest_version

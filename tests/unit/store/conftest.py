@@ -45,7 +45,7 @@ def open_(
     def factory(**overrides: Any) -> Store:
         if isinstance(overrides.get("state_key"), str):
             overrides["state_key"] = Secret(overrides["state_key"])
-        s = Settings(**{**settings.__dict__, **overrides}) if overrides else settings
+        s = settings._replace(**overrides) if overrides else settings
         store = store_backend.open(s, notice=notices.append)
         opened.append(store)
         return store

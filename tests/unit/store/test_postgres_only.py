@@ -8,7 +8,6 @@ with a fake caller clock; these tests use the database clock, as every real proc
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import socket
 import sqlite3
 import subprocess
@@ -41,7 +40,7 @@ Open = Callable[..., Store]
 @pytest.fixture
 def pg_settings(settings: Settings) -> Settings:
     """Settings naming a fresh PostgreSQL store (schema) with the key under the isolated HOME."""
-    return dataclasses.replace(settings, state_url=fresh_url())
+    return settings._replace(state_url=fresh_url())
 
 
 @pytest.fixture
@@ -50,7 +49,7 @@ def pg(pg_settings: Settings) -> Iterator[Open]:
     opened: list[Store] = []
 
     def factory(**kw: Any) -> Store:
-        store = open_store(dataclasses.replace(pg_settings, **kw), notice=lambda _: None)
+        store = open_store(pg_settings._replace(**kw), notice=lambda _: None)
         opened.append(store)
         return store
 
@@ -114,7 +113,7 @@ def test_a_newer_schema_and_a_foreign_database_are_refused(pg: Open, pg_settings
     _sql(pg_settings, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(StateError, match="schema version 99, newer than this linkctl"):
         pg()
-    other = dataclasses.replace(pg_settings, state_url=fresh_url())
+    other = pg_settings._replace(state_url=fresh_url())
     _sql(other, "CREATE TABLE invoices (id int)")
     with pytest.raises(StateError, match=r"holds tables but no linkctl store \(tables: invoices\)"):
         open_store(other, notice=lambda _: None)
@@ -269,7 +268,7 @@ def test_a_server_hanging_up_mid_handshake_is_waited_for_like_a_restart(pg_setti
     proxy.start()
     try:
         url = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-        store = open_store(dataclasses.replace(pg_settings, state_url=url), notice=lambda _: None)
+        store = open_store(pg_settings._replace(state_url=url), notice=lambda _: None)
         try:
             add_links(store, link_write("a"))
             assert [lk.name for lk in store.list_links()] == ["a"]

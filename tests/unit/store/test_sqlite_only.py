@@ -7,7 +7,6 @@ here look beneath the interface (raw SQL, the file and its -wal) or at SQLite's 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import os
 import socket
 import sqlite3
@@ -194,7 +193,7 @@ def test_not_a_database_is_a_clear_error(open_: OpenStore, settings: Settings) -
 )
 def test_state_url_errors(settings: Settings, url: str, message: str) -> None:
     with pytest.raises(StateError, match=message) as info:
-        open_store(dataclasses.replace(settings, state_url=url))
+        open_store(settings._replace(state_url=url))
     assert "pw" not in str(info.value) + (info.value.hint or "")
     assert info.value.hint
 
@@ -490,9 +489,7 @@ def test_concurrent_first_opens_agree_on_one_key(settings: Settings, tmp_path: P
     for round_ in range(FIRST_OPEN_ROUNDS):
         here = tmp_path / f"round{round_}"
         here.mkdir()
-        fresh = dataclasses.replace(
-            settings, state_url=f"sqlite:///{here / 'state.db'}", state_key_file=here / "key"
-        )
+        fresh = settings._replace(state_url=f"sqlite:///{here / 'state.db'}", state_key_file=here / "key")
         go = here / "go"
         procs = [
             subprocess.Popen(

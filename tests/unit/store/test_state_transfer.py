@@ -7,7 +7,6 @@ response; a malformed file is refused with its line before any store is touched.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ def make(settings: Settings, tmp_path: Path) -> Callable[[str], Store]:
 
     def factory(backend: str) -> Store:
         url = BACKENDS[backend].make_url(tmp_path / f"{backend}-{len(opened)}")
-        store = BACKENDS[backend].open(dataclasses.replace(settings, state_url=url), notice=lambda _: None)
+        store = BACKENDS[backend].open(settings._replace(state_url=url), notice=lambda _: None)
         opened.append(store)
         return store
 
@@ -156,7 +155,7 @@ def test_import_refuses_another_state_key(
     export_state(source, tmp_path / "s.jsonl")
     url = BACKENDS["sqlite"].make_url(tmp_path / "other-key")
     other = BACKENDS["sqlite"].open(
-        dataclasses.replace(settings, state_url=url, state_key=Secret("A" * 43 + "=")), notice=lambda _: None
+        settings._replace(state_url=url, state_key=Secret("A" * 43 + "=")), notice=lambda _: None
     )
     try:
         with pytest.raises(StateError, match="another state key"):

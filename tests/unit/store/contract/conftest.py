@@ -6,7 +6,6 @@ so the store fixtures of tests/unit/store/conftest.py (``open_``, ``store``) ope
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
 @pytest.fixture
 def settings(isolated_env: dict[str, str], store_backend: StoreBackend, tmp_path: Path) -> Settings:
     """Settings of a fresh store of ``store_backend`` (the key file under the isolated HOME)."""
-    return dataclasses.replace(Settings.from_env(isolated_env), state_url=store_backend.make_url(tmp_path))
+    return Settings.from_env(isolated_env)._replace(state_url=store_backend.make_url(tmp_path))
 
 
 @pytest.fixture
