@@ -33,6 +33,7 @@ from typing import Any
 from reconciler import __version__
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic
 from reconciler.domain.links import DesiredLink
+from reconciler.domain.records import record_builder
 from reconciler.load import Document, LoadResult
 from reconciler.load.parse_cache import ParseCache, cache_home
 from reconciler.validate.names import check_renames, remember_name
@@ -399,15 +400,20 @@ def _replay_link(
     run.diagnostics.extend(cached[before:])
     if run.errors > errors:
         return None
-    return DesiredLink(
-        name=name,
-        provider=provider,
-        spec=spec,
-        secrets=secrets,
-        source_file=doc.file,
-        source_line=doc.line,
-        deletion_policy=deletion_policy,
-        renamed_from=renamed_from,
-        sensitive_fields=frozenset(sensitive),
-        renamed_from_at=None if renamed_at is None else _diagnostic(renamed_at, doc.file),
+    return _build_desired(
+        (
+            name,
+            provider,
+            spec,
+            secrets,
+            doc.file,
+            doc.line,
+            deletion_policy,
+            renamed_from,
+            frozenset(sensitive),
+            None if renamed_at is None else _diagnostic(renamed_at, doc.file),
+        )
     )
+
+
+_build_desired = record_builder(DesiredLink)  # all fields, in order (10,000 per replay)
