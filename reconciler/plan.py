@@ -440,6 +440,9 @@ def mark_reauthorization(plan: Plan, authorized_scopes: Callable[[str], Any]) ->
     """
     changes: list[Change] = []
     for change in plan.changes:
+        if not change.fields:  # an unchanged link (most of a plan): no scopes change to look at
+            changes.append(change)
+            continue
         scopes = next((f for f in change.fields if f.path == "scopes"), None)
         if scopes is not None and change.action in (UPDATE, DRIFT, RENAME):
             missing = missing_scopes(scopes.new, authorized_scopes(change.renamed_from or change.link))

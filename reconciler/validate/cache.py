@@ -352,7 +352,7 @@ def _usable(entry: Entry, doc: Document) -> bool:
         and isinstance(deletion_policy, str)
         and isinstance(renamed_from, str | None)
         and isinstance(sensitive, tuple)
-        and all(isinstance(s, str) for s in sensitive)
+        and (not sensitive or all(isinstance(s, str) for s in sensitive))
         and (renamed_at is None or _is_row(renamed_at))
         and 0 <= entry.secret[2] <= len(entry.diagnostics)
     )
@@ -380,8 +380,10 @@ def _replay_link(
     if not remember_name(run, seen, doc, name):
         return None
     kind, reference, before = entry.secret
-    cached = [_diagnostic(row, doc.file) for row in entry.diagnostics]
-    run.diagnostics.extend(cached[:before])
+    # Most links have no warnings: no lists to build or slice for them (10,000 per replay).
+    cached = [_diagnostic(row, doc.file) for row in entry.diagnostics] if entry.diagnostics else []
+    if before:
+        run.diagnostics.extend(cached[:before])
     errors = run.errors
     if kind == "sops":  # decrypted in memory by load (checked by _usable)
         reference = doc.data["spec"]["clientSecret"]
@@ -397,7 +399,8 @@ def _replay_link(
         allow_plaintext=False,
     )
     secrets = {} if value is None else {"clientSecret": value}
-    run.diagnostics.extend(cached[before:])
+    if len(cached) > before:
+        run.diagnostics.extend(cached[before:])
     if run.errors > errors:
         return None
     return _build_desired(
