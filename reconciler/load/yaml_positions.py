@@ -8,6 +8,7 @@ duplicate keys, merge keys, custom tags, alias bombs and YAML 1.1 look-alikes, a
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, cast
 
@@ -104,22 +105,47 @@ _AMBIGUOUS_CORE_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int")
 _LEGACY_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
 
 
-def _yaml11_surprise(value: str, core_tag: str, shown: str) -> str | None:
-    """Why an unquoted scalar means something else to YAML 1.1 tools, or None (``shown`` names it)."""
+_YAML11_READINGS = {  # what YAML 1.1 tools make of a plain scalar that YAML 1.2 reads as text
+    "tag:yaml.org,2002:bool": "a boolean to YAML 1.1 tools",
+    "tag:yaml.org,2002:timestamp": "a date to YAML tools",
+    "tag:yaml.org,2002:int": "a number to YAML 1.1 tools",
+    "tag:yaml.org,2002:float": "a number to YAML 1.1 tools",
+    "tag:yaml.org,2002:null": "null to YAML 1.1 tools",
+}
+_REMEMBERED_READING_MAX = 64  # characters: longer scalars are resolved each time, never kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered_yaml11_tag(value: str) -> str:
+    """YAML 1.1's tag for a short plain non-secret scalar: ``kind: OutgoingLink`` is in every document."""
+    return _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-any-return, no-untyped-call]
+
+
+def _yaml11_tag(value: str, *, secret: bool) -> str:
+    """The tag YAML 1.1 tools give the plain scalar ``value`` (a secret's value is never remembered)."""
+    if secret or len(value) > _REMEMBERED_READING_MAX:
+        return _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-any-return, no-untyped-call]
+    return _remembered_yaml11_tag(value)
+
+
+def _reads_as_text_everywhere(value: str) -> bool:
+    """True for a plain non-secret scalar that YAML 1.1 tools read as text too (YAML 1.2 does)."""
+    return value[:1] not in _MAYBE_YAML11 or _yaml11_tag(value, secret=False) not in _YAML11_READINGS
+
+
+def _yaml11_surprise(value: str, core_tag: str, *, secret: bool) -> str | None:
+    """Why an unquoted scalar means something else to YAML 1.1 tools, or None (a secret is not quoted)."""
     if core_tag == "tag:yaml.org,2002:int" and _LEGACY_OCTAL.match(value):
-        return f"{shown} is an octal number to YAML 1.1 tools and a decimal one to others"
-    if core_tag != "tag:yaml.org,2002:str" or value[:1] not in _MAYBE_YAML11:
+        reading = "an octal number to YAML 1.1 tools and a decimal one to others"
+    elif core_tag != "tag:yaml.org,2002:str" or value[:1] not in _MAYBE_YAML11:
         return None
-    old_tag = _YAML11.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
-    if old_tag == "tag:yaml.org,2002:bool":
-        return f"{shown} is a boolean to YAML 1.1 tools"
-    if old_tag == "tag:yaml.org,2002:timestamp":
-        return f"{shown} is a date to YAML tools"
-    if old_tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-        return f"{shown} is a number to YAML 1.1 tools"
-    if old_tag == "tag:yaml.org,2002:null":
-        return f"{shown} is null to YAML 1.1 tools"
-    return None
+    else:
+        found = _YAML11_READINGS.get(_yaml11_tag(value, secret=secret))
+        if found is None:
+            return None
+        reading = found
+    shown = "this unquoted value" if secret else f"unquoted `{value}`"
+    return f"{shown} is {reading}"
 
 
 class Constructor:
@@ -183,13 +209,9 @@ class Constructor:
             return value
         if tag in _AMBIGUOUS_CORE_TAGS:
             # A plaintext secret that looks like a number must not be repeated in the output.
-            shown, quoted = (
-                ("this unquoted value", "it")
-                if self.in_secret
-                else (f"unquoted `{value}`", f'it ("{value}")')
-            )
-            surprise = _yaml11_surprise(value, tag, shown)
+            surprise = _yaml11_surprise(value, tag, secret=bool(self.in_secret))
             if surprise:
+                quoted = "it" if self.in_secret else f'it ("{value}")'
                 self._error(
                     node,
                     surprise,
@@ -255,11 +277,17 @@ class Constructor:
                 continue
             if (
                 value_node.__class__ is ScalarNode
-                and (
-                    (value_node.style and value_node.tag == _STR_TAG)
-                    or (value_node.tag == _STR_TAG and value_node.value[:1] not in _MAYBE_YAML11)
-                )
+                and value_node.tag == _STR_TAG
                 and self.budget > 0
+                and (
+                    value_node.style
+                    or value_node.value[:1] not in _MAYBE_YAML11
+                    or (
+                        not self.in_secret
+                        and key not in SECRET_KEYS
+                        and _reads_as_text_everywhere(value_node.value)
+                    )
+                )
             ):
                 # Text that no YAML version reads as anything else (the common case): no calls.
                 self.budget -= 1
