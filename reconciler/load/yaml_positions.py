@@ -13,7 +13,7 @@ import re
 from typing import Any, cast
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from reconciler.diagnostics import ERROR, Diagnostic
 
@@ -53,6 +53,8 @@ for _tag, _pattern, _first in (
     _CoreResolver.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 _CoreResolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
 _STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 _MAYBE_NOT_TEXT = frozenset("tTfF~nN-+.0123456789")
 _MAYBE_YAML11 = frozenset("yYnNoOtTfF~-+.0123456789")
@@ -66,14 +68,21 @@ _NOT_TEXT = re.compile(
 
 
 def _fast_resolve(self: Any, kind: Any, value: Any, implicit: Any) -> Any:
-    """Plain text cannot resolve to anything else: skip the regex table for it (hot path)."""
-    if (
-        kind is ScalarNode
-        and implicit[0]
-        and value
-        and (value[0] not in _MAYBE_NOT_TEXT or not _NOT_TEXT.fullmatch(value))
-    ):
-        return _STR_TAG
+    """BaseResolver.resolve without its table walk where the answer is known (called for every node).
+
+    Plain text that cannot be anything else, quoted or block text (never resolved) and untagged
+    collections get their default tags at once; with no path resolvers (asserted below), that is
+    what BaseResolver.resolve returns for them.
+    """
+    if kind is ScalarNode:
+        if not implicit[0]:
+            return _STR_TAG
+        if value and (value[0] not in _MAYBE_NOT_TEXT or not _NOT_TEXT.fullmatch(value)):
+            return _STR_TAG
+    elif kind is MappingNode:
+        return _MAP_TAG
+    elif kind is SequenceNode:
+        return _SEQ_TAG
     return _generic_resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call]
 
 

@@ -189,3 +189,20 @@ def test_yaml11_lookalike_mapping_values_are_errors_every_time(tmp_path: Path) -
     assert remembered.cache_info().hits == hits + 1  # the text was remembered...
     remembered("Off")
     assert remembered.cache_info().hits == hits + 1  # ...the secret's value was not
+
+
+def test_core_resolver_shortcuts_answer_as_the_resolver_table_does() -> None:
+    import yaml
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    from reconciler.load.yaml_positions import NodeLoader
+
+    loader = NodeLoader("")
+    try:
+        for kind in (ScalarNode, MappingNode, SequenceNode):
+            for value in ("", "text", "true", "on", "12", "0x1f", "1.5", "~", ".inf", "team-1", "None"):
+                for implicit in ((True, False), (False, True), (False, False)):
+                    table = yaml.resolver.BaseResolver.resolve(loader, kind, value, implicit)
+                    assert loader.resolve(kind, value, implicit) == table, (kind, value, implicit)
+    finally:
+        loader.dispose()
