@@ -37,7 +37,7 @@ MUTATING = (CREATE, UPDATE, DELETE, RENAME, DRIFT)
 _HIDDEN_FIELDS = ("presetAdded",)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: a plan of 10,000 new links holds 200,000
 class FieldChange:
     """One field of one link changes from ``old`` to ``new`` (values omitted when sensitive)."""
 

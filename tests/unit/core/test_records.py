@@ -84,3 +84,14 @@ def test_fingerprint_is_hmac_of_context_parts_and_value_nul_separated() -> None:
         secret.fingerprint(key, "notify-secret", "https://h/ü")
         == hmac.new(key, "notify-secret\x00https://h/ü\x00välue".encode(), hashlib.sha256).hexdigest()
     )
+
+
+def test_field_changes_are_slotted_frozen_records() -> None:
+    # A plan of 10,000 new links holds about 200,000 of them: no __dict__ each (9 MiB at peak).
+    from reconciler.plan import FieldChange
+
+    change = FieldChange("scopes", ["a"], ["a", "b"])
+    assert not hasattr(change, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.path = "other"  # type: ignore[misc]
+    assert change.to_json() == {"path": "scopes", "old": ["a"], "new": ["a", "b"], "sensitive": False}
