@@ -40,7 +40,8 @@ class Secret:
         """A keyed HMAC-SHA256 of the value (hex): detects changes without storing it."""
         import hmac  # hmac and hashlib load OpenSSL's hashes: not needed to read a token
 
-        message = b"".join(part.encode() + b"\x00" for part in context) + self._value.encode()
+        # Each context part, a NUL, then the value (one join: a plan fingerprints 10,000 secrets).
+        message = "\x00".join((*context, self._value)).encode()
         return hmac.digest(key, message, "sha256").hex()
 
     def __str__(self) -> str:

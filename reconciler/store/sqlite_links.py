@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from reconciler.domain.records import record_builder
 from reconciler.errors import ConflictError, StateError
 from reconciler.secrets import Secret
 from reconciler.store import base, sealing, sqlite_grants
@@ -30,23 +31,12 @@ class EventInserter(Protocol):
     def __call__(self, event: base.Event, *, default_actor: str, now: float) -> None: ...
 
 
+_build_link = record_builder(base.StoredLink)  # the columns are the fields, in order
+
+
 def link_from_row(row: tuple[Any, ...]) -> base.StoredLink:
     """A StoredLink from a row selected with :data:`SELECT_LINKS`."""
-    return base.StoredLink(
-        uid=row[0],
-        name=row[1],
-        provider=row[2],
-        spec_json=row[3],
-        spec_hash=row[4],
-        secret_fingerprints=json.loads(row[5]),
-        generation=row[6],
-        source_file=row[7],
-        source_line=row[8],
-        managed_by=row[9],
-        deletion_policy=row[10],
-        created_at=row[11],
-        updated_at=row[12],
-    )
+    return _build_link((*row[:5], base.loads_stored_json(row[5]), *row[6:]))
 
 
 def _spec_json(name: str, spec: Mapping[str, Any]) -> str:

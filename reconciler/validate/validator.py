@@ -87,12 +87,18 @@ class Validator:
                 self._remember_name(doc, doc.name)
         if self.instance is not None and self.instance_doc is not None:
             self._check_instance(self.instance_doc, self.instance)
-        for doc, link in links:
+        renames = [(doc, link.metadata.name, link.metadata.renamedFrom) for doc, link in links]
+        # Each model is dropped once its link is checked: 10,000 models alive beside the
+        # desired links they become was the peak memory of a cold plan.
+        links.reverse()
+        while links:
+            doc, link = links.pop()
             if self._remember_name(doc, link.metadata.name):
                 desired = self._check_link(doc, link)
                 if desired is not None:
                     self.links.append(desired)
-        self._check_renames(links)
+            del link
+        check_renames(self, renames)
         return ValidationResult(
             self.diagnostics, self.instance, self.links, self.loaded.skipped, self.loaded.files, self.notify
         )
@@ -314,6 +320,3 @@ class Validator:
                         code="custom-preset-host",
                     )
                     return
-
-    def _check_renames(self, links: list[tuple[Document, OutgoingLink]]) -> None:
-        check_renames(self, [(doc, link.metadata.name, link.metadata.renamedFrom) for doc, link in links])

@@ -162,3 +162,47 @@ def test_the_same_file_named_twice_is_read_once(tmp_path: Path) -> None:
     assert result.files == [str(good)]
     assert len(result.documents) == 1
     assert result.diagnostics == []
+
+
+def test_yaml11_lookalike_mapping_values_are_errors_every_time(tmp_path: Path) -> None:
+    # Mapping values take the constructor's fast path; YAML 1.1's reading of short ones is
+    # remembered, which must neither hide the second occurrence nor keep a secret's value.
+    from reconciler.load import yaml_positions
+
+    remembered = yaml_positions._remembered_yaml11_tag
+    remembered.cache_clear()
+    link = (
+        "apiVersion: linkctl.dev/v1\nkind: OutgoingLink\nmetadata: {name: %s}\nspec: {%s: %s, team: team-1}\n"
+    )
+    text = "---\n".join(
+        [link % ("a", "enabled", "off"), link % ("b", "enabled", "off"), link % ("c", "clientSecret", "Off")]
+    )
+    result = _load(tmp_path, text)
+    found = [(d.line, d.column, d.code) for d in result.diagnostics]
+    assert found == [(4, 17, "yaml11-ambiguous"), (9, 17, "yaml11-ambiguous"), (14, 22, "yaml11-ambiguous")]
+    assert result.diagnostics[0].message == "unquoted `off` is a boolean to YAML 1.1 tools"
+    assert result.diagnostics[2].message == "this unquoted value is a boolean to YAML 1.1 tools"
+    assert "Off" not in (result.diagnostics[2].hint or "")
+    assert [d.data["spec"]["team"] for d in result.documents] == ["team-1"] * 3
+    hits = remembered.cache_info().hits
+    remembered("off")
+    assert remembered.cache_info().hits == hits + 1  # the text was remembered...
+    remembered("Off")
+    assert remembered.cache_info().hits == hits + 1  # ...the secret's value was not
+
+
+def test_core_resolver_shortcuts_answer_as_the_resolver_table_does() -> None:
+    import yaml
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    from reconciler.load.yaml_positions import NodeLoader
+
+    loader = NodeLoader("")
+    try:
+        for kind in (ScalarNode, MappingNode, SequenceNode):
+            for value in ("", "text", "true", "on", "12", "0x1f", "1.5", "~", ".inf", "team-1", "None"):
+                for implicit in ((True, False), (False, True), (False, False)):
+                    table = yaml.resolver.BaseResolver.resolve(loader, kind, value, implicit)
+                    assert loader.resolve(kind, value, implicit) == table, (kind, value, implicit)
+    finally:
+        loader.dispose()
