@@ -31,6 +31,12 @@ __all__ = ["Keeper"]
 
 log = logging.getLogger("linkctl.keeper")
 
+_WAITING_OR_BROKEN = (
+    GrantStatus.NEEDS_AUTHORIZATION,
+    GrantStatus.PENDING_CREDENTIALS,
+    GrantStatus.CONFIGURATION_ERROR,
+)
+
 
 class Keeper:
     """Refreshes whatever is due, with a small pool of worker threads (one store each)."""
@@ -82,7 +88,8 @@ class Keeper:
     def _finish(self, report: KeeperReport) -> KeeperReport:
         """Add the links that wait for a human (not attempted by the keeper)."""
         attempted = set(report.failed) | set(report.refreshed) | set(report.obtained)
-        for grant in self.store.list_grants():
+        # Only these statuses are reported; the store selects them (not every grant of a large store).
+        for grant in self.store.list_grants_with_status(_WAITING_OR_BROKEN):
             if grant.link_name in attempted:
                 continue
             if grant.status in (GrantStatus.NEEDS_AUTHORIZATION, GrantStatus.PENDING_CREDENTIALS):
