@@ -102,19 +102,31 @@ class Keeper:
         return report
 
     def run_once(self, *, max_rounds: int = 1000) -> KeeperReport:
-        """Obtain client-credentials tokens and refresh everything due now, then return."""
+        """Obtain client-credentials tokens and refresh everything due now, then return.
+
+        The next look at the store happens while the workers still have about a chunk each
+        to do, so they wait neither for the due query nor for the slowest chunk of a round.
+        """
         report = KeeperReport()
         seen: set[str] = set()
+        outstanding = 0  # names handed to the pool whose outcomes have not come back yet
+        keep_busy = self.policy.chunk * self.workers
         with _Pool(self) as pool:
             for _ in range(max_rounds):
-                names = [
-                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in seen
-                ]
+                # Names still queued are due and unleased, so the query returns them again:
+                # ask for that many more to find ``batch`` new ones.
+                due = self.store.due_links(self.clock(), limit=self.policy.batch + outstanding)
+                names = [n for n in dict.fromkeys(due) if n not in seen]
                 if not names:
                     break
                 seen.update(names)
-                for outcome in pool.map(names):
+                pool.submit(names)
+                outstanding += len(names)
+                for outcome in pool.collect(max(outstanding - keep_busy, 0)):
                     report.add(outcome)
+                outstanding = min(outstanding, keep_busy)
+            for outcome in pool.collect(outstanding):
+                report.add(outcome)
         return self._finish(report)
 
     def run_forever(self, stop: threading.Event) -> KeeperReport:
@@ -241,14 +253,9 @@ class _Pool:
                 continue
             self._inbox.put(chunk)
 
-    def map(self, names: list[str]) -> list[Outcome]:
-        """Process names and wait for all their outcomes."""
-        self.submit(names)
-        expected = len(set(names))
-        outcomes: list[Outcome] = []
-        while len(outcomes) < expected:
-            outcomes.append(self._outbox.get())
-        return outcomes
+    def collect(self, count: int) -> list[Outcome]:
+        """Wait for the next ``count`` outcomes (of names submitted earlier)."""
+        return [self._outbox.get() for _ in range(count)]
 
     def drain(self) -> list[Outcome]:
         """Outcomes finished so far."""
