@@ -122,9 +122,10 @@ class Keeper:
                 seen.update(names)
                 pool.submit(names)
                 outstanding += len(names)
-                for outcome in pool.collect(max(outstanding - keep_busy, 0)):
+                done = pool.collect(outstanding - keep_busy)
+                for outcome in done:
                     report.add(outcome)
-                outstanding = min(outstanding, keep_busy)
+                outstanding -= len(done)
             for outcome in pool.collect(outstanding):
                 report.add(outcome)
         return self._finish(report)
@@ -190,7 +191,8 @@ class _Pool:
     def __init__(self, keeper: Keeper) -> None:
         self._keeper = keeper
         self._inbox: queue.Queue[list[str] | None] = queue.Queue()
-        self._outbox: queue.Queue[Outcome] = queue.Queue()
+        # One item per chunk: a waiting caller wakes once per chunk, not once per link.
+        self._outbox: queue.Queue[list[Outcome]] = queue.Queue()
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -224,8 +226,7 @@ class _Pool:
                 finally:
                     with self._lock:
                         self._busy.difference_update(names)
-                for outcome in outcomes:
-                    self._outbox.put(outcome)
+                self._outbox.put(outcomes)
         finally:
             store.close()
 
@@ -245,8 +246,7 @@ class _Pool:
         for chunk in self._chunks(fresh):
             if self._inline:
                 try:
-                    for outcome in self._keeper._process(self._keeper.store, chunk, new_owner("keeper")):
-                        self._outbox.put(outcome)
+                    self._outbox.put(self._keeper._process(self._keeper.store, chunk, new_owner("keeper")))
                 finally:
                     with self._lock:
                         self._busy.difference_update(chunk)
@@ -254,15 +254,18 @@ class _Pool:
             self._inbox.put(chunk)
 
     def collect(self, count: int) -> list[Outcome]:
-        """Wait for the next ``count`` outcomes (of names submitted earlier)."""
-        return [self._outbox.get() for _ in range(count)]
+        """Wait for at least ``count`` more outcomes (whole chunks of names submitted earlier)."""
+        out: list[Outcome] = []
+        while len(out) < count:
+            out.extend(self._outbox.get())
+        return out
 
     def drain(self) -> list[Outcome]:
         """Outcomes finished so far."""
         out = []
         while True:
             try:
-                out.append(self._outbox.get_nowait())
+                out.extend(self._outbox.get_nowait())
             except queue.Empty:
                 return out
 

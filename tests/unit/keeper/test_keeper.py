@@ -319,3 +319,33 @@ def test_run_once_looks_for_more_due_links_while_the_workers_are_still_busy(
     assert limits[1] == 4 + 4  # the 4 names still queued come back from the query: 4 more asked for
     assert sorted(report.refreshed) == names and report.ok
     assert provider.refresh_count() == 8 and not provider.revoked
+
+
+def test_the_pool_hands_back_a_chunk_of_outcomes_at_once(
+    open_store: Callable[[], Store], provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # A waiting run_once wakes once per chunk, not once per link (each wake-up takes the GIL
+    # from the workers): outcomes come back as whole chunks.
+    from reconciler.keeper.daemon import _Pool
+
+    store = open_store()
+    names = [f"l{i}" for i in range(6)]
+    add_links(store, *(link_write(n) for n in names))
+    for n in names:
+        _authorize(store, provider, clock, n)
+    clock.advance(55)
+    k = keeper.Keeper(
+        store,
+        provider,
+        store_factory=open_store,
+        workers=1,
+        policy=keeper.KeeperPolicy(chunk=3),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    with _Pool(k) as pool:
+        pool.submit(names)
+        first = pool.collect(1)
+        rest = pool.collect(6 - len(first))
+    assert len(first) == 3 and len(rest) == 3
+    assert sorted(o.name for o in first + rest) == names
