@@ -336,7 +336,7 @@ def test_the_pool_hands_back_a_chunk_of_outcomes_at_once(
     clock.advance(55)
     k = keeper.Keeper(
         store,
-        provider,
+        provider,  # type: ignore[arg-type]  # the fake has no with_endpoints (not used here)
         store_factory=open_store,
         workers=1,
         policy=keeper.KeeperPolicy(chunk=3),
