@@ -14,7 +14,7 @@ must be exactly one the server issued (each issued token stored once: no lost gr
 no double refresh). ``--trace-memory`` adds a second, untimed run under tracemalloc
 (it slows Python down several times, so it never runs in the timed pass). Run::
 
-    python bench/bench_keeper.py [--links 10000] [--workers 2] [--chunk 50]
+    python bench/bench_keeper.py [--links 10000] [--workers 2] [--chunk 50] [--client-loop]
 """
 
 from __future__ import annotations
@@ -253,6 +253,32 @@ def bench_baseline(n: int, endpoint: str) -> dict[str, float]:
     }
 
 
+def bench_token_client(n: int, endpoint: str) -> dict[str, float]:
+    """The keeper's HTTP path alone: ``TokenClient(keepalive=True).refresh`` in a loop, no store."""
+    from reconciler.domain.tokens import ClientConfig
+
+    config = ClientConfig(
+        link="bench",
+        provider="custom",
+        client_id="bench",
+        client_secret=Secret("bench-secret"),
+        client_auth="client_secret_basic",
+        token_endpoint=endpoint,
+    )
+    refresh_token = Secret("rt")
+    with TokenClient(timeout=10, keepalive=True, max_connections=1) as client:
+        cpu0, t0 = _cpu(), time.perf_counter()
+        for _ in range(n):
+            client.refresh(config, refresh_token)
+        elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    return {
+        "refreshed": n,
+        "seconds": elapsed,
+        "per_second": n / elapsed,
+        "cpu_ms_per_refresh": 1000 * cpu / n,
+    }
+
+
 def main() -> int:
     """Run both benchmarks and print figures and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -265,6 +291,11 @@ def main() -> int:
     parser.add_argument(
         "--trace-memory", action="store_true", help="also measure traced Python memory (untimed run)"
     )
+    parser.add_argument(
+        "--client-loop",
+        action="store_true",
+        help="also time the keeper's HTTP path alone (TokenClient(keepalive=True), no store)",
+    )
     args = parser.parse_args()
     ports: Any = multiprocessing.Queue()
     with tempfile.TemporaryDirectory(prefix="linkctl-bench-issued-") as tmp:
@@ -274,6 +305,9 @@ def main() -> int:
         try:
             endpoint = f"http://127.0.0.1:{ports.get(timeout=10)}/token"
             base = bench_baseline(args.baseline or args.links, endpoint)
+            client_loop = (
+                bench_token_client(args.baseline or args.links, endpoint) if args.client_loop else None
+            )
             kept = bench_keeper(args.links, args.workers, endpoint, issued_path, chunk=args.chunk)
             traced = None
             if args.trace_memory:
@@ -289,6 +323,11 @@ def main() -> int:
         f"baseline (sequential httpx, keep-alive, no store): {base['per_second']:.0f} req/s,"
         f" {base['cpu_ms_per_refresh']:.2f} ms CPU/req"
     )
+    if client_loop:
+        print(
+            "token client alone (TokenClient(keepalive=True), no store):"
+            f" {client_loop['per_second']:.0f} req/s, {client_loop['cpu_ms_per_refresh']:.2f} ms CPU/req"
+        )
     print(
         f"keeper ({args.workers} workers, chunk {args.chunk}, {kept['refreshed']:.0f} links):"
         f" {kept['per_second']:.0f} refreshes/s, {kept['cpu_ms_per_refresh']:.2f} ms CPU/refresh,"
@@ -309,7 +348,14 @@ def main() -> int:
     print(
         "BENCH-JSON "
         + json.dumps(
-            {"baseline": base, "keeper": kept, "traced": traced, "workers": args.workers, "chunk": args.chunk}
+            {
+                "baseline": base,
+                "token_client": client_loop,
+                "keeper": kept,
+                "traced": traced,
+                "workers": args.workers,
+                "chunk": args.chunk,
+            }
         )
     )
     return 0 if check["ok"] and kept["refreshed"] == args.links else 1

@@ -31,6 +31,12 @@ __all__ = ["Keeper"]
 
 log = logging.getLogger("linkctl.keeper")
 
+_WAITING_OR_BROKEN = (
+    GrantStatus.NEEDS_AUTHORIZATION,
+    GrantStatus.PENDING_CREDENTIALS,
+    GrantStatus.CONFIGURATION_ERROR,
+)
+
 
 class Keeper:
     """Refreshes whatever is due, with a small pool of worker threads (one store each)."""
@@ -82,7 +88,8 @@ class Keeper:
     def _finish(self, report: KeeperReport) -> KeeperReport:
         """Add the links that wait for a human (not attempted by the keeper)."""
         attempted = set(report.failed) | set(report.refreshed) | set(report.obtained)
-        for grant in self.store.list_grants():
+        # Only these statuses are reported; the store selects them (not every grant of a large store).
+        for grant in self.store.list_grants_with_status(_WAITING_OR_BROKEN):
             if grant.link_name in attempted:
                 continue
             if grant.status in (GrantStatus.NEEDS_AUTHORIZATION, GrantStatus.PENDING_CREDENTIALS):
@@ -95,19 +102,32 @@ class Keeper:
         return report
 
     def run_once(self, *, max_rounds: int = 1000) -> KeeperReport:
-        """Obtain client-credentials tokens and refresh everything due now, then return."""
+        """Obtain client-credentials tokens and refresh everything due now, then return.
+
+        The next look at the store happens while the workers still have about a chunk each
+        to do, so they wait neither for the due query nor for the slowest chunk of a round.
+        """
         report = KeeperReport()
         seen: set[str] = set()
+        outstanding = 0  # names handed to the pool whose outcomes have not come back yet
+        keep_busy = self.policy.chunk * self.workers
         with _Pool(self) as pool:
             for _ in range(max_rounds):
-                names = [
-                    n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in seen
-                ]
+                # Names still queued are due and unleased, so the query returns them again:
+                # ask for that many more to find ``batch`` new ones.
+                due = self.store.due_links(self.clock(), limit=self.policy.batch + outstanding)
+                names = [n for n in dict.fromkeys(due) if n not in seen]
                 if not names:
                     break
                 seen.update(names)
-                for outcome in pool.map(names):
+                pool.submit(names)
+                outstanding += len(names)
+                done = pool.collect(outstanding - keep_busy)
+                for outcome in done:
                     report.add(outcome)
+                outstanding -= len(done)
+            for outcome in pool.collect(outstanding):
+                report.add(outcome)
         return self._finish(report)
 
     def run_forever(self, stop: threading.Event) -> KeeperReport:
@@ -171,7 +191,8 @@ class _Pool:
     def __init__(self, keeper: Keeper) -> None:
         self._keeper = keeper
         self._inbox: queue.Queue[list[str] | None] = queue.Queue()
-        self._outbox: queue.Queue[Outcome] = queue.Queue()
+        # One item per chunk: a waiting caller wakes once per chunk, not once per link.
+        self._outbox: queue.Queue[list[Outcome]] = queue.Queue()
         self._busy: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -205,8 +226,7 @@ class _Pool:
                 finally:
                     with self._lock:
                         self._busy.difference_update(names)
-                for outcome in outcomes:
-                    self._outbox.put(outcome)
+                self._outbox.put(outcomes)
         finally:
             store.close()
 
@@ -226,29 +246,26 @@ class _Pool:
         for chunk in self._chunks(fresh):
             if self._inline:
                 try:
-                    for outcome in self._keeper._process(self._keeper.store, chunk, new_owner("keeper")):
-                        self._outbox.put(outcome)
+                    self._outbox.put(self._keeper._process(self._keeper.store, chunk, new_owner("keeper")))
                 finally:
                     with self._lock:
                         self._busy.difference_update(chunk)
                 continue
             self._inbox.put(chunk)
 
-    def map(self, names: list[str]) -> list[Outcome]:
-        """Process names and wait for all their outcomes."""
-        self.submit(names)
-        expected = len(set(names))
-        outcomes: list[Outcome] = []
-        while len(outcomes) < expected:
-            outcomes.append(self._outbox.get())
-        return outcomes
+    def collect(self, count: int) -> list[Outcome]:
+        """Wait for at least ``count`` more outcomes (whole chunks of names submitted earlier)."""
+        out: list[Outcome] = []
+        while len(out) < count:
+            out.extend(self._outbox.get())
+        return out
 
     def drain(self) -> list[Outcome]:
         """Outcomes finished so far."""
         out = []
         while True:
             try:
-                out.append(self._outbox.get_nowait())
+                out.extend(self._outbox.get_nowait())
             except queue.Empty:
                 return out
 

@@ -32,7 +32,7 @@ from reconciler.errors import (
     ResponseLost,
     TransientProviderError,
 )
-from reconciler.oauth import answers, discovery, providers, request_trace
+from reconciler.oauth import answers, discovery, pooled, providers, request_trace
 from reconciler.oauth.discovery import METADATA_MAX_AGE, MetadataCache, ProviderMetadata
 from reconciler.secrets import Secret, reveal
 
@@ -391,9 +391,7 @@ class TokenClient:
         # not idempotent.
         events: list[str] = []
         try:
-            return self._http.post(
-                url, data=body, headers=headers, extensions={"trace": request_trace.recorder(events)}
-            )
+            return pooled.post_form(self._http, url, body, headers, trace=request_trace.recorder(events))
         except _NETWORK_ERRORS as error:
             delivered = request_trace.request_sent(events)
             fresh_connection = request_trace.opened_connection(events)

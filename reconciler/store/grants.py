@@ -15,7 +15,7 @@ else, and the old refresh token kept when a response carries none.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.domain.grants import AccessToken, FailureRecord, Grant, GrantStatus, TokenCommit
@@ -66,6 +66,15 @@ class GrantStore(abc.ABC):
     @abc.abstractmethod
     def list_grants(self) -> list[Grant]:
         """All grants without tokens."""
+
+    def list_grants_with_status(self, statuses: Collection[GrantStatus]) -> list[Grant]:
+        """The grants (without tokens) whose status is one of ``statuses``, ordered by link name.
+
+        The keeper's report asks for the few links that wait for a person; a backend may
+        select them in its query instead of building every grant (this default filters).
+        """
+        wanted = frozenset(statuses)
+        return [grant for grant in self.list_grants() if grant.status in wanted]
 
     # -- first tokens (oauth.flows) -------------------------------------------------
     @abc.abstractmethod

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.domain.grants import GrantStatus
@@ -161,6 +161,15 @@ class SQLiteGrants:
         """All grants without tokens, ordered by link name."""
         rows = self._conn.execute(_SELECT_GRANTS + " ORDER BY l.name").fetchall()
         return [self._grant_from_row(row, with_tokens=False) for row in rows]
+
+    def list_grants_with_status(self, statuses: Collection[GrantStatus]) -> list[grants.Grant]:
+        """The grants (without tokens) in one of ``statuses``, ordered by link name."""
+        wanted = sorted(str(GrantStatus(status)) for status in set(statuses))
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        rows = self._conn.execute(_SELECT_GRANTS + f" WHERE g.status IN ({marks}) ORDER BY l.name", wanted)
+        return [self._grant_from_row(row, with_tokens=False) for row in rows.fetchall()]
 
     def _iter_grant_rows(self, where: str = "", params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         """Raw grant rows (``name`` first, then :data:`GRANT_COLUMNS`) for extensions."""

@@ -12,7 +12,9 @@ import pytest
 from reconciler import keeper
 from reconciler.domain.clock import iso_time
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.tokens import ClientConfig, TokenResponse
 from reconciler.errors import GrantError, ProviderConfigError, TransientProviderError
+from reconciler.secrets import Secret
 from reconciler.store import grants
 from reconciler.store.base import Store
 from tests.support.fakes import FakeClock, RotatingProvider, add_links, fail_before, link_write, lose_response
@@ -266,3 +268,84 @@ def test_a_failure_that_changes_the_status_is_audited_once(
     ]
     assert changes[0].detail["oauth_error"] == "invalid_grant" and changes[0].detail["error_class"]
     assert all("" not in e.detail and "HTTP" not in str(e.detail) for e in changes)  # no message text
+
+
+def test_run_once_looks_for_more_due_links_while_the_workers_are_still_busy(
+    open_store: Callable[[], Store], provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # The workers should never wait for the due query (or for the slowest chunk of a round):
+    # run_once asks the store again while about a chunk per worker is still being refreshed.
+    store = open_store()
+    names = [f"l{i:02d}" for i in range(8)]
+    add_links(store, *(link_write(n) for n in names))
+    for n in names:
+        _authorize(store, provider, clock, n)
+    clock.advance(55)
+    limits: list[int] = []
+    refreshed_before_second_look: list[int] = []
+    second_look = threading.Event()
+    due_links = store.due_links
+
+    def watched_due_links(now: float, *, limit: int) -> list[str]:
+        limits.append(limit)
+        if len(limits) == 2:
+            refreshed_before_second_look.append(provider.refresh_count())
+            second_look.set()
+        return due_links(now, limit=limit)
+
+    store.due_links = watched_due_links  # type: ignore[method-assign]
+
+    class HeldProvider:
+        """Holds every refresh until run_once has looked at the store a second time."""
+
+        def refresh(self, config: ClientConfig, refresh_token: Secret) -> TokenResponse:
+            second_look.wait(5)
+            return provider.refresh(config, refresh_token)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(provider, name)
+
+    k = keeper.Keeper(
+        store,
+        HeldProvider(),  # type: ignore[arg-type]
+        store_factory=open_store,
+        workers=2,
+        policy=keeper.KeeperPolicy(batch=4, chunk=2),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    report = k.run_once()
+    assert refreshed_before_second_look == [0]  # nothing had come back yet
+    assert limits[1] == 4 + 4  # the 4 names still queued come back from the query: 4 more asked for
+    assert sorted(report.refreshed) == names and report.ok
+    assert provider.refresh_count() == 8 and not provider.revoked
+
+
+def test_the_pool_hands_back_a_chunk_of_outcomes_at_once(
+    open_store: Callable[[], Store], provider: RotatingProvider, clock: FakeClock
+) -> None:
+    # A waiting run_once wakes once per chunk, not once per link (each wake-up takes the GIL
+    # from the workers): outcomes come back as whole chunks.
+    from reconciler.keeper.daemon import _Pool
+
+    store = open_store()
+    names = [f"l{i}" for i in range(6)]
+    add_links(store, *(link_write(n) for n in names))
+    for n in names:
+        _authorize(store, provider, clock, n)
+    clock.advance(55)
+    k = keeper.Keeper(
+        store,
+        provider,  # type: ignore[arg-type]  # the fake has no with_endpoints (not used here)
+        store_factory=open_store,
+        workers=1,
+        policy=keeper.KeeperPolicy(chunk=3),
+        clock=clock,
+        rng=random.Random(1),
+    )
+    with _Pool(k) as pool:
+        pool.submit(names)
+        first = pool.collect(1)
+        rest = pool.collect(6 - len(first))
+    assert len(first) == 3 and len(rest) == 3
+    assert sorted(o.name for o in first + rest) == names

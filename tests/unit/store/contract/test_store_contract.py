@@ -226,6 +226,20 @@ def test_new_links_get_a_grant_by_credentials(store: Store) -> None:
     assert [g.link_name for g in store.list_grants()] == ["no-client", "null-client", "ready"]
 
 
+def test_grants_can_be_listed_by_status(store: Store) -> None:
+    with store.write(expected_serial=0, actor="a") as tx:
+        tx.put_link(link("b-ready"))
+        tx.put_link(link("c-no-client", client_id=None))
+        tx.put_link(link("a-ready"))
+    waiting = store.list_grants_with_status([GrantStatus.NEEDS_AUTHORIZATION])
+    assert [g.link_name for g in waiting] == ["a-ready", "b-ready"]  # by name, like list_grants
+    assert all(g.access_token is None and g.refresh_token is None for g in waiting)
+    both = store.list_grants_with_status({GrantStatus.PENDING_CREDENTIALS, GrantStatus.NEEDS_AUTHORIZATION})
+    assert both == store.list_grants()
+    assert store.list_grants_with_status([GrantStatus.HEALTHY]) == []
+    assert store.list_grants_with_status([]) == []
+
+
 # -- the state key -------------------------------------------------------------------------
 def test_fingerprint_key_is_stable_and_not_the_state_key(open_: OpenStore, settings: Settings) -> None:
     first = open_().fingerprint_key()
