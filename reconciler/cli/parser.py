@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from reconciler import __version__
-from reconciler.cli import COMMAND_MODULES
 
 EPILOG = """\
 exit codes: 0 success / no changes, 1 unexpected error, 2 changes present
@@ -65,8 +64,8 @@ def terminal_columns() -> int:
     return columns or 80
 
 
-def command_parser(modules: Sequence[str]) -> argparse.ArgumentParser:
-    """The argument parser with the subcommands of ``modules``."""
+def command_parser(modules: Sequence[str], *, every_module: Sequence[str]) -> argparse.ArgumentParser:
+    """The argument parser with the subcommands of ``modules`` (``every_module`` if a lone one is missing)."""
     # Subparsers are built with the parent's class, so every command exits 64 on a typo.
     parser = UsageExitParser(
         prog="linkctl",
@@ -85,7 +84,7 @@ def command_parser(modules: Sequence[str]) -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             if len(modules) == 1:  # the command's own module is not installed: say so as a full parse does
-                return command_parser(COMMAND_MODULES)
+                return command_parser(every_module, every_module=every_module)
             continue
         module.register(subparsers)
     if modules:  # `--version` builds no command: nothing to finish
