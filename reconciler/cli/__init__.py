@@ -50,7 +50,7 @@ def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentP
     """The argument parser with the subcommands of ``modules`` (default: every command)."""
     from reconciler.cli.parser import command_parser
 
-    return command_parser(modules, every=COMMAND_MODULES)
+    return command_parser(modules, every_module=COMMAND_MODULES)
 
 
 def modules_for(argv: Sequence[str]) -> Sequence[str]:

@@ -64,12 +64,8 @@ def terminal_columns() -> int:
     return columns or 80
 
 
-def command_parser(modules: Sequence[str], *, every: Sequence[str]) -> argparse.ArgumentParser:
-    """The argument parser with the subcommands of ``modules`` (``every``: all command modules).
-
-    ``every`` is passed in, not imported from :mod:`reconciler.cli`, so that the package
-    and this module do not import each other.
-    """
+def command_parser(modules: Sequence[str], *, every_module: Sequence[str]) -> argparse.ArgumentParser:
+    """The argument parser with the subcommands of ``modules`` (``every_module`` if a lone one is missing)."""
     # Subparsers are built with the parent's class, so every command exits 64 on a typo.
     parser = UsageExitParser(
         prog="linkctl",
@@ -88,7 +84,7 @@ def command_parser(modules: Sequence[str], *, every: Sequence[str]) -> argparse.
             if exc.name != module_name:
                 raise
             if len(modules) == 1:  # the command's own module is not installed: say so as a full parse does
-                return command_parser(every, every=every)
+                return command_parser(every_module, every_module=every_module)
             continue
         module.register(subparsers)
     if modules:  # `--version` builds no command: nothing to finish
