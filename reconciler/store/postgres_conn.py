@@ -52,13 +52,7 @@ OFFSET_STEP = 0.025  # seconds: clock offsets are tracked to this (far below any
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 # cannot_connect_now, admin_shutdown, crash_shutdown: the server goes away and comes back.
 _RESTARTING_STATES = frozenset({"57P03", "57P01", "57P02"})
-_RESTARTING_PHRASES = (
-    "refused",
-    "is shutting down",
-    "is starting up",
-    "in recovery mode",
-    "closed the connection unexpectedly",
-)
+_RESTARTING_PHRASES = ("refused", "shutting down", "starting up", "recovery mode", "closed the connection")
 _NOW_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
 _NOW_XID_SQL = "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, pg_current_xact_id()::text"
 
