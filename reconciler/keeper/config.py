@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from reconciler.domain.links import uses_client_credentials
 from reconciler.domain.tokens import ClientConfig
 
 if TYPE_CHECKING:
@@ -43,4 +44,4 @@ def client_config(store: Store, link: StoredLink) -> ClientConfig:
 
 def is_client_credentials(link: StoredLink) -> bool:
     """Whether a link obtains its tokens without a human (the client-credentials grant)."""
-    return link.spec.get("grant") == "client_credentials"
+    return uses_client_credentials(link.spec)

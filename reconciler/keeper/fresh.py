@@ -29,6 +29,7 @@ from reconciler.errors import (
     TransientProviderError,
     UnknownLink,
 )
+from reconciler.keeper.config import is_client_credentials
 from reconciler.keeper.refresh import refresh_leased
 from reconciler.keeper.report import OBTAINED, REFRESHED, SKIPPED
 from reconciler.keeper.timing import KeeperPolicy, Now, Sleep, access_lifetime, access_valid_for
@@ -135,7 +136,7 @@ def fresh_token(
     if usable(grant, start):
         return grant
     link = store.get_link(name)
-    cc = link is not None and link.spec.get("grant") == "client_credentials"
+    cc = link is not None and is_client_credentials(link)
     if grant.status in PARKED_STATUSES and not (cc and grant.access_token is None):
         _raise_for_status(grant, name)
     recorded = access_lifetime(grant) if grant.access_token is not None else None

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.links import spec_json_uses_client_credentials, uses_client_credentials
 from reconciler.domain.schedule import due_at
 from reconciler.secrets import Secret
 from reconciler.store import grants, sealing
@@ -100,7 +101,7 @@ def write_due_from_rows(tx: Tx, rows: Sequence[Sequence[Any]]) -> None:
             next_refresh_at=next_refresh_at,
             in_flight_since=in_flight_since,
             has_access_token=bool(has_access),
-            client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
+            client_credentials=spec_json_uses_client_credentials(spec_json),
         )
         if at != stored:
             changed_uids.append(uid)
@@ -123,7 +124,7 @@ def insert_initial_grant(tx: Tx, uid: str, spec: Mapping[str, Any]) -> None:
         next_refresh_at=None,
         in_flight_since=None,
         has_access_token=False,
-        client_credentials=spec.get("grant") == "client_credentials",
+        client_credentials=uses_client_credentials(spec),
     )
     tx.execute(
         "INSERT INTO grants (link_uid, status, token_version, due_at) VALUES (%s, %s, 0, %s)",

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.links import spec_json_uses_client_credentials, uses_client_credentials
 from reconciler.domain.schedule import due_at, next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
@@ -174,7 +175,7 @@ class PostgresLeases:
                 response.received_at,
                 response.expires_in,
                 has_refresh_token=response.refresh_token is not None or has_stored,
-                client_credentials=spec.get("grant") == "client_credentials",
+                client_credentials=uses_client_credentials(spec),
             )
             params = self._token_params(uid, response, now=self._db.clock.now(tx.db_now, clock_now))
             params.update(
@@ -338,7 +339,7 @@ class PostgresLeases:
                         next_refresh_at=next_at,
                         in_flight_since=None,
                         has_access_token=r.access_token is not None,
-                        client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
+                        client_credentials=spec_json_uses_client_credentials(spec_json),
                     )
                 )
             params = {**columns, "status": _HEALTHY, "now": at, "owner": owner}

@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.links import spec_json_uses_client_credentials, uses_client_credentials
 from reconciler.domain.schedule import due_at
 from reconciler.secrets import Secret
 from reconciler.store import grants, sealing
@@ -82,7 +83,7 @@ def write_due_at(conn: sqlite3.Connection, uids: Sequence[str]) -> None:
                 next_refresh_at=next_refresh_at,
                 in_flight_since=in_flight_since,
                 has_access_token=bool(has_access),
-                client_credentials=json.loads(spec_json).get("grant") == "client_credentials",
+                client_credentials=spec_json_uses_client_credentials(spec_json),
             )
             if at != stored:  # most lease writes leave it as it was: no row or index write then
                 updates.append((at, uid))
@@ -105,7 +106,7 @@ def insert_initial_grant(conn: sqlite3.Connection, uid: str, spec: Mapping[str, 
         next_refresh_at=None,
         in_flight_since=None,
         has_access_token=False,
-        client_credentials=spec.get("grant") == "client_credentials",
+        client_credentials=uses_client_credentials(spec),
     )
     conn.execute(
         "INSERT INTO grants (link_uid, status, token_version, due_at) VALUES (?, ?, 0, ?)",

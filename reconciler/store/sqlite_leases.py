@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.domain.grants import GrantStatus
+from reconciler.domain.links import uses_client_credentials
 from reconciler.domain.schedule import next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
@@ -156,7 +157,7 @@ class SQLiteLeases:
                 response.received_at,
                 response.expires_in,
                 has_refresh_token=has_rt,
-                client_credentials=spec.get("grant") == "client_credentials",
+                client_credentials=uses_client_credentials(spec),
             )
             conn.execute(
                 "UPDATE grants SET access_token = ?, refresh_token = COALESCE(?, refresh_token),"

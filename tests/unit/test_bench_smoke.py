@@ -50,3 +50,23 @@ def test_bench_startup_runs_with_two_runs_per_step() -> None:
     steps = {line[:30].strip() for line in done.stdout.splitlines() if "ms" not in line[:30]}
     wanted = {"python -c pass", "linkctl --version", "token NAME (fresh)", "no-op plan, 30"}
     assert wanted <= steps, done.stdout
+
+
+def test_bench_keeper_runs_at_small_n() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_keeper.py"), "--links", "30", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("round ")] == [
+        "round 1",
+        "round 2",
+    ]
+    for workers in (1, 2):  # the default worker counts, each verified and compared in every round
+        assert f"store check, keeper w={workers}, every round: 30/30 grants healthy" in out
+        assert f"ratio keeper w={workers} / baseline (same round): throughput median" in out
+    assert out.count("all done, no lost grant, no double refresh") == 2
