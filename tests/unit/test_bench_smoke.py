@@ -8,28 +8,27 @@ import sys
 from tests.conftest import ROOT
 
 
-def test_bench_core_runs_at_small_n() -> None:
+def _run_bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run one benchmark script from the project root; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_core.py"), "--n", "20", "--no-terraform"],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_bench_core_runs_at_small_n() -> None:
+    done = _run_bench("bench_core.py", "--n", "20", "--no-terraform", timeout=120)
     steps = [line.split()[1] for line in done.stdout.splitlines() if line.strip().startswith("20 ")]
     assert steps == ["validate", "plan", "apply", "no-op", "no-op", "plan", "apply"]
 
 
 def test_bench_ops_runs_at_small_n() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_ops.py"), "--n", "20", "--repeat", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run_bench("bench_ops.py", "--n", "20", "--repeat", "1", timeout=120)
     steps = [
         line.split(None, 1)[1].rsplit(None, 2)[0]
         for line in done.stdout.splitlines()
@@ -39,28 +38,14 @@ def test_bench_ops_runs_at_small_n() -> None:
 
 
 def test_bench_startup_runs_with_two_runs_per_step() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_startup.py"), "--runs", "2"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run_bench("bench_startup.py", "--runs", "2", timeout=180)
     steps = {line[:30].strip() for line in done.stdout.splitlines() if "ms" not in line[:30]}
     wanted = {"python -c pass", "linkctl --version", "token NAME (fresh)", "no-op plan, 30"}
     assert wanted <= steps, done.stdout
 
 
 def test_bench_keeper_runs_at_small_n() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_keeper.py"), "--links", "30", "--rounds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run_bench("bench_keeper.py", "--links", "30", "--rounds", "2", timeout=180)
     out = done.stdout
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("round ")] == [
         "round 1",
