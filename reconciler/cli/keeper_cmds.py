@@ -5,7 +5,6 @@ Registered by :mod:`reconciler.cli` (``COMMAND_MODULES``); the work is done by
 fast: this module imports only that standard-library-only service at load time (argparse
 only to register or to report a bad value), and a fresh token is printed without importing
 httpx at all.
-``python -m reconciler.cli.keeper_cmds token NAME`` runs the same handlers alone.
 
 ``token`` prints only the access token (or JSON with ``--output json``); this is the one
 place where linkctl writes a token to stdout, because that is what the caller asked for.
