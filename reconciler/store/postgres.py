@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -50,27 +48,12 @@ from reconciler.store.postgres_notify import PostgresNotify
 from reconciler.store.postgres_pending import PostgresPendingAuthorizations
 from reconciler.store.postgres_transfer import PostgresTransfer
 from reconciler.store.postgres_url import parse_url
+from reconciler.store.read_ahead import ReadAhead
 from reconciler.store.schema import load_migrations
 
 Notice = Callable[[str], None]
 DIALECT = "postgresql"
 MIGRATION_LOCK_TIMEOUT = "10s"  # a migration waits this long for tables in use, then says so
-# How long links read with their lease answer get_link/read_secret (a keeper reads them at once).
-READ_AHEAD_SECONDS = 1.0
-
-
-@dataclasses.dataclass
-class _ReadAhead:
-    """A leased link's row (until get_link took it) and its sealed secrets, read with the lease."""
-
-    until: float  # time.monotonic()
-    link: tuple[Any, ...] | None
-    secrets: dict[str, bytes]
-    uid: str = ""
-
-    def __post_init__(self) -> None:
-        if self.link is not None:
-            self.uid = self.link[0]
 
 
 def read_meta(tx: Tx) -> tuple[int, bytes | None]:
@@ -131,7 +114,7 @@ class PostgresStore(
         self._read_only = read_only
         self._closed = False
         self._lock_conns = {}
-        self._read_ahead: dict[str, _ReadAhead] = {}
+        self._read_ahead = ReadAhead()
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -306,7 +289,7 @@ class PostgresStore(
         if getattr(self, "_writing", False):
             raise StateError("a store transaction is already open on this store (nested write)")
         self._writing = True
-        self._read_ahead = {}  # this store's own apply must be seen by its next reads
+        self._read_ahead.clear()  # this store's own apply must be seen by its next reads
         try:
             with self._db.transaction(action="apply") as tx:
                 row = tx.execute("SELECT value FROM meta WHERE key = 'serial' FOR UPDATE").fetchone()
@@ -357,46 +340,28 @@ class PostgresStore(
         rows = self._query("list links", SELECT_LINKS + " ORDER BY name", all_rows=True)
         return [link_from_row(row, self._db.clock) for row in rows]
 
-    # -- read-ahead of leased links -----------------------------------------------------
     def _remember_links(self, rows: dict[str, tuple[Sequence[Any], Sequence[str], Sequence[bytes]]]) -> None:
-        """Keep the links just leased, with their secrets still sealed, for the reads that follow.
-
-        A keeper reads each leased link and its client secret right after taking the lease:
-        the lease statement returns them (one snapshot, no round trip per link). Each link is
-        answered once by :meth:`get_link` and its secrets by :meth:`read_secret`, for at most
-        :data:`READ_AHEAD_SECONDS`; the next lease replaces them all, and an apply through
-        this store drops them. Secrets stay sealed here: decrypted on each read, as always.
-        """
-        until = time.monotonic() + READ_AHEAD_SECONDS
-        self._read_ahead = {
-            name: _ReadAhead(until, tuple(link), dict(zip(fields, blobs, strict=True)))
-            for name, (link, fields, blobs) in rows.items()
-        }
-
-    def _ahead(self, name: str) -> _ReadAhead | None:
-        entry = self._read_ahead.get(name)
-        if entry is not None and time.monotonic() >= entry.until:
-            self._read_ahead.clear()  # all were taken together: all are as old
-            return None
-        return entry
+        """Keep the links just leased, with their sealed secrets (:mod:`reconciler.store.read_ahead`)."""
+        self._read_ahead.remember(
+            {
+                name: (link, dict(zip(fields, blobs, strict=True)))
+                for name, (link, fields, blobs) in rows.items()
+            }
+        )
 
     def get_link(self, name: str) -> base.StoredLink | None:
         """One link by name."""
         self._refresh_offset()
-        entry = self._ahead(name)
-        if entry is not None and entry.link is not None:
-            row, entry.link = entry.link, None
-            return link_from_row(row, self._db.clock)
+        ahead = self._read_ahead.take_link(name)
+        if ahead is not None:
+            return link_from_row(ahead, self._db.clock)
         row = self._query("read a link", SELECT_LINKS + " WHERE name = %s", (name,))
         return None if row is None else link_from_row(row, self._db.clock)
 
     def read_secret(self, name: str, field: str) -> Secret | None:
         """Decrypt one stored secret of a link (``None`` if the link or secret is absent)."""
-        entry = self._ahead(name)
-        if entry is not None:
-            blob = entry.secrets.get(field)
-            row = None if blob is None else (entry.uid, blob)
-        else:
+        known, row = self._read_ahead.sealed_secret(name, field)
+        if not known:
             row = self._query(
                 "read a secret",
                 "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"

@@ -44,6 +44,7 @@ from reconciler.store import (
     sqlite_pending,
     sqlite_transfer,
 )
+from reconciler.store.read_ahead import ReadAhead
 from reconciler.store.schema import latest_version, load_migrations, split_statements
 from reconciler.store.sqlite_api_keys import SQLiteApiKeys
 from reconciler.store.sqlite_links import SELECT_LINKS, SQLiteWriteTransaction, link_from_row
@@ -96,6 +97,7 @@ class SQLiteStore(
         self._notice = notice
         self._closed = False
         self._read_only_path: Path | None = None
+        self._read_ahead = ReadAhead()
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -291,6 +293,7 @@ class SQLiteStore(
 
     @contextlib.contextmanager
     def _write(self, *, expected_serial: int | None, actor: str) -> Iterator[base.WriteTransaction]:
+        self._read_ahead.clear()  # this store's own apply must be seen by its next reads
         with self._immediate() as conn:
             serial = _serial(conn)
             if expected_serial is not None and serial != expected_serial:
@@ -326,17 +329,21 @@ class SQLiteStore(
     def get_link(self, name: str) -> base.StoredLink | None:
         """One link by name."""
         self._check_open()
-        row = self._conn.execute(SELECT_LINKS + " WHERE name = ?", (name,)).fetchone()
+        row = self._read_ahead.take_link(name)
+        if row is None:
+            row = self._conn.execute(SELECT_LINKS + " WHERE name = ?", (name,)).fetchone()
         return None if row is None else link_from_row(row)
 
     def read_secret(self, name: str, field: str) -> Secret | None:
         """Decrypt one stored secret of a link (``None`` if the link or secret is absent)."""
         self._check_open()
-        row = self._conn.execute(
-            "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
-            " WHERE l.name = ? AND s.field = ?",
-            (name, field),
-        ).fetchone()
+        known, row = self._read_ahead.sealed_secret(name, field)
+        if not known:
+            row = self._conn.execute(
+                "SELECT l.uid, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
+                " WHERE l.name = ? AND s.field = ?",
+                (name, field),
+            ).fetchone()
         if row is None:
             return None
         try:

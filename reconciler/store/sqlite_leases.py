@@ -44,11 +44,13 @@ from reconciler.domain.schedule import next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
 from reconciler.store.sqlite_grants import IN_CHUNK, write_due_at
+from reconciler.store.sqlite_links import links_with_secrets
 
 if TYPE_CHECKING:
     from reconciler.domain.tokens import TokenResponse
     from reconciler.secrets import Secret
     from reconciler.store import sealing
+    from reconciler.store.read_ahead import ReadAhead
 
 _LINK_UID = "(SELECT uid FROM links WHERE name = ?)"
 _STATUSES = frozenset(GrantStatus)
@@ -132,6 +134,7 @@ class SQLiteLeases:
     if TYPE_CHECKING:  # provided by SQLiteGrants / SQLiteStore; declared for mypy only
         _conn: sqlite3.Connection
         _sealer: sealing.Sealer
+        _read_ahead: ReadAhead
 
         def _immediate(self) -> contextlib.AbstractContextManager[sqlite3.Connection]: ...
         def get_grant(self, name: str, *, with_tokens: bool = False) -> grants.Grant | None: ...
@@ -318,6 +321,7 @@ class SQLiteLeases:
                 == 1
             ]
             self._write_due_at(conn, taken)
+            self._read_ahead.remember(links_with_secrets(conn, taken))
             return self._read_many(taken, with_tokens=True)
 
     def mark_in_flight_many(

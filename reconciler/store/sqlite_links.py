@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from reconciler.domain.records import record_builder
 from reconciler.errors import ConflictError, StateError
 from reconciler.secrets import Secret
 from reconciler.store import base, sealing, sqlite_grants
+from reconciler.store.sqlite_grants import IN_CHUNK
 
 LINK_COLUMNS = (
     "uid, name, provider, spec_json, spec_hash, secret_fingerprints_json, generation, "
@@ -209,3 +210,23 @@ class SQLiteWriteTransaction(base.WriteTransaction):
         """Record the Instance (``metadata.name``) the store is applied from."""
         self._check_open()
         self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('instance', ?)", (name,))
+
+
+def links_with_secrets(
+    conn: sqlite3.Connection, names: Sequence[str]
+) -> dict[str, tuple[tuple[Any, ...], dict[str, bytes]]]:
+    """The link rows of ``names`` and their sealed secrets, two statements a chunk (for the read-ahead)."""
+    out: dict[str, tuple[tuple[Any, ...], dict[str, bytes]]] = {}
+    for start in range(0, len(names), IN_CHUNK):
+        chunk = tuple(names[start : start + IN_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        for row in conn.execute(f"{SELECT_LINKS} WHERE name IN ({marks})", chunk):
+            out[row[1]] = (tuple(row), {})
+        sealed = conn.execute(
+            "SELECT l.name, s.field, s.ciphertext FROM links l JOIN secrets s ON s.link_uid = l.uid"
+            f" WHERE l.name IN ({marks})",
+            chunk,
+        )
+        for name, field, blob in sealed:
+            out[name][1][field] = blob
+    return out

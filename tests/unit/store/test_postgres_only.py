@@ -307,7 +307,7 @@ def test_one_statement_reads_take_one_round_trip_and_leave_connections_transacti
 def test_leased_links_are_read_with_their_lease_once_and_only_briefly(
     pg: Open, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler.store import postgres
+    from reconciler.store import read_ahead
 
     store = pg()
     add_links(store, link_write("a"), link_write("b"))
@@ -336,7 +336,7 @@ def test_leased_links_are_read_with_their_lease_once_and_only_briefly(
     assert store.get_link("b") is not None and len(sent) == 1
     store.release_lease("a", owner="K")
     store.release_lease("b", owner="K")
-    monkeypatch.setattr(postgres, "READ_AHEAD_SECONDS", 0.0)
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_SECONDS", 0.0)
     store.acquire_leases(["a"], owner="K", ttl=30, now=time.time())
     sent.clear()
     assert store.read_secret("a", "clientSecret") is not None and len(sent) == 1  # expired: read again
