@@ -304,44 +304,6 @@ def test_one_statement_reads_take_one_round_trip_and_leave_connections_transacti
             connector.pool.putconn(conn)
 
 
-def test_leased_links_are_read_with_their_lease_once_and_only_briefly(
-    pg: Open, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from reconciler.store import read_ahead
-
-    store = pg()
-    add_links(store, link_write("a"), link_write("b"))
-    for name in ("a", "b"):
-        store.save_authorization(name, response(at=time.time()), clock_now=time.time())
-    assert [g.link_name for g in store.acquire_leases(["a", "b"], owner="K", ttl=30, now=time.time())] == [
-        "a",
-        "b",
-    ]
-    sent: list[str] = []
-    original = psycopg.Connection.execute
-
-    def counting(self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any) -> Any:
-        sent.append(str(query))
-        return original(self, query, *args, **kw)
-
-    monkeypatch.setattr(psycopg.Connection, "execute", counting)
-    link = store.get_link("a")
-    secret = store.read_secret("a", "clientSecret")
-    assert link is not None and link.spec["clientId"] == "client-a" and secret is not None
-    assert store.read_secret("a", "privateKey") is None  # absent then: absent in the same snapshot
-    assert sent == []  # the lease statement brought them
-    assert store.get_link("a") is not None and len(sent) == 1  # a link is answered ahead once
-    add_links(store, link_write("c"))  # an apply through this store drops the read-ahead
-    sent.clear()
-    assert store.get_link("b") is not None and len(sent) == 1
-    store.release_lease("a", owner="K")
-    store.release_lease("b", owner="K")
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_SECONDS", 0.0)
-    store.acquire_leases(["a"], owner="K", ttl=30, now=time.time())
-    sent.clear()
-    assert store.read_secret("a", "clientSecret") is not None and len(sent) == 1  # expired: read again
-
-
 @pytest.mark.parametrize("when", ["after", "before"])
 def test_a_lost_commit_answer_is_resolved_by_the_transaction_id(
     pg: Open, monkeypatch: pytest.MonkeyPatch, when: str

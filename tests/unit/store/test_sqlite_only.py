@@ -516,34 +516,3 @@ def test_sqlite_url_forms() -> None:
     assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
     # Settings.from_env writes f"sqlite:///{absolute}", i.e. four slashes: the same file.
     assert sqlite_path("sqlite:////var/lib/linkctl/state.db") == Path("/var/lib/linkctl/state.db")
-
-
-def test_leased_links_are_read_with_their_lease_once_and_only_briefly(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from reconciler.store import read_ahead
-
-    assert isinstance(store, SQLiteStore)
-    add_links(store, link_write("a"), link_write("b"))
-    for name in ("a", "b"):
-        store.save_authorization(name, response(at=time.time()), clock_now=time.time())
-    leased = store.acquire_leases(["a", "b"], owner="K", ttl=30, now=time.time())
-    assert [g.link_name for g in leased] == ["a", "b"]
-    sent: list[str] = []
-    store._conn.set_trace_callback(sent.append)  # every statement the connection runs
-    link = store.get_link("a")
-    secret = store.read_secret("a", "clientSecret")
-    assert link is not None and link.spec["clientId"] == "client-a" and secret is not None
-    assert store.read_secret("a", "privateKey") is None  # absent then: absent in the same snapshot
-    assert sent == []  # the lease transaction brought them
-    assert store.get_link("a") is not None and len(sent) == 1  # a link is answered ahead once
-    add_links(store, link_write("c"))  # an apply through this store drops the read-ahead
-    sent.clear()
-    assert store.get_link("b") is not None and len(sent) == 1
-    store.release_lease("a", owner="K")
-    store.release_lease("b", owner="K")
-    monkeypatch.setattr(read_ahead, "READ_AHEAD_SECONDS", 0.0)
-    store.acquire_leases(["a"], owner="K", ttl=30, now=time.time())
-    sent.clear()
-    assert store.read_secret("a", "clientSecret") is not None and len(sent) == 1  # expired: read again
-    store._conn.set_trace_callback(None)

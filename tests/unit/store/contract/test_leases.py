@@ -6,15 +6,21 @@ sealed is checked underneath the interface in tests/unit/store/test_sqlite_only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 
 from reconciler.domain.grants import GrantStatus
 from reconciler.errors import StateError
-from reconciler.store import grants
+from reconciler.store import grants, read_ahead
 from reconciler.store.base import Store
 from reconciler.store.grants import LeaseLost
+from reconciler.store.sqlite import SQLiteStore
 from tests.support.fakes import FakeClock, add_links, link_write, response
 
 
@@ -240,3 +246,50 @@ def test_save_authorization_clears_errors_and_fences_in_flight(store: Store, clo
             now=clock(),
             next_refresh_at=None,
         )
+
+
+@contextlib.contextmanager
+def statements_sent(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every SQL statement the store sends to its database meanwhile (beneath the interface)."""
+    sent: list[str] = []
+    if isinstance(store, SQLiteStore):
+        store._conn.set_trace_callback(sent.append)
+        try:
+            yield sent
+        finally:
+            store._conn.set_trace_callback(None)
+        return
+    original = psycopg.Connection.execute
+
+    def counting(self: psycopg.Connection[Any], query: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(str(query))
+        return original(self, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counting)
+    yield sent
+
+
+def test_leased_links_are_read_with_their_lease_once_and_only_briefly(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_links(store, link_write("a"), link_write("b"))
+    for name in ("a", "b"):
+        store.save_authorization(name, response(at=time.time()), clock_now=time.time())
+    leased = store.acquire_leases(["a", "b"], owner="K", ttl=30, now=time.time())
+    assert [g.link_name for g in leased] == ["a", "b"]
+    with statements_sent(store, monkeypatch) as sent:
+        link = store.get_link("a")
+        secret = store.read_secret("a", "clientSecret")
+        assert link is not None and link.spec["clientId"] == "client-a" and secret is not None
+        assert store.read_secret("a", "privateKey") is None  # absent then: absent in the same snapshot
+        assert sent == []  # the lease transaction brought them
+        assert store.get_link("a") is not None and len(sent) == 1  # a link is answered ahead once
+        add_links(store, link_write("c"))  # an apply through this store drops the read-ahead
+        sent.clear()
+        assert store.get_link("b") is not None and len(sent) == 1
+        store.release_lease("a", owner="K")
+        store.release_lease("b", owner="K")
+        monkeypatch.setattr(read_ahead, "READ_AHEAD_SECONDS", 0.0)
+        store.acquire_leases(["a"], owner="K", ttl=30, now=time.time())
+        sent.clear()
+        assert store.read_secret("a", "clientSecret") is not None and len(sent) == 1  # expired: read again
