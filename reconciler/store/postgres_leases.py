@@ -307,10 +307,10 @@ class PostgresLeases:
         def work(tx: Tx) -> list[grants.LeaseLost | None]:
             at = self._db.clock.now(tx.db_now, now)
             links = _uids_and_specs(tx, [c.name for c in commits])
-            known: list[grants.TokenCommit] = []
-            for c in commits:  # a name twice: the second is fenced out, as its own UPDATE would be
-                if c.name in links and all(k.name != c.name for k in known):
-                    known.append(c)
+            # A name twice: its first commit is written, the later ones are fenced out (as their
+            # own UPDATEs would be), even when equal to the first: positions, not values, count.
+            first = {c.name: i for i, c in reversed(list(enumerate(commits))) if c.name in links}
+            known = [commits[i] for i in sorted(first.values())]
             columns: dict[str, list[Any]] = {
                 key: []
                 for key in (
@@ -346,9 +346,9 @@ class PostgresLeases:
             committed = {row[0] for row in tx.execute(_COMMIT, params)} if known else set()
             return [
                 None
-                if c in known and links[c.name][0] in committed
+                if first.get(c.name) == i and links[c.name][0] in committed
                 else _lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens")
-                for c in commits
+                for i, c in enumerate(commits)
             ]
 
         result: list[grants.LeaseLost | None] = self._write("store refreshed tokens", work)

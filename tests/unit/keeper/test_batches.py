@@ -12,7 +12,7 @@ import dataclasses
 import random
 import sqlite3
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -22,6 +22,7 @@ from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import FailureRecord, LeaseLost, TokenCommit
 from tests.support.fakes import FakeClock, RotatingProvider, add_links, link_write, lose_response, response
+from tests.support.stores import PerLinkBatches
 
 NAMES = ["a", "b", "c"]
 
@@ -105,28 +106,10 @@ def test_rotated_refresh_token_is_durable_before_any_lease_is_released(
     assert g.refresh_token is not None and g.refresh_token.reveal() == "rt-a-2"
 
 
-class _PerLinkBatches:
-    """The store with the GrantStore base-class batch methods: one transaction per link.
-
-    SQLite overrides all of them; another store (PostgreSQL) may start from these, so
-    they are held to the same per-link fencing as SQLite's.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
-for _batch in ("acquire_leases", "mark_in_flight_many", "commit_tokens_many", "record_failures_many"):
-    setattr(_PerLinkBatches, _batch, getattr(grants.GrantStore, _batch))
-
-
 @pytest.fixture(params=["store batches", "base-class defaults"])
 def batches(request: pytest.FixtureRequest, store: Store) -> Store:
     """The store, or the store with the per-link default batch methods."""
-    return store if request.param == "store batches" else cast(Store, _PerLinkBatches(store))
+    return store if request.param == "store batches" else cast(Store, PerLinkBatches(store))
 
 
 def test_a_fenced_out_link_does_not_fail_the_others(batches: Store, clock: FakeClock) -> None:

@@ -143,6 +143,20 @@ def test_a_keeper_that_lost_its_lease_cannot_overwrite_newer_tokens(store: Store
     assert g is not None and g.refresh_token is not None and g.refresh_token.reveal() == "rt-B"
 
 
+def test_a_commit_given_twice_in_a_batch_is_written_once_and_the_repeat_fenced_out(
+    store: Store, clock: FakeClock
+) -> None:
+    """Equal commits too: "committed" is said only of what was written (positions, not values)."""
+    _authorized(store, clock)
+    leased = store.acquire_leases(["a"], owner="K", ttl=30, now=clock())
+    commit = grants.TokenCommit("a", leased[0].token_version, response("at-2", "rt-2", at=clock()), None)
+    results = store.commit_tokens_many([commit, commit], owner="K", now=clock())
+    assert results[0] is None
+    assert isinstance(results[1], LeaseLost) and "fenced out" in results[1].message
+    g = store.get_grant("a", with_tokens=True)
+    assert g is not None and g.token_version == leased[0].token_version + 1
+
+
 def test_same_version_but_another_owner_is_fenced(store: Store, clock: FakeClock) -> None:
     _authorized(store, clock)
     a = store.acquire_lease("a", owner="A", ttl=30, now=clock())
