@@ -15,6 +15,11 @@ no double refresh). ``--trace-memory`` adds a second, untimed run under tracemal
 (it slows Python down several times, so it never runs in the timed pass). Run::
 
     python bench/bench_keeper.py [--links 10000] [--workers 1,2] [--rounds 3] [--chunk 50] [--client-loop]
+                                 [--latency SECONDS]
+
+``--latency`` makes the endpoint answer like a remote provider (e.g. 0.25): then a chunk's
+requests outlast one send deadline, and the store check shows whether every link was
+still refreshed in the one run.
 
 The host's speed drifts by tens of percent between minutes, so the baseline and the keeper
 run in alternating rounds and each ratio compares a keeper run with the baseline run just
@@ -59,11 +64,14 @@ from reconciler.store.base import LinkWrite, Store
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     issued_log: int = -1  # an O_APPEND fd: one issued refresh token per line
+    latency: float = 0.0  # seconds each answer waits, as a remote provider's would
     disable_nagle_algorithm = True  # one-packet answers: no 40 ms delayed-ACK stalls on keep-alive
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         self.rfile.read(length)
+        if self.latency:
+            time.sleep(self.latency)
         refresh = secrets.token_urlsafe(24)
         if self.issued_log >= 0:
             os.write(self.issued_log, f"{refresh}\n".encode())
@@ -85,7 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(port_out: Any, issued_path: str | None = None) -> None:
+def _serve(port_out: Any, issued_path: str | None = None, latency: float = 0.0) -> None:
+    _Handler.latency = latency
     if issued_path:
         _Handler.issued_log = os.open(issued_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -326,6 +335,12 @@ def main() -> int:
         "--trace-memory", action="store_true", help="also measure traced Python memory (untimed run)"
     )
     parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the endpoint waits before each answer, as a remote provider (default 0)",
+    )
+    parser.add_argument(
         "--client-loop",
         action="store_true",
         help="also time the keeper's HTTP path alone (TokenClient(keepalive=True), no store)",
@@ -336,7 +351,7 @@ def main() -> int:
     ports: Any = multiprocessing.Queue()
     with tempfile.TemporaryDirectory(prefix="linkctl-bench-issued-") as tmp:
         issued_path = str(Path(tmp) / "issued.txt")
-        server = multiprocessing.Process(target=_serve, args=(ports, issued_path), daemon=True)
+        server = multiprocessing.Process(target=_serve, args=(ports, issued_path, args.latency), daemon=True)
         server.start()
         try:
             endpoint = f"http://127.0.0.1:{ports.get(timeout=10)}/token"
@@ -360,6 +375,8 @@ def main() -> int:
             server.join()
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cpus, python {sys.version.split()[0]}")
     print(f"{len(rounds)} rounds, each: the baseline, then the keeper with {args.workers} worker(s)")
+    if args.latency:
+        print(f"endpoint latency {args.latency * 1000:.0f} ms per answer, chunk {args.chunk}")
     for index, this in enumerate(rounds, 1):
         base = this["baseline"]
         line = (
