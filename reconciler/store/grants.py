@@ -89,6 +89,8 @@ class GrantStore(abc.ABC):
         Due means :func:`reconciler.domain.schedule.due_at`: a backend stores its result on
         every grant write that changes one of its inputs and only compares it here (not
         before a held lease expires), so no backend re-encodes the rule in its query language.
+        Most overdue is the earliest stored due time (then the name), so a backend can read
+        them in the order of an index on it and stop after ``limit``.
         """
 
     @abc.abstractmethod

@@ -44,7 +44,7 @@ _DUE_AT = "GREATEST(g.due_at, COALESCE(g.lease_expires_at, 0))"
 _DUE_LINKS = (
     "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
     " WHERE g.due_at <= %(now)s AND (g.lease_owner IS NULL OR g.lease_expires_at <= %(now)s)"
-    f" AND {_DUE_AT} <= %(now)s ORDER BY {_DUE_AT}, l.name LIMIT %(limit)s"
+    f" AND {_DUE_AT} <= %(now)s ORDER BY g.due_at, l.name LIMIT %(limit)s"  # as the SQLite store
 )
 _SENT_AT = "jsonb_set(g.details_json::jsonb, '{lost_response_sent_at}', to_jsonb(g.in_flight_since))::text"
 _ACQUIRE = (

