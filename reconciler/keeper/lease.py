@@ -11,10 +11,6 @@ transactions in all, whatever the number of links:
 3. ``commit_tokens_many`` / ``record_failures_many`` (one durable transaction each),
    which also end the leases.
 
-A provider slow enough to take a batch past the send deadline adds steps 3 and 1 at that
-point: the answers so far are committed and the unsent links marked again, which renews
-their leases (:func:`_send_all`).
-
 Invariant 4 of docs/testing.md (the rotated refresh token is durable before anything
 else): no token is handed out and no lease released before step 3 has committed;
 answers wait in memory and outcomes exist only after the commit. Invariant 3: every
@@ -135,13 +131,10 @@ def run_leased(
                 Outcome(job.grant.link_name, SKIPPED, message=fenced.message)
             )
     commits = _send_all(
-        store,
         client,
         marked,
         failures,
-        attempts,
-        owner=owner,
-        marked_at=sent_at,
+        deadline=send_deadline(policy, sent_at + policy.lease_ttl),
         policy=policy,
         clock=clock,
         rng=rng,
@@ -151,42 +144,34 @@ def run_leased(
 
 
 def _send_all(
-    store: Store,
     client: TokenClientLike,
     marked: list[_Job],
     failures: list[tuple[FailureRecord, _Job, LinkctlError | None]],
-    attempts: dict[str, Attempt],
     *,
-    owner: str,
-    marked_at: float,
+    deadline: float,
     policy: KeeperPolicy,
     clock: Now,
     rng: random.Random,
 ) -> list[tuple[TokenCommit, _Job]]:
-    """Send the marked requests in order, each before its lease's send deadline; answers stay in memory.
-
-    A slow provider can take a chunk past the deadline (50 requests at 200 ms fill the 10 s
-    of the defaults). Then the answers so far are committed (they still have half the lease
-    margin), the leases of the unsent links are renewed by marking them again, and sending
-    goes on under the new deadline. Only when that renewal fails are the rest left unsent.
-    """
+    """Send the marked requests in order until the send deadline; answers stay in memory."""
     commits: list[tuple[TokenCommit, _Job]] = []
-    deadline = send_deadline(policy, marked_at + policy.lease_ttl)
-    index = 0
-    while index < len(marked):
-        job = marked[index]
+    for index, job in enumerate(marked):
         if clock() > deadline:
-            _finish(store, commits, failures, attempts, owner=owner, clock=clock)
-            commits, failures[:] = [], []
-            renewed_at = clock()
-            renewed = _renew(store, marked[index:], attempts, owner=owner, now=renewed_at, policy=policy)
-            if renewed is None:  # the store refused: nothing more is sent, all is due again
-                _not_sent(marked[index:], failures, now=clock())
-                break
-            marked, index = renewed, 0
-            deadline = send_deadline(policy, renewed_at + policy.lease_ttl)
-            continue
-        index += 1
+            # Out of lease time: the rest is not sent, so their refresh tokens are certainly
+            # not consumed. Answers already received still have the commit margin.
+            now = clock()
+            for rest in marked[index:]:
+                note = FailureRecord(
+                    rest.grant.link_name,
+                    rest.grant.token_version,
+                    GrantStatus.TRANSIENT_ERROR,
+                    TransientProviderError.error_class,
+                    NOT_SENT,
+                    now,
+                    False,
+                )
+                failures.append((note, rest, None))
+            break
         assert job.config is not None
         job.sent_at = clock()
         result = _send(client, job.config, job.grant, cc=job.cc)
@@ -200,54 +185,6 @@ def _send_all(
         else:
             commits.append((_token_commit(job.grant, job.link, result, cc=job.cc, now=now, rng=rng), job))
     return commits
-
-
-def _renew(
-    store: Store,
-    jobs: list[_Job],
-    attempts: dict[str, Attempt],
-    *,
-    owner: str,
-    now: float,
-    policy: KeeperPolicy,
-) -> list[_Job] | None:
-    """Mark unsent jobs in flight again, renewing their leases; the ones still held (None: store error)."""
-    try:
-        marks = store.mark_in_flight_many(
-            [(j.grant.link_name, j.grant.token_version) for j in jobs],
-            owner=owner,
-            now=now,
-            ttl=policy.lease_ttl,
-        )
-    except LinkctlError as error:
-        log.warning("%d links: renewing their leases failed: %s", len(jobs), error.message)
-        return None
-    kept = []
-    for job, fenced in zip(jobs, marks, strict=True):
-        if fenced is None:
-            kept.append(job)
-        else:
-            attempts[job.grant.link_name] = Attempt(
-                Outcome(job.grant.link_name, SKIPPED, message=fenced.message)
-            )
-    return kept
-
-
-def _not_sent(
-    jobs: list[_Job], failures: list[tuple[FailureRecord, _Job, LinkctlError | None]], *, now: float
-) -> None:
-    """Record jobs that were not sent: their refresh tokens are certainly not consumed; due at once."""
-    for job in jobs:
-        note = FailureRecord(
-            job.grant.link_name,
-            job.grant.token_version,
-            GrantStatus.TRANSIENT_ERROR,
-            TransientProviderError.error_class,
-            NOT_SENT,
-            now,
-            False,
-        )
-        failures.append((note, job, None))
 
 
 def _finish(

@@ -12,13 +12,12 @@ import dataclasses
 import random
 import sqlite3
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
 from reconciler import keeper
 from reconciler.domain.grants import GrantStatus
-from reconciler.errors import StateError
 from reconciler.store import grants
 from reconciler.store.base import Store
 from reconciler.store.grants import FailureRecord, LeaseLost, TokenCommit
@@ -228,7 +227,12 @@ def _authorize_with(store: Store, provider: RotatingProvider, clock: FakeClock, 
         store.save_authorization(n, first, clock_now=clock())
 
 
-def _count_transactions(store: Store) -> dict[str, int]:
+def test_refresh_batch_refreshes_each_link_once_with_three_transactions(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    names = [f"l{i}" for i in range(10)]
+    _authorize_with(store, provider, clock, names)
+    clock.advance(55)
     begins = {"n": 0}
     original = store._immediate  # type: ignore[attr-defined]
 
@@ -237,16 +241,6 @@ def _count_transactions(store: Store) -> dict[str, int]:
         return original()
 
     store._immediate = counting  # type: ignore[attr-defined]
-    return begins
-
-
-def test_refresh_batch_refreshes_each_link_once_with_three_transactions(
-    store: Store, provider: RotatingProvider, clock: FakeClock
-) -> None:
-    names = [f"l{i}" for i in range(10)]
-    _authorize_with(store, provider, clock, names)
-    clock.advance(55)
-    begins = _count_transactions(store)
     outcomes = keeper.refresh_batch(
         store, provider, names, owner="K", policy=keeper.KeeperPolicy(), clock=clock, rng=random.Random(1)
     )
@@ -273,68 +267,14 @@ def test_refresh_batch_lost_response_flags_only_that_link(
     assert b.lease_owner is None
 
 
-def test_a_slow_provider_gets_the_rest_of_the_chunk_under_renewed_leases(
+def test_refresh_batch_does_not_send_after_the_lease_deadline(
     store: Store, provider: RotatingProvider, clock: FakeClock
 ) -> None:
-    """Past the send deadline the answers so far are committed and the unsent leases renewed.
-
-    Every request still leaves its lease (as stored when it is sent) the HTTP timeout plus
-    half the margin, so no lease can expire under an answer that is not yet committed.
-    """
+    """A slow provider: requests stop before a lease could expire under an unsent answer."""
     _authorize_with(store, provider, clock, NAMES)
     clock.advance(55)
     policy = keeper.KeeperPolicy(lease_ttl=30, http_timeout=10)  # send within 10 s of marking
-    left_at_send: dict[str, float] = {}
-    committed_before_c: list[bool] = []
-
-    def slow(link: str) -> None:  # each request takes 6 s
-        g = store.get_grant(link)
-        assert g is not None and g.lease_expires_at is not None and g.lease_owner == "K"
-        left_at_send[link] = g.lease_expires_at - clock()
-        if link == "c":
-            done = [store.get_grant(n) for n in ("a", "b")]
-            committed_before_c.extend(
-                d is not None and d.lease_owner is None and d.token_version == 2 for d in done
-            )
-        clock.advance(6)
-
-    provider.faults.extend([slow] * 3)
-    begins = _count_transactions(store)
-    outcomes = keeper.refresh_batch(
-        store, provider, NAMES, owner="K", policy=policy, clock=clock, rng=random.Random(1)
-    )
-    assert [o.result for o in outcomes] == [keeper.REFRESHED] * 3
-    assert provider.refresh_count() == 3 and not provider.revoked
-    assert committed_before_c == [True, True]  # a and b were durable before c was sent
-    assert all(
-        left >= policy.http_timeout + (policy.lease_ttl - policy.http_timeout) / 2
-        for left in left_at_send.values()
-    )
-    assert begins["n"] == 5  # acquire, mark, commit a+b, renew c, commit c
-    for n in NAMES:
-        g = store.get_grant(n, with_tokens=True)
-        assert g is not None and g.lease_owner is None and g.in_flight_since is None and not g.lost_response
-        assert g.refresh_token is not None and g.refresh_token.reveal() == provider.valid[n]
-
-
-def test_when_the_leases_cannot_be_renewed_the_rest_is_not_sent_and_due_again(
-    store: Store, provider: RotatingProvider, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A store that refuses the renewal: requests stop before a lease could expire unanswered."""
-    _authorize_with(store, provider, clock, NAMES)
-    clock.advance(55)
-    policy = keeper.KeeperPolicy(lease_ttl=30, http_timeout=10)
-    provider.faults.extend([lambda link: clock.advance(6)] * 3)
-    marks = {"n": 0}
-    original = store.mark_in_flight_many
-
-    def refusing_the_second(*args: Any, **kwargs: Any) -> list[LeaseLost | None]:
-        marks["n"] += 1
-        if marks["n"] == 2:
-            raise StateError("the store is busy")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(store, "mark_in_flight_many", refusing_the_second)
+    provider.faults.extend([lambda link: clock.advance(6)] * 3)  # each request takes 6 s
     outcomes = keeper.refresh_batch(
         store, provider, NAMES, owner="K", policy=policy, clock=clock, rng=random.Random(1)
     )
@@ -343,30 +283,6 @@ def test_when_the_leases_cannot_be_renewed_the_rest_is_not_sent_and_due_again(
     c = store.get_grant("c")
     assert c is not None and not c.lost_response and c.in_flight_since is None and c.lease_owner is None
     assert c.retry_at is not None and c.retry_at <= clock() and store.due_links(clock(), limit=5) == ["c"]
-
-
-def test_a_link_taken_over_before_its_renewal_is_skipped_and_not_sent(
-    store: Store, provider: RotatingProvider, clock: FakeClock
-) -> None:
-    """The renewal is fenced like the first mark: a lease another keeper took is not sent under."""
-    _authorize_with(store, provider, clock, NAMES)
-    clock.advance(55)
-    policy = keeper.KeeperPolicy(lease_ttl=30, http_timeout=10)
-
-    def stall(link: str) -> None:
-        if link == "b":  # K stalls past its leases; another keeper takes c over meanwhile
-            clock.advance(31)
-            assert store.acquire_lease("c", owner="other", ttl=30, now=clock()) is not None
-
-    provider.faults.extend([stall] * 2)
-    outcomes = keeper.refresh_batch(
-        store, provider, NAMES, owner="K", policy=policy, clock=clock, rng=random.Random(1)
-    )
-    assert [o.result for o in outcomes] == [keeper.REFRESHED, keeper.REFRESHED, keeper.SKIPPED]
-    assert "fenced out" in (outcomes[2].message or "")
-    assert provider.refresh_count("c") == 0
-    c = store.get_grant("c")
-    assert c is not None and c.lease_owner == "other"
 
 
 def test_refresh_batch_skips_links_no_longer_due_and_held(
