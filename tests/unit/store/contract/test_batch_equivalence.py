@@ -7,7 +7,9 @@ leases held by another owner, expired leases left in flight, this owner's own le
 unknown and repeated names, stale token versions, leases that ran out before the mark,
 links taken over before the commit, and failures recorded beside commits. It runs on two
 stores built the same way, once through the backend's batch methods and once through the
-reference, and every answer and every stored row must agree.
+reference, and every answer and every stored row must agree. Repeated names here are exact
+copies; a name repeated with different token versions is not generated (PostgreSQL's
+``commit_tokens_many`` still differs from the reference there, unreachable from the keeper).
 """
 
 from __future__ import annotations
