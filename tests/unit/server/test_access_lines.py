@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 import pytest
 
@@ -50,10 +51,20 @@ def test_lines_of_one_turn_leave_in_one_write_before_the_next_turn(monkeypatch: 
 def test_without_a_running_loop_a_line_is_written_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     stderr = _stderr(monkeypatch)
     lines = StderrLines()
-    lines("first")
-    assert stderr.getvalue() == "first\n"
-    lines("second")
-    assert stderr.getvalue() == "first\nsecond\n"
+    seen: list[str] = []
+
+    def outside_any_loop() -> None:
+        # A thread of its own: the browser tests' Playwright keeps a loop running in the
+        # worker's main thread, so there the line would wait for a turn that never comes.
+        lines("first")
+        seen.append(stderr.getvalue())
+        lines("second")
+        seen.append(stderr.getvalue())
+
+    thread = threading.Thread(target=outside_any_loop)
+    thread.start()
+    thread.join(timeout=10)
+    assert seen == ["first\n", "first\nsecond\n"]
 
 
 def test_a_long_turn_writes_early_and_shutdown_writes_what_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
