@@ -193,7 +193,9 @@ def cmd_validate(args: argparse.Namespace, ctx: Context) -> int:
         unopened = validate_without_decryption(args.paths, env=ctx.env)
         result, not_checked, link_names = unopened.result, unopened.not_checked, unopened.link_names
     else:
-        result = declared_state(args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=None)
+        result = declared_state(
+            args.paths, env=ctx.env, ignore_mac=args.ignore_mac, meanwhile=None, secret_values=False
+        )
         link_names = sorted(link.name for link in result.links)
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors

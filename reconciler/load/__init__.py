@@ -15,8 +15,10 @@ The package, by concern: :mod:`.files` (the walk and reading), :mod:`.parse` wit
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from reconciler.diagnostics import ERROR, Diagnostic
 from reconciler.load import parse
@@ -33,6 +35,9 @@ from reconciler.load.files import EXTENSIONS, MAX_FILE_BYTES, InputFile, iter_fi
 from reconciler.load.parse_ahead import MEANWHILE_SHARE, PARSE_AHEAD_SHARE, start_parse_ahead
 from reconciler.load.parse_cache import ParseCache, cacheable, remember_parsed
 from reconciler.load.selection import documents_of
+
+if TYPE_CHECKING:
+    from reconciler.load.decryption_memo import DecryptionMemo
 
 __all__ = [
     "API_GROUP",
@@ -58,10 +63,14 @@ def load_paths(
     decrypt: bool = True,
     meanwhile: Callable[[], object] | None = None,
     on_parse: Callable[[], object] | None = None,
+    vouch: bool = False,
 ) -> LoadResult:
     """Read every file under ``paths`` into documents (never raises for bad input).
 
     ``decrypt=False`` leaves SOPS values encrypted (opaque), checking only what needs no key.
+    ``vouch=True`` (for a caller that needs no secret value: ``validate``) loads a SOPS file
+    that opened before with the same identities as *vouched* instead of opening it again, and
+    remembers the files it opens (:mod:`.decryption_memo`).
 
     ``meanwhile`` is called while a forked child parses (see :data:`.parse_ahead.PARSE_AHEAD_MIN_BYTES`),
     or first thing otherwise: work that does not need the documents, such as imports.
@@ -70,6 +79,7 @@ def load_paths(
     """
     result = LoadResult([], [], [], [])
     cache = ParseCache.for_env(env)
+    memo = _memo_maker(env, ignore_mac=ignore_mac) if vouch and decrypt else None
     files: list[InputFile] = []
     paths = list(paths)
     result.roots = [arg if os.path.isdir(arg) else os.path.dirname(arg) or "." for arg in paths]
@@ -95,10 +105,22 @@ def load_paths(
                 continue
             if file.parsed is None and file.display in ahead.names:
                 file.parsed, file.encoded = ahead.result(file.display) or (None, None)
-            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt)
+            _load_text(file, result, cache, env=env, ignore_mac=ignore_mac, decrypt=decrypt, memo=memo)
     finally:
         ahead.close()
     return result
+
+
+def _memo_maker(env: Mapping[str, str], *, ignore_mac: bool) -> Callable[[], DecryptionMemo | None]:
+    """The decryption memo, made when the first SOPS file needs it (it reads the key files)."""
+
+    @functools.cache
+    def memo() -> DecryptionMemo | None:
+        from reconciler.load.decryption_memo import DecryptionMemo
+
+        return DecryptionMemo.for_env(env, ignore_mac=ignore_mac)
+
+    return memo
 
 
 def _load_text(
@@ -109,6 +131,7 @@ def _load_text(
     env: Mapping[str, str],
     ignore_mac: bool,
     decrypt: bool = True,
+    memo: Callable[[], DecryptionMemo | None] | None = None,
 ) -> None:
     """Parse a read file (unless the cache or the child did) and add its documents to ``result``."""
     assert file.text is not None
@@ -135,4 +158,6 @@ def _load_text(
         env=env,
         ignore_mac=ignore_mac,
         decrypt=decrypt,
+        memo=memo,
+        file_key=file.key,
     )

@@ -61,6 +61,9 @@ class Document:
     # True when this document's SOPS values were not decrypted (``validate --no-decrypt``):
     # the values at ``encrypted_paths`` are then the ENC[...] strings, present but unknown.
     opaque: bool = False
+    # True when the decryption memo vouched for this document's SOPS file instead of opening
+    # it (``validate`` only, :mod:`.decryption_memo`): the ENC[...] values stand in for secrets.
+    vouched: bool = False
     source: SourceText | None = dataclasses.field(default=None, repr=False)
 
     @property

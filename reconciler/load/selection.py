@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.diagnostics import ERROR, WARNING, Diagnostic
 from reconciler.load.documents import (
@@ -18,6 +18,9 @@ from reconciler.load.documents import (
 )
 from reconciler.load.parse import Parsed
 from reconciler.load.sops_overlay import decrypt_into, opaque_into
+
+if TYPE_CHECKING:
+    from reconciler.load.decryption_memo import DecryptionMemo
 
 # Why a SOPS file is skipped by ``validate --no-decrypt`` (its "not checked" note quotes it).
 NOT_CHECKED_ENCRYPTED_API_VERSION = (
@@ -37,10 +40,14 @@ def documents_of(
     env: Mapping[str, str],
     ignore_mac: bool,
     decrypt: bool = True,
+    memo: Callable[[], DecryptionMemo | None] | None = None,
+    file_key: str = "",
 ) -> None:
     """Turn parsed documents into ours (decrypting SOPS files), skipping other tools' documents.
 
-    ``decrypt=False`` (``validate --no-decrypt``) checks SOPS files without opening them.
+    ``decrypt=False`` (``validate --no-decrypt``) checks SOPS files without opening them;
+    with a ``memo`` (made on first use), a file that opened before is vouched for instead of
+    opened again.
     """
     documents = [
         Document(display, index, data, None, line, source=source)  # node: composed on demand
@@ -71,8 +78,16 @@ def documents_of(
                     f"{display}: SOPS file whose apiVersion is encrypted and that cannot be decrypted here"
                 )
                 return
-        elif not decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
-            return
+        else:
+            opened = memo() if memo is not None else None
+            fmt = "json" if path.suffix.lower() == ".json" else "yaml"  # as decrypt_into reads it
+            known = opened is not None and opened.opened_before(file_key, fmt)
+            if opened is not None and known and opened.vouch_into(documents):
+                pass  # opened before with these identities: its ENC[...] values stand in for secrets
+            elif not decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
+                return
+            elif opened is not None and not known:
+                opened.remember(file_key, fmt, documents)
 
     # YAML traps only matter in documents linkctl reads: other tools' documents (a Kubernetes
     # Secret with `on: no`, say) are skipped, so their quirks must not fail the file.

@@ -28,14 +28,19 @@ def declared_state(
     env: Mapping[str, str],
     ignore_mac: bool = False,
     meanwhile: Callable[[], object] | None = import_core,
+    secret_values: bool = True,
 ) -> ValidationResult:
     """Load and validate ``paths``; remember the parses that validated clean (the parse cache).
 
     The validator's models are imported while files are parsed, then ``meanwhile`` runs.
+    ``secret_values=False`` is for a caller that reads no secret (``validate``): SOPS files
+    that opened before need not be opened again, and links may hold ``ENC[…]`` stand-ins.
     """
     from reconciler.validate import declared_state as load_and_validate
 
-    return load_and_validate(paths, env=env, ignore_mac=ignore_mac, meanwhile=meanwhile)
+    return load_and_validate(
+        paths, env=env, ignore_mac=ignore_mac, meanwhile=meanwhile, secret_values=secret_values
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError, CryptoError
-from reconciler.sops.config import EncryptionRule
 
 if TYPE_CHECKING:
+    from reconciler.sops.config import EncryptionRule
     from reconciler.sops.tree import KeyPlan
+
+    LINK_DEFAULT_RULE: EncryptionRule
 
 __all__ = [
     "LINK_DEFAULT_RULE",
@@ -37,7 +39,24 @@ __all__ = [
 ]
 
 LINK_API_PREFIX = "linkctl.dev/"
-LINK_DEFAULT_RULE = EncryptionRule(encrypted_regex="^(clientSecret)$")
+_LINK_DEFAULT_REGEX = "^(clientSecret)$"
+
+
+if not TYPE_CHECKING:  # for mypy the names are declared above: an unknown one stays an error
+
+    def __getattr__(name: str) -> Any:
+        """``EncryptionRule`` and ``LINK_DEFAULT_RULE``, imported on first use.
+
+        Their module reads ``.sops.yaml`` and imports YAML: a caller of the light modules
+        (:mod:`.key_sources`, :func:`is_encrypted_comment`) must not pay for it.
+        """
+        if name in ("EncryptionRule", "LINK_DEFAULT_RULE"):
+            from reconciler.sops.config import EncryptionRule
+
+            if name == "EncryptionRule":
+                return EncryptionRule
+            return EncryptionRule(encrypted_regex=_LINK_DEFAULT_REGEX)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def detect_format(filename: str, text: str | None = None) -> str:
@@ -189,10 +208,10 @@ def encrypt_text(
             f"{filename}: no age recipients: pass --age, add a .sops.yaml creation rule, "
             "or set SOPS_AGE_RECIPIENTS"
         )
-    base = creation.rule if creation is not None else EncryptionRule()
+    base = creation.rule if creation is not None else config.EncryptionRule()
     chosen = rule.merged_over(base) if rule is not None else base
     if chosen.selector() is None and _is_link_file(docs):
-        chosen = LINK_DEFAULT_RULE.merged_over(chosen)
+        chosen = config.EncryptionRule(encrypted_regex=_LINK_DEFAULT_REGEX).merged_over(chosen)
     encrypted = tree.encrypt_documents(
         docs, filename=filename, plan=tree.KeyPlan(groups, threshold), rule=chosen
     )
@@ -209,7 +228,7 @@ def reencrypt_text(plaintext: str, *, like: str, filename: str, fmt: str, env: M
 
     meta = _sops_block(like, filename=filename, fmt=fmt)
     plan = _key_plan(meta, filename)
-    rule = EncryptionRule.from_mapping(meta, f"{filename}: sops")
+    rule = config.EncryptionRule.from_mapping(meta, f"{filename}: sops")
     docs = _parse(plaintext, filename=filename, fmt=fmt, comments=True)
     if any("sops" in doc for doc in docs):
         raise CryptoError(f"{filename}: the edited text has a top-level 'sops' key; remove it")

@@ -10,26 +10,23 @@ explicitly. Used by :mod:`reconciler.sops.tree` when a file is decrypted.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
-import stat
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.sops import age
+from reconciler.sops.key_sources import (
+    MAX_KEYS_FILE_BYTES,
+    UnreadableKeysFile,
+    default_keys_file,
+    key_files,
+    read_keys_file,
+)
+
+__all__ = ["MAX_KEYS_FILE_BYTES", "KeyRing", "default_keys_file", "load_keyring"]
 
 KEY_CMD_TIMEOUT = 60.0
-MAX_KEYS_FILE_BYTES = 1024 * 1024  # an identity is 74 bytes; a megabyte is thousands of them
-
-
-def default_keys_file(env: Mapping[str, str]) -> Path | None:
-    """``<UserConfigDir>/sops/age/keys.txt`` as Go computes it on Linux."""
-    config_home = env.get("XDG_CONFIG_HOME")
-    if config_home:
-        return Path(config_home) / "sops" / "age" / "keys.txt"
-    home = env.get("HOME")
-    return Path(home) / ".config" / "sops" / "age" / "keys.txt" if home else None
 
 
 @dataclasses.dataclass
@@ -112,31 +109,19 @@ def load_keyring(env: Mapping[str, str]) -> KeyRing:
     if text:
         ring.sources.append("SOPS_AGE_KEY")
         ring.identities += ring._parse(text, "SOPS_AGE_KEY", split_spaces=True)
-    key_file = env.get("SOPS_AGE_KEY_FILE")
-    if key_file:
-        ring.identities += _read_file(ring, Path(os.path.expanduser(key_file)), "SOPS_AGE_KEY_FILE")
-    default = default_keys_file(env)
-    if default is not None and default.is_file():
-        ring.identities += _read_file(ring, default, str(default))
+    for label, path in key_files(env):
+        ring.identities += _read_file(ring, path, label)
     return ring
 
 
 def _read_file(ring: KeyRing, path: Path, label: str) -> list[age.X25519Identity]:
     where = f"{label} ({path})" if label != str(path) else label
     try:
-        # O_NONBLOCK, fstat and a cap: /dev/zero, a FIFO or a directory must not hang or fill memory.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
-            os.close(fd)
-            ring._note(f"{where} is not a regular file (a directory, FIFO, socket or device)")
-            return []
-        with os.fdopen(fd, "rb") as handle:
-            raw = handle.read(MAX_KEYS_FILE_BYTES + 1)
-        if len(raw) > MAX_KEYS_FILE_BYTES:
-            ring._note(f"{where} is over the {MAX_KEYS_FILE_BYTES} byte limit of an age identities file")
-            return []
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_keys_file(path).decode("utf-8")
+    except UnreadableKeysFile as exc:
+        ring._note(f"{where} {exc.reason}")
+        return []
+    except UnicodeDecodeError as exc:
         ring._note(f"{where} cannot be read: {type(exc).__name__}")
         return []
     ring.sources.append(where)

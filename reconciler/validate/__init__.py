@@ -45,6 +45,7 @@ def declared_state(
     env: Mapping[str, str],
     ignore_mac: bool = False,
     meanwhile: Callable[[], object] | None = None,
+    secret_values: bool = True,
 ) -> ValidationResult:
     """Load and validate ``paths``, then cache the parses and conclusions of files that validated cleanly.
 
@@ -54,14 +55,26 @@ def declared_state(
     cache, :mod:`.cache`): only what depends on the environment or on other files is.
     ``meanwhile`` runs while files are parsed, after the import of the validator's models
     when a file is not in the parse cache (then validation will need them).
+
+    ``secret_values=False`` (``validate``: diagnostics and names, never a secret) lets SOPS
+    files that opened before stay closed (:mod:`reconciler.load.decryption_memo`); their
+    links' secrets are then ``ENC[…]`` stand-ins. Only a full replay from the validation
+    cache may use such documents: on a miss the files are loaded again, opened.
     """
     from reconciler.validate.cache import remember, replay
+
+    paths = list(paths)  # read twice when a vouched load must be redone
 
     def parsing() -> None:
         import reconciler.validate.validator  # noqa: F401  (pydantic: the costliest import)
 
-    loaded = load_paths(paths, env=env, ignore_mac=ignore_mac, meanwhile=meanwhile, on_parse=parsing)
+    loaded = load_paths(
+        paths, env=env, ignore_mac=ignore_mac, meanwhile=meanwhile, on_parse=parsing, vouch=not secret_values
+    )
     result = replay(loaded, env=env)
+    if result is None and any(doc.vouched for doc in loaded.documents):
+        # The rules on a stand-in would judge ciphertext: validate what the files really hold.
+        loaded = load_paths(paths, env=env, ignore_mac=ignore_mac, on_parse=parsing)
     if result is None:
         from reconciler.validate.validator import Validator
 

@@ -15,8 +15,10 @@ warnings, and where ``clientSecret`` comes from (a variable's name, a file's pat
 SOPS file") — never a secret. A document with any encrypted field but ``clientSecret``
 (its decrypted value would be in the spec) or a plaintext secret is not cached. What
 depends on the environment (the secret's value: the variable set, the file readable, the
-SOPS file decrypted) or on other files (duplicate names, renames, one Instance) is checked
-again on every run by :func:`replay`, with the validator's own rules and messages.
+SOPS file decrypted, or for ``validate`` vouched for by
+:mod:`reconciler.load.decryption_memo`) or on other files (duplicate names, renames, one
+Instance) is checked again on every run by :func:`replay`, with the validator's own rules
+and messages.
 """
 
 from __future__ import annotations

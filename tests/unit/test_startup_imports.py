@@ -161,6 +161,26 @@ def test_a_warm_no_op_plan_imports_neither_yaml_pydantic_nor_the_revocation_rule
     assert not {"yaml", "pydantic", "jsonschema", "reconciler.models", "reconciler.keeper.revoke"} & modules
 
 
+def test_a_warm_validate_of_a_sops_file_imports_neither_yaml_nor_the_age_code(tmp_path: Path) -> None:
+    # The file opened on the first run: with the same bytes and key the decryption memo
+    # vouches for it, so neither the SOPS reader (YAML) nor age and AES-GCM are imported.
+    import shutil
+
+    repo = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", repo, ignore=shutil.ignore_patterns("kubernetes", "systemd", "ci"))
+    env = {
+        "HOME": str(tmp_path),
+        "TRACKER_CLIENT_SECRET": "tracker-secret",
+        "SOPS_AGE_KEY_FILE": str(repo / "keys" / "demo-age-key.txt"),
+    }
+    first, opened_modules = loaded_modules(["validate", str(repo)], env, tmp_path)
+    assert first.startswith("OK: ") and "reconciler.sops.age" in opened_modules
+    out, modules = loaded_modules(["validate", str(repo)], env, tmp_path)
+    assert out == first
+    shown = {"yaml", "pydantic", "cryptography", "reconciler.sops.tree", "reconciler.sops.age"}
+    assert not shown & modules, sorted(shown & modules)
+
+
 @pytest.mark.parametrize(
     ("argv", "command"),
     [
