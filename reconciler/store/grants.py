@@ -15,7 +15,7 @@ else, and the old refresh token kept when a response carries none.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from reconciler.domain.grants import AccessToken, FailureRecord, Grant, GrantStatus, TokenCommit
@@ -219,3 +219,20 @@ def _each_fenced(items: Sequence[_T], write: Callable[[_T], object]) -> list[Lea
         except LeaseLost as fenced:
             out.append(fenced)
     return out
+
+
+def rounds_of(names: Sequence[str], *, known: Container[str]) -> list[list[int]]:
+    """Positions of the ``known`` names in rounds: round n holds each name's n-th position.
+
+    A batch that names a link twice is written round after round, as one statement per
+    item would write it (the keeper never does; the contract holds the stores to it).
+    """
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in known:
+            n = seen[name] = seen.get(name, -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(position)
+    return rounds

@@ -242,3 +242,20 @@ class PostgresGrants:
             lost_response=bool(col["lost_response"]),
             details=details,
         )
+
+
+def lease_lost(tx: Tx, name: str, owner: str, version: int, action: str) -> grants.LeaseLost:
+    """The fencing error of a write to ``name`` that matched no row, saying who holds it now."""
+    row = tx.execute(
+        "SELECT g.token_version, g.lease_owner FROM grants g JOIN links l ON l.uid = g.link_uid"
+        " WHERE l.name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
+    holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
+    return grants.LeaseLost(
+        f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
+        f" found {row[0]}; lease held by {holder})",
+        hint="another refresh won the race; its tokens are kept",
+    )

@@ -28,7 +28,13 @@ from reconciler.domain.links import spec_json_uses_client_credentials, uses_clie
 from reconciler.domain.schedule import due_at, next_refresh_time
 from reconciler.errors import StateError
 from reconciler.store import grants
-from reconciler.store.postgres_grants import DUE_RETURNING, GRANT_COLUMNS, write_due_at, write_due_from_rows
+from reconciler.store.postgres_grants import (
+    DUE_RETURNING,
+    GRANT_COLUMNS,
+    lease_lost,
+    write_due_at,
+    write_due_from_rows,
+)
 from reconciler.store.postgres_links import LINK_COLUMNS
 
 if TYPE_CHECKING:
@@ -272,7 +278,7 @@ class PostgresLeases:
             return [
                 None
                 if (name, version) in marked
-                else _lease_lost(tx, name, owner, version, "mark the refresh in flight")
+                else lease_lost(tx, name, owner, version, "mark the refresh in flight")
                 for name, version in items
             ]
 
@@ -307,52 +313,62 @@ class PostgresLeases:
         def work(tx: Tx) -> list[grants.LeaseLost | None]:
             at = self._db.clock.now(tx.db_now, now)
             links = _uids_and_specs(tx, [c.name for c in commits])
-            # A name twice: its first commit is written, the later ones are fenced out (as their
-            # own UPDATEs would be), even when equal to the first: positions, not values, count.
-            first = {c.name: i for i, c in reversed(list(enumerate(commits))) if c.name in links}
-            known = [commits[i] for i in sorted(first.values())]
-            columns: dict[str, list[Any]] = {
-                key: []
-                for key in (
-                    "uids", "versions", "access", "refresh", "token_types", "scopes",
-                    "expires_at", "next", "expires_in", "due_at",
-                )
-            }  # fmt: skip
-            for c in known:
-                uid, spec_json = links[c.name]
-                r = c.response
-                expires_at = None if r.expires_in is None else r.received_at + r.expires_in
-                next_at = self._db.clock.to_db(c.next_refresh_at)
-                columns["uids"].append(uid)
-                columns["versions"].append(c.expected_version)
-                columns["access"].append(self._seal_token(uid, "access_token", r.access_token))
-                columns["refresh"].append(self._seal_token(uid, "refresh_token", r.refresh_token))
-                columns["token_types"].append(r.token_type)
-                columns["scopes"].append(r.scope)
-                columns["expires_at"].append(self._db.clock.to_db(expires_at))
-                columns["next"].append(next_at)
-                columns["expires_in"].append(r.expires_in)
-                columns["due_at"].append(
-                    due_at(
-                        status=_HEALTHY,
-                        retry_at=None,
-                        next_refresh_at=next_at,
-                        in_flight_since=None,
-                        has_access_token=r.access_token is not None,
-                        client_credentials=spec_json_uses_client_credentials(spec_json),
-                    )
-                )
-            params = {**columns, "status": _HEALTHY, "now": at, "owner": owner}
-            committed = {row[0] for row in tx.execute(_COMMIT, params)} if known else set()
-            return [
-                None
-                if first.get(c.name) == i and links[c.name][0] in committed
-                else _lease_lost(tx, c.name, owner, c.expected_version, "store refreshed tokens")
-                for i, c in enumerate(commits)
+            action = "store refreshed tokens"
+            out: list[grants.LeaseLost | None] = [
+                None if c.name in links else lease_lost(tx, c.name, owner, c.expected_version, action)
+                for c in commits
             ]
+            # A name given twice is written as its own UPDATEs would be, one after the other,
+            # and each fencing error says what its own UPDATE found.
+            for wave in grants.rounds_of([c.name for c in commits], known=links):
+                columns = self._commit_columns([commits[i] for i in wave], links)
+                params = {**columns, "status": _HEALTHY, "now": at, "owner": owner}
+                committed = {row[0] for row in tx.execute(_COMMIT, params)}
+                for i in wave:
+                    c = commits[i]
+                    if links[c.name][0] not in committed:
+                        out[i] = lease_lost(tx, c.name, owner, c.expected_version, action)
+            return out
 
         result: list[grants.LeaseLost | None] = self._write("store refreshed tokens", work)
         return result
+
+    def _commit_columns(
+        self, batch: Sequence[grants.TokenCommit], links: dict[str, tuple[str, str]]
+    ) -> dict[str, list[Any]]:
+        """The per-row arrays of :data:`_COMMIT` for ``batch`` (each name once)."""
+        columns: dict[str, list[Any]] = {
+            key: []
+            for key in (
+                "uids", "versions", "access", "refresh", "token_types", "scopes",
+                "expires_at", "next", "expires_in", "due_at",
+            )
+        }  # fmt: skip
+        for c in batch:
+            uid, spec_json = links[c.name]
+            r = c.response
+            expires_at = None if r.expires_in is None else r.received_at + r.expires_in
+            next_at = self._db.clock.to_db(c.next_refresh_at)
+            columns["uids"].append(uid)
+            columns["versions"].append(c.expected_version)
+            columns["access"].append(self._seal_token(uid, "access_token", r.access_token))
+            columns["refresh"].append(self._seal_token(uid, "refresh_token", r.refresh_token))
+            columns["token_types"].append(r.token_type)
+            columns["scopes"].append(r.scope)
+            columns["expires_at"].append(self._db.clock.to_db(expires_at))
+            columns["next"].append(next_at)
+            columns["expires_in"].append(r.expires_in)
+            columns["due_at"].append(
+                due_at(
+                    status=_HEALTHY,
+                    retry_at=None,
+                    next_refresh_at=next_at,
+                    in_flight_since=None,
+                    has_access_token=r.access_token is not None,
+                    client_credentials=spec_json_uses_client_credentials(spec_json),
+                )
+            )
+        return columns
 
     def record_failure(
         self,
@@ -410,7 +426,7 @@ class PostgresLeases:
                     recorded.append(f.name)
                     out.append(None)
                 else:
-                    out.append(_lease_lost(tx, f.name, owner, f.expected_version, "record a failed refresh"))
+                    out.append(lease_lost(tx, f.name, owner, f.expected_version, "record a failed refresh"))
             write_due_at(tx, _uids(tx, recorded))
             return out
 
@@ -482,19 +498,3 @@ def _uid_map(tx: Tx, names: Sequence[str]) -> dict[str, str]:
 
 def _uids(tx: Tx, names: Sequence[str]) -> list[str]:
     return list(_uid_map(tx, names).values())
-
-
-def _lease_lost(tx: Tx, name: str, owner: str, version: int, action: str) -> grants.LeaseLost:
-    row = tx.execute(
-        "SELECT g.token_version, g.lease_owner FROM grants g JOIN links l ON l.uid = g.link_uid"
-        " WHERE l.name = %s",
-        (name,),
-    ).fetchone()
-    if row is None:
-        return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
-    holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
-    return grants.LeaseLost(
-        f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
-        f" found {row[0]}; lease held by {holder})",
-        hint="another refresh won the race; its tokens are kept",
-    )

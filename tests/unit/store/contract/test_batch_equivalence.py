@@ -7,9 +7,9 @@ leases held by another owner, expired leases left in flight, this owner's own le
 unknown and repeated names, stale token versions, leases that ran out before the mark,
 links taken over before the commit, and failures recorded beside commits. It runs on two
 stores built the same way, once through the backend's batch methods and once through the
-reference, and every answer and every stored row must agree. Repeated names here are exact
-copies; a name repeated with different token versions is not generated (PostgreSQL's
-``commit_tokens_many`` still differs from the reference there, unreachable from the keeper).
+reference, and every answer and every stored row must agree. A repeated name is an exact
+copy or, for commits, the same link at the version before or after, anywhere in the batch
+(written as one statement per item would write them; the keeper never repeats a name).
 """
 
 from __future__ import annotations
@@ -106,6 +106,13 @@ def _scenario(store: Store, seed: int) -> list[object]:
         if g not in failed
     ]
     commits += rng.sample(commits, min(len(commits), rng.randint(0, 1)))
+    for c in rng.sample(commits, min(len(commits), rng.randint(0, 2))):  # again, at another version
+        again = dataclasses.replace(
+            c,
+            expected_version=c.expected_version + rng.choice((-1, 1)),
+            response=response(f"at-{c.name}-3", f"rt-{c.name}-3", at=clock()),
+        )
+        commits.insert(rng.randint(0, len(commits)), again)
     answers.append(_messages(store.commit_tokens_many(commits, owner="K", now=clock())))
     failures = [
         FailureRecord(
