@@ -236,3 +236,17 @@ def rounds_of(names: Sequence[str], *, known: Container[str]) -> list[list[int]]
                 rounds.append([])
             rounds[n].append(position)
     return rounds
+
+
+def fenced_out(
+    name: str, action: str, *, version: int, found: tuple[int, str | None] | None, owner: str
+) -> LeaseLost:
+    """The error of a fenced write that matched no row: ``found`` is the row's (version, lease owner) now."""
+    if found is None:
+        return LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
+    holder = "nobody" if found[1] is None else ("this owner" if found[1] == owner else "another owner")
+    return LeaseLost(
+        f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
+        f" found {found[0]}; lease held by {holder})",
+        hint="another refresh won the race; its tokens are kept",
+    )

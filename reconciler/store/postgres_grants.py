@@ -251,11 +251,6 @@ def lease_lost(tx: Tx, name: str, owner: str, version: int, action: str) -> gran
         " WHERE l.name = %s",
         (name,),
     ).fetchone()
-    if row is None:
-        return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
-    holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
-    return grants.LeaseLost(
-        f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
-        f" found {row[0]}; lease held by {holder})",
-        hint="another refresh won the race; its tokens are kept",
+    return grants.fenced_out(
+        name, action, version=version, found=None if row is None else (row[0], row[1]), owner=owner
     )

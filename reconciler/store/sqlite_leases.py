@@ -480,11 +480,5 @@ class SQLiteLeases:
             " JOIN links l ON l.uid = g.link_uid WHERE l.name = ?",
             (name,),
         ).fetchone()
-        if row is None:
-            return grants.LeaseLost(f"cannot {action} for link {name!r}: the link was deleted meanwhile")
-        holder = "nobody" if row[1] is None else ("this owner" if row[1] == owner else "another owner")
-        return grants.LeaseLost(
-            f"cannot {action} for link {name!r}: fenced out (expected token version {version},"
-            f" found {row[0]}; lease held by {holder})",
-            hint="another refresh won the race; its tokens are kept",
-        )
+        found = None if row is None else (row[0], row[1])
+        return grants.fenced_out(name, action, version=version, found=found, owner=owner)
