@@ -22,18 +22,18 @@ for the secrets, so it suits a caller that needs no secret value (``validate``),
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 
 from reconciler import __version__
-from reconciler.load.documents import SOPS_PREFIX, Document
-from reconciler.load.parse_cache import ParseCache, cache_home
+from reconciler.load.documents import Document, is_encrypted
+from reconciler.load.parse_cache import ParseCache, cache_home, source_fingerprint
 from reconciler.sops.key_sources import UnreadableKeysFile, key_files, read_keys_file
 
 _MEMO_FORMAT = "1"  # bump when what an entry vouches for changes
 _VOUCHED_PATH: tuple[str | int, ...] = ("spec", "clientSecret")
 _VOUCHED: frozenset[tuple[str | int, ...]] = frozenset({_VOUCHED_PATH})
 _ENTRY = b"opened\n"
+_OPENING_CODE = ("sops", "load/decryption_memo.py", "load/sops_overlay.py")
 
 
 class DecryptionMemo:
@@ -63,11 +63,6 @@ class DecryptionMemo:
         """True when the text with parse-cache key ``file_key``, read as ``fmt``, opened here before."""
         return bool(file_key) and self._blobs.read(self._key(file_key, fmt)) == _ENTRY
 
-    @staticmethod
-    def vouch_into(documents: Sequence[Document]) -> bool:
-        """:func:`vouch_into`, for a caller that holds only the memo."""
-        return vouch_into(documents)
-
     def remember(self, file_key: str, fmt: str, documents: Sequence[Document]) -> None:
         """Note that this text opened, if its only encrypted values are ``spec.clientSecret``."""
         if file_key and documents and all(vouchable(doc.encrypted_paths) for doc in documents):
@@ -90,7 +85,7 @@ def vouch_into(documents: Sequence[Document]) -> bool:
         data = doc.data
         spec = data.get("spec") if isinstance(data, dict) else None
         secret = spec.get("clientSecret") if isinstance(spec, dict) else None
-        paths = _VOUCHED if _encrypted(secret) else frozenset()
+        paths = _VOUCHED if is_encrypted(secret) else frozenset()
         if _has_encrypted(data, skip=secret, top=True):
             return False
         found.append(paths)
@@ -103,28 +98,14 @@ def vouch_into(documents: Sequence[Document]) -> bool:
 
 
 def _code_version() -> str:
-    """linkctl's version, the memo's format and the size and mtime of every module that opens a file.
+    """linkctl's version, the memo's format and a fingerprint of the code that opens a file.
 
-    What opens a file is :mod:`reconciler.sops`, the overlay onto the documents and this
-    module: an edited checkout (or another build under the same version) must not vouch for
-    what the old code opened.
+    That is :mod:`reconciler.sops`, the overlay onto the documents and this module: an edited
+    checkout (or another build under the same version) must not vouch for what the old code
+    opened.
     """
-    from reconciler import sops
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    modules = [os.path.join(here, name) for name in ("decryption_memo.py", "sops_overlay.py")]
-    for top in sops.__path__:
-        for folder, _dirs, names in sorted(os.walk(top)):
-            modules += [os.path.join(folder, name) for name in sorted(names) if name.endswith(".py")]
-    parts = [__version__, _MEMO_FORMAT]
-    for module in modules:
-        info = os.stat(module)
-        parts.append(f"{os.path.basename(module)}:{info.st_size}:{info.st_mtime_ns}")
+    parts = [__version__, _MEMO_FORMAT, *source_fingerprint(_OPENING_CODE)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _encrypted(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(SOPS_PREFIX)
 
 
 def _has_encrypted(node: object, *, skip: object, top: bool = False) -> bool:
@@ -133,7 +114,7 @@ def _has_encrypted(node: object, *, skip: object, top: bool = False) -> bool:
         return any(not (top and k == "sops") and _has_encrypted(v, skip=skip) for k, v in node.items())
     if isinstance(node, list):
         return any(_has_encrypted(item, skip=skip) for item in node)
-    return _encrypted(node) and node is not skip
+    return is_encrypted(node) and node is not skip
 
 
 def identity_fingerprint(env: Mapping[str, str]) -> str | None:

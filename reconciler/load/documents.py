@@ -18,6 +18,11 @@ KINDS = ("OutgoingLink", "Instance")
 SOPS_PREFIX = "ENC[AES256_GCM,"
 
 
+def is_encrypted(value: object) -> bool:
+    """True for a SOPS-encrypted value (``ENC[…]``) as the file holds it."""
+    return isinstance(value, str) and value.startswith(SOPS_PREFIX)
+
+
 class SourceText:
     """A file's text, composed again only when a diagnostic needs positions.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.diagnostics import Diagnostic
-from reconciler.load.documents import API_GROUP, SOPS_PREFIX, LoadResult
+from reconciler.load.documents import API_GROUP, SOPS_PREFIX, LoadResult, is_encrypted
 from reconciler.load.parse import Parsed, ParseOutcome
 from reconciler.secrets import PARAM_FIELDS, SECRET_LOOKING_KEY
 
@@ -135,6 +135,34 @@ def cache_home(env: Mapping[str, str]) -> Path | None:
     return Path(base) / "linkctl"
 
 
+def source_fingerprint(names: Sequence[str]) -> list[str]:
+    """``path:size:mtime`` of linkctl's Python sources under ``names`` (files, or folders walked).
+
+    What a cache entry's meaning depends on: an edited checkout, or another build under the
+    same version, is a new fingerprint, so its entries are misses.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts: list[str] = []
+    for name in names:
+        top = os.path.join(package, name)
+        if os.path.isdir(top):
+            modules = [
+                os.path.join(folder, file)
+                for folder, _dirs, files in sorted(os.walk(top))
+                for file in sorted(files)
+                if file.endswith(".py")
+            ]
+        else:
+            modules = [top]
+        for module in modules:
+            try:
+                info = os.stat(module)
+            except OSError:
+                continue
+            parts.append(f"{os.path.relpath(module, package)}:{info.st_size}:{info.st_mtime_ns}")
+    return parts
+
+
 def _owned_privately(info: os.stat_result) -> bool:
     """True for a cache file or directory owned by the current user and writable by nobody else."""
     return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
@@ -176,7 +204,7 @@ def cacheable(data: Any) -> bool:
     for field in PARAM_FIELDS:  # a plaintext credential allowed by allowPlaintextSecrets
         params = spec.get(field)
         if isinstance(params, dict) and any(
-            isinstance(key, str) and SECRET_LOOKING_KEY.search(key) and not _encrypted(value)
+            isinstance(key, str) and SECRET_LOOKING_KEY.search(key) and not is_encrypted(value)
             for key, value in params.items()
         ):
             return False
@@ -184,12 +212,7 @@ def cacheable(data: Any) -> bool:
     return not (
         isinstance(targets, list)
         and any(
-            isinstance(t, dict) and isinstance(t.get("secret"), str) and not _encrypted(t["secret"])
+            isinstance(t, dict) and isinstance(t.get("secret"), str) and not is_encrypted(t["secret"])
             for t in targets
         )
     )
-
-
-def _encrypted(value: Any) -> bool:
-    """True for a SOPS-encrypted value (``ENC[…]``) as the file holds it."""
-    return isinstance(value, str) and value.startswith(SOPS_PREFIX)

@@ -82,7 +82,7 @@ def documents_of(
             opened = memo() if memo is not None else None
             fmt = "json" if path.suffix.lower() == ".json" else "yaml"  # as decrypt_into reads it
             known = opened is not None and opened.opened_before(file_key, fmt)
-            if opened is not None and known and opened.vouch_into(documents):
+            if known and _vouch_into(documents):
                 pass  # opened before with these identities: its ENC[...] values stand in for secrets
             elif not decrypt_into(display, path, text, documents, result, env=env, ignore_mac=ignore_mac):
                 return
@@ -169,3 +169,10 @@ def _is_ours(documents: Sequence[Document]) -> bool:
         isinstance(d.data, dict) and str(d.data.get("apiVersion", "")).startswith(API_GROUP + "/")
         for d in documents
     )
+
+
+def _vouch_into(documents: list[Document]) -> bool:
+    """:func:`.decryption_memo.vouch_into` (its module is imported by then: the memo was made)."""
+    from reconciler.load.decryption_memo import vouch_into
+
+    return vouch_into(documents)

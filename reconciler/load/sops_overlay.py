@@ -11,7 +11,7 @@ from typing import Any
 
 from reconciler.diagnostics import ERROR, format_path
 from reconciler.diagnostics import Path as JsonPath
-from reconciler.load.documents import SOPS_PREFIX, Document, LoadResult
+from reconciler.load.documents import Document, LoadResult, is_encrypted
 
 
 def decrypt_into(
@@ -68,7 +68,7 @@ def overlay(mine: Any, plain: Any, path: JsonPath, encrypted: set[JsonPath]) -> 
     """Take decrypted values where ours are ENC[...] strings; keep our structure elsewhere."""
     from reconciler.sops import is_encrypted_comment
 
-    if isinstance(mine, str) and mine.startswith(SOPS_PREFIX):
+    if is_encrypted(mine):
         encrypted.add(path)
         return plain
     if isinstance(mine, dict) and isinstance(plain, dict):
@@ -130,7 +130,7 @@ def _opaque(node: Any, path: JsonPath, encrypted: set[JsonPath]) -> Any:
     """Record the paths of ``ENC[…]`` values; drop list items that are encrypted comments (as overlay)."""
     from reconciler.sops import is_encrypted_comment
 
-    if isinstance(node, str) and node.startswith(SOPS_PREFIX):
+    if is_encrypted(node):
         encrypted.add(path)
         return node
     if isinstance(node, dict):

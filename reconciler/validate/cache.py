@@ -37,7 +37,7 @@ from reconciler.diagnostics import ERROR, WARNING, Diagnostic
 from reconciler.domain.links import DesiredLink
 from reconciler.domain.records import record_builder
 from reconciler.load import Document, LoadResult
-from reconciler.load.parse_cache import ParseCache, cache_home
+from reconciler.load.parse_cache import ParseCache, cache_home, source_fingerprint
 from reconciler.validate.names import check_renames, remember_name
 from reconciler.validate.results import ValidationResult
 from reconciler.validate.secret_sources import read_source
@@ -57,20 +57,7 @@ DiagnosticRow = tuple[str, str, int | None, int | None, tuple[str | int, ...], s
 @functools.cache
 def rules_version() -> str:
     """linkctl's version, :data:`RULES_FORMAT` and a fingerprint of the rules' source files."""
-    package = Path(__file__).resolve().parent.parent
-    parts = [__version__, RULES_FORMAT]
-    for name in _RULE_SOURCES:
-        top = package / name
-        try:
-            entries = sorted(os.scandir(top), key=lambda e: e.name) if top.is_dir() else [top]
-        except OSError:
-            entries = []
-        for entry in entries:
-            try:
-                info = entry.stat() if isinstance(entry, os.DirEntry) else os.stat(entry)
-            except OSError:
-                continue
-            parts.append(f"{name}/{os.path.basename(entry)}:{info.st_size}:{info.st_mtime_ns}")
+    parts = [__version__, RULES_FORMAT, *source_fingerprint(_RULE_SOURCES)]
     parts.extend(_library_fingerprints())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 

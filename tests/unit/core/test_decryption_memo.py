@@ -11,6 +11,7 @@ import pytest
 
 from reconciler import sops
 from reconciler.load.decryption_memo import DecryptionMemo, identity_fingerprint
+from reconciler.load.parse_cache import source_fingerprint
 from reconciler.validate import ValidationResult, declared_state
 from tests.conftest import ROOT
 
@@ -220,3 +221,19 @@ def test_a_key_source_that_is_no_regular_file_turns_the_memo_off(tmp_path: Path)
     assert identity_fingerprint({"SOPS_AGE_KEY_FILE": str(tmp_path / "missing")}) is None
     assert identity_fingerprint({"SOPS_AGE_KEY_CMD": "true"}) is None
     assert identity_fingerprint({"SOPS_AGE_KEY": "a"}) != identity_fingerprint({"SOPS_AGE_KEY": "b"})
+
+
+def test_entries_made_by_other_opening_code_do_not_vouch(
+    repo: Path, env: dict[str, str], opened: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler.load import decryption_memo
+
+    sources = [entry.split(":")[0] for entry in source_fingerprint(decryption_memo._OPENING_CODE)]
+    assert {"sops/tree.py", "sops/yamlv3/read.py", "load/sops_overlay.py", "load/decryption_memo.py"} <= set(
+        sources
+    )
+    assert not any("__pycache__" in s or not s.endswith(".py") for s in sources)
+    assert validate(repo, env).ok and validate(repo, env).ok and len(opened) == 1
+    edited = [*source_fingerprint(decryption_memo._OPENING_CODE), "sops/tree.py:1:1"]
+    monkeypatch.setattr(decryption_memo, "source_fingerprint", lambda names: edited)
+    assert validate(repo, env).ok and len(opened) == 2, "an entry of the old SOPS code vouched"
