@@ -139,28 +139,34 @@ def source_fingerprint(names: Sequence[str]) -> list[str]:
     """``path:size:mtime`` of linkctl's Python sources under ``names`` (files, or folders walked).
 
     What a cache entry's meaning depends on: an edited checkout, or another build under the
-    same version, is a new fingerprint, so its entries are misses.
+    same version, is a new fingerprint, so its entries are misses. Read on every warm run.
     """
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts: list[str] = []
     for name in names:
         top = os.path.join(package, name)
-        if os.path.isdir(top):
-            modules = [
-                os.path.join(folder, file)
-                for folder, _dirs, files in sorted(os.walk(top))
-                for file in sorted(files)
-                if file.endswith(".py")
-            ]
-        else:
-            modules = [top]
-        for module in modules:
-            try:
-                info = os.stat(module)
-            except OSError:
-                continue
-            parts.append(f"{os.path.relpath(module, package)}:{info.st_size}:{info.st_mtime_ns}")
+        try:
+            if os.path.isdir(top):
+                parts += _module_stamps(top, name)
+            else:
+                info = os.stat(top)
+                parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            continue
     return parts
+
+
+def _module_stamps(folder: str, shown: str) -> list[str]:
+    """``shown/file:size:mtime`` of each ``.py`` under ``folder``, sub-packages too (byte code not)."""
+    stamps: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.endswith(".py") and entry.is_file():
+                info = entry.stat()
+                stamps.append(f"{shown}/{entry.name}:{info.st_size}:{info.st_mtime_ns}")
+            elif entry.is_dir() and entry.name != "__pycache__":
+                stamps += _module_stamps(entry.path, f"{shown}/{entry.name}")
+    return stamps
 
 
 def _owned_privately(info: os.stat_result) -> bool:
