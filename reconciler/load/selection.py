@@ -17,7 +17,7 @@ from reconciler.load.documents import (
     SourceText,
 )
 from reconciler.load.parse import Parsed
-from reconciler.load.sops_overlay import decrypt_into, opaque_into
+from reconciler.load.sops_overlay import decrypt_into, opaque_into, sops_format
 
 if TYPE_CHECKING:
     from reconciler.load.decryption_memo import DecryptionMemo
@@ -66,8 +66,7 @@ def documents_of(
             if not ours:
                 result.skipped.append(f"{display}: {NOT_CHECKED_ENCRYPTED_API_VERSION}")
                 return
-            fmt = "json" if path.suffix.lower() == ".json" else "yaml"
-            if not opaque_into(display, text, documents, result, fmt=fmt):
+            if not opaque_into(display, text, documents, result, fmt=sops_format(path)):
                 return
         elif not ours:
             # apiVersion itself is encrypted (sops's default rule): only decryption can tell
@@ -80,7 +79,7 @@ def documents_of(
                 return
         else:
             opened = memo() if memo is not None else None
-            fmt = "json" if path.suffix.lower() == ".json" else "yaml"  # as decrypt_into reads it
+            fmt = sops_format(path)  # the memo key holds the format decrypt_into reads
             known = opened is not None and opened.opened_before(file_key, fmt)
             if known and _vouch_into(documents):
                 pass  # opened before with these identities: its ENC[...] values stand in for secrets

@@ -14,6 +14,11 @@ from reconciler.diagnostics import Path as JsonPath
 from reconciler.load.documents import Document, LoadResult, is_encrypted
 
 
+def sops_format(path: Path) -> str:
+    """The format a SOPS file is read as: JSON for a ``.json`` name, YAML otherwise."""
+    return "json" if path.suffix.lower() == ".json" else "yaml"
+
+
 def decrypt_into(
     display: str,
     path: Path,
@@ -33,7 +38,7 @@ def decrypt_into(
         plain = sops.decrypt_text(
             text,
             filename=display,
-            fmt="json" if path.suffix.lower() == ".json" else "yaml",
+            fmt=sops_format(path),
             env=env,
             ignore_mac=ignore_mac,
         )
