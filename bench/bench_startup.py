@@ -165,8 +165,10 @@ class Tree:
 
 
 # What the ``linkctl`` console script that pip writes runs (``python -m`` would add runpy's
-# imports, which an installed command does not pay).
-CONSOLE_SCRIPT = "import sys; from reconciler.cli import main; sys.exit(main())"
+# imports, which an installed command does not pay); a tree older than ``console_main`` ran main.
+CONSOLE_SCRIPT = (
+    "import sys; from reconciler import cli; sys.exit((getattr(cli, 'console_main', None) or cli.main)())"
+)
 # The interpreter every step runs with (see :func:`installed_like_python`).
 PYTHON = [sys.executable]
 

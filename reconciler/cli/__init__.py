@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 if TYPE_CHECKING:
     import argparse
@@ -109,8 +109,54 @@ def plain_token_args(words: Sequence[str]) -> argparse.Namespace | None:
     return cast("argparse.Namespace", parsed)
 
 
+def console_main() -> NoReturn:
+    """The ``linkctl`` console script (and ``python -m reconciler``): run, then end this process."""
+    code = main()
+    exit_without_teardown(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``linkctl`` console script."""
+    """Run one ``linkctl`` command (``argv``: default ``sys.argv[1:]``) and return its exit code."""
+    return _run(argv)
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process now with ``code``, as ``sys.exit`` would, but without the interpreter's teardown.
+
+    Tearing down frees every object one by one and runs a last full garbage collection:
+    6 ms after ``token``, about 40 ms after a plan of 10,000 links, for nothing anyone
+    sees. Exit handlers still run (store pools, logging) and output is flushed first.
+    This returns, and the ordinary exit takes over, when another thread is alive (a daemon
+    thread too, though only the others are joined), when output cannot be flushed (it
+    reports the broken pipe), and under a tracer, profiler, coverage or ``python -i``,
+    which write their results after the program has run.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    if sys.gettrace() or sys.getprofile() or sys.flags.inspect or "coverage" in sys.modules:
+        return
+    import atexit
+
+    if not _flushed():
+        return
+    atexit._run_exitfuncs()  # each handler runs once: the ordinary exit would find none left
+    if _flushed():  # what the handlers wrote
+        os._exit(code)
+
+
+def _flushed() -> bool:
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):  # a closed pipe or stream
+        return False
+    return True
+
+
+def _run(argv: Sequence[str] | None) -> int:
     # Every command may decrypt secrets (SOPS files, the store), so harden before any of them.
     disable_core_dumps()
     words = sys.argv[1:] if argv is None else list(argv)
@@ -132,4 +178,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -1,7 +1,5 @@
 """``python -m reconciler.cli`` runs the CLI (same as ``python -m reconciler``)."""
 
-import sys
+from reconciler.cli import console_main
 
-from reconciler.cli import main
-
-sys.exit(main())
+console_main()
