@@ -21,7 +21,7 @@ from reconciler.domain.owners import new_owner
 from reconciler.errors import LinkctlError
 from reconciler.keeper.refresh import refresh_batch
 from reconciler.keeper.report import SKIPPED, KeeperReport, Outcome
-from reconciler.keeper.timing import KeeperPolicy, Now, Sleep, backoff_delay
+from reconciler.keeper.timing import KeeperPolicy, Now, SendPace, Sleep, backoff_delay
 
 if TYPE_CHECKING:
     from reconciler.keeper.config import TokenClientLike
@@ -69,20 +69,36 @@ class Keeper:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.observe = observe
+        self.pace = SendPace()  # sizes the chunks: a slow provider gets fewer links per lease
         self._lock = threading.Lock()
 
     def _process(self, store: Store, names: list[str], owner: str) -> list[Outcome]:
         """Refresh a chunk of links (:func:`refresh_batch`); one outcome per distinct name."""
         try:
             outcomes = refresh_batch(
-                store, self.client, names, owner=owner, policy=self.policy, clock=self.clock, rng=self.rng
+                store,
+                self.client,
+                names,
+                owner=owner,
+                policy=self.policy,
+                clock=self.clock,
+                rng=self.rng,
+                pace=self.pace,
             )
         except LinkctlError as error:  # e.g. the store was busy: the leases (if any) simply expire
             log.warning("%d links: %s", len(names), error.message)
             outcomes = [Outcome(name, SKIPPED, message=error.message) for name in dict.fromkeys(names)]
+        except Exception as error:  # a bug: the chunk is skipped (its leases expire), the keeper goes on
+            # Only the type: the message of an arbitrary exception may quote a secret.
+            log.error("%d links: internal error %s (a bug in linkctl)", len(names), type(error).__name__)
+            message = f"internal error: {type(error).__name__}"
+            outcomes = [Outcome(name, SKIPPED, message=message) for name in dict.fromkeys(names)]
         if self.observe is not None:
-            for outcome in outcomes:
-                self.observe(outcome)
+            try:
+                for outcome in outcomes:
+                    self.observe(outcome)
+            except Exception as error:  # counting for /metrics must not stop the refreshes
+                log.error("observing outcomes failed: %s (a bug in linkctl)", type(error).__name__)
         return outcomes
 
     def _finish(self, report: KeeperReport) -> KeeperReport:
@@ -110,9 +126,9 @@ class Keeper:
         report = KeeperReport()
         seen: set[str] = set()
         outstanding = 0  # names handed to the pool whose outcomes have not come back yet
-        keep_busy = self.policy.chunk * self.workers
         with _Pool(self) as pool:
             for _ in range(max_rounds):
+                keep_busy = self.pace.chunk(self.policy) * self.workers  # about a chunk each
                 # Names still queued are due and unleased, so the query returns them again:
                 # ask for that many more to find ``batch`` new ones.
                 due = self.store.due_links(self.clock(), limit=self.policy.batch + outstanding)
@@ -170,6 +186,20 @@ class Keeper:
         return wait
 
 
+WORKER_STORE_FAILED = "the worker could not open its store connection; will retry"
+
+
+def _open_worker_store(factory: Callable[[], Store]) -> Store | None:
+    """A worker thread's own store, or ``None`` (logged) when it cannot be opened now."""
+    try:
+        return factory()
+    except LinkctlError as error:
+        log.warning("a keeper worker could not open the store: %s", error.message)
+    except Exception as error:  # not a traceback per chunk: the type says enough to report it
+        log.error("a keeper worker could not open the store: %s", type(error).__name__)
+    return None
+
+
 def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
     """Wait until ``stop`` or ``wake`` is set or ``seconds`` passed; consume the wake-up."""
     deadline = time.monotonic() + seconds
@@ -184,8 +214,11 @@ def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
 class _Pool:
     """Worker threads, each with its own store and lease owner id; names in, outcomes out.
 
-    Names are handed to workers in chunks of at most ``policy.chunk`` (spread over the
-    workers), each refreshed by :func:`refresh_batch` with a few store transactions.
+    Names are handed to workers in chunks of at most ``policy.chunk`` and at most what the
+    keeper's :class:`~reconciler.keeper.timing.SendPace` says can be sent under one lease
+    (spread over the workers), each refreshed by :func:`refresh_batch` with a few store
+    transactions. With one worker and no store factory the chunks run inline, each sized
+    with the pace the one before it measured.
     """
 
     def __init__(self, keeper: Keeper) -> None:
@@ -207,51 +240,67 @@ class _Pool:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """The workers finish what is queued (after an exception: what they started), then stop."""
+        if exc[0] is not None:
+            self.cancel_pending()
         for _ in self._threads:
             self._inbox.put(None)
         for thread in self._threads:
             thread.join()
 
     def _work(self) -> None:
-        assert self._keeper.store_factory is not None
-        store = self._keeper.store_factory()
+        factory = self._keeper.store_factory
+        assert factory is not None
         owner = new_owner("keeper")
+        store: Store | None = None
         try:
             while True:
                 names = self._inbox.get()
                 if names is None:
                     return
                 try:
-                    outcomes = self._keeper._process(store, names, owner)
+                    if store is None:
+                        store = _open_worker_store(factory)
+                    outcomes = (
+                        self._keeper._process(store, names, owner)
+                        if store is not None
+                        else [Outcome(name, SKIPPED, message=WORKER_STORE_FAILED) for name in names]
+                    )
                 finally:
                     with self._lock:
                         self._busy.difference_update(names)
                 self._outbox.put(outcomes)
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
-    def _chunks(self, names: list[str]) -> list[list[str]]:
+    def _chunk_size(self, count: int) -> int:
         workers = 1 if self._inline else self._keeper.workers
-        size = max(1, min(self._keeper.policy.chunk, -(-len(names) // workers)))
-        return [names[i : i + size] for i in range(0, len(names), size)]
+        return max(1, min(self._keeper.pace.chunk(self._keeper.policy), -(-count // workers)))
 
     def submit(self, names: Iterable[str]) -> None:
         """Queue names (or process them inline with one worker and no factory)."""
-        fresh: list[str] = []
         with self._lock:
-            for name in dict.fromkeys(names):
-                if name not in self._busy:
-                    self._busy.add(name)
-                    fresh.append(name)
-        for chunk in self._chunks(fresh):
-            if self._inline:
-                try:
-                    self._outbox.put(self._keeper._process(self._keeper.store, chunk, new_owner("keeper")))
-                finally:
-                    with self._lock:
-                        self._busy.difference_update(chunk)
-                continue
-            self._inbox.put(chunk)
+            fresh = [n for n in dict.fromkeys(names) if n not in self._busy]
+            self._busy.update(fresh)
+        if self._inline:
+            try:
+                while fresh:
+                    size = self._chunk_size(len(fresh))  # with the pace the last chunk measured
+                    chunk, fresh = fresh[:size], fresh[size:]
+                    try:
+                        outcomes = self._keeper._process(self._keeper.store, chunk, new_owner("keeper"))
+                        self._outbox.put(outcomes)
+                    finally:
+                        with self._lock:
+                            self._busy.difference_update(chunk)
+            finally:
+                with self._lock:
+                    self._busy.difference_update(fresh)
+            return
+        size = self._chunk_size(len(fresh))
+        for index in range(0, len(fresh), size):
+            self._inbox.put(fresh[index : index + size])
 
     def collect(self, count: int) -> list[Outcome]:
         """Wait for at least ``count`` more outcomes (whole chunks of names submitted earlier)."""

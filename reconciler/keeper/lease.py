@@ -37,6 +37,7 @@ from reconciler.keeper.report import FAILED, OBTAINED, REFRESHED, SKIPPED, Outco
 from reconciler.keeper.timing import (
     KeeperPolicy,
     Now,
+    SendPace,
     backoff_delay,
     inactivity_days,
     is_due,
@@ -85,12 +86,13 @@ def run_leased(
     clock: Now,
     rng: random.Random,
     only_if_due: bool,
+    pace: SendPace | None = None,
 ) -> dict[str, Attempt]:
     """Refresh (or obtain) the tokens of grants whose leases ``owner`` holds; every lease ends.
 
     ``only_if_due`` re-checks each grant first (another process may have refreshed it
     since it was listed) and gives back the lease of one that is no longer due.
-    Returns one attempt per grant, by link name.
+    ``pace`` is told how long the requests took. Returns one attempt per grant, by link name.
     """
     attempts: dict[str, Attempt] = {}
     jobs: list[_Job] = []
@@ -130,7 +132,7 @@ def run_leased(
             attempts[job.grant.link_name] = Attempt(
                 Outcome(job.grant.link_name, SKIPPED, message=fenced.message)
             )
-    commits = _send_all(
+    commits, sent, spent = _send_all(
         client,
         marked,
         failures,
@@ -140,6 +142,8 @@ def run_leased(
         rng=rng,
     )
     _finish(store, commits, failures, attempts, owner=owner, clock=clock)
+    if pace is not None:  # after the commit: nothing may stand between the answers and it
+        pace.record(sent, spent)
     return attempts
 
 
@@ -152,9 +156,13 @@ def _send_all(
     policy: KeeperPolicy,
     clock: Now,
     rng: random.Random,
-) -> list[tuple[TokenCommit, _Job]]:
-    """Send the marked requests in order until the send deadline; answers stay in memory."""
+) -> tuple[list[tuple[TokenCommit, _Job]], int, float]:
+    """Send the marked requests in order until the send deadline; answers stay in memory.
+
+    Returns the answers to commit, and how many requests were sent in how many seconds.
+    """
     commits: list[tuple[TokenCommit, _Job]] = []
+    sent, spent = 0, 0.0
     for index, job in enumerate(marked):
         if clock() > deadline:
             # Out of lease time: the rest is not sent, so their refresh tokens are certainly
@@ -176,6 +184,8 @@ def _send_all(
         job.sent_at = clock()
         result = _send(client, job.config, job.grant, cc=job.cc)
         now = clock()
+        # A request takes at most about the timeout: more (or less than 0) is the clock jumping.
+        sent, spent = sent + 1, spent + max(0.0, min(now - job.sent_at, policy.http_timeout))
         if isinstance(result, tuple):
             error, lost = result
             record = _failure_record(
@@ -184,7 +194,7 @@ def _send_all(
             failures.append((record, job, error))
         else:
             commits.append((_token_commit(job.grant, job.link, result, cc=job.cc, now=now, rng=rng), job))
-    return commits
+    return commits, sent, spent
 
 
 def _finish(

@@ -12,7 +12,7 @@ from reconciler.keeper.report import SKIPPED, Outcome
 if TYPE_CHECKING:
     from reconciler.domain.grants import Grant
     from reconciler.keeper.config import TokenClientLike
-    from reconciler.keeper.timing import KeeperPolicy, Now
+    from reconciler.keeper.timing import KeeperPolicy, Now, SendPace
     from reconciler.store.base import Store
 
 __all__ = ["refresh_batch", "refresh_leased", "refresh_link"]
@@ -29,16 +29,17 @@ def refresh_batch(
     policy: KeeperPolicy,
     clock: Now,
     rng: random.Random,
+    pace: SendPace | None = None,
 ) -> list[Outcome]:
     """Refresh what is still due among ``names``: one transaction to lease them all, then the protocol.
 
-    Links whose lease is held elsewhere are skipped. Returns one outcome per distinct
-    name, in input order.
+    Links whose lease is held elsewhere are skipped; ``pace`` learns how long requests take.
+    Returns one outcome per distinct name, in input order.
     """
     order = list(dict.fromkeys(names))
     leased = store.acquire_leases(order, owner=owner, ttl=policy.lease_ttl, now=clock())
     attempts = run_leased(
-        store, client, leased, owner=owner, policy=policy, clock=clock, rng=rng, only_if_due=True
+        store, client, leased, owner=owner, policy=policy, clock=clock, rng=rng, only_if_due=True, pace=pace
     )
     return [
         attempt.outcome if (attempt := attempts.get(name)) else Outcome(name, SKIPPED, message=LEASE_HELD)

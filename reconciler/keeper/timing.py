@@ -1,4 +1,4 @@
-"""Every timing rule of the keeper: due or not, next refresh, backoff, send deadline, keep-alive.
+"""Every timing rule of the keeper: due or not, next refresh, backoff, send deadline and pace, keep-alive.
 
 The refresh schedule itself (:func:`next_refresh_time`, :func:`keepalive_interval`, the
 due rule :func:`due_at` and their constants) is defined in :mod:`reconciler.domain.schedule`,
@@ -10,6 +10,7 @@ randomness are injected (``Now``, ``Sleep``, ``random.Random``) so tests control
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ __all__ = [
     "KEEPALIVE",
     "KeeperPolicy",
     "Now",
+    "SendPace",
     "Sleep",
     "access_lifetime",
     "access_valid_for",
@@ -87,6 +89,51 @@ def send_deadline(policy: KeeperPolicy, lease_expires_at: float) -> float:
     margin (``lease_ttl - http_timeout``) is kept for the commit.
     """
     return lease_expires_at - policy.http_timeout - (policy.lease_ttl - policy.http_timeout) / 2
+
+
+class SendPace:
+    """How long one token request takes, so that a chunk holds no more links than can be sent.
+
+    A chunk's requests go one after another between the mark and :func:`send_deadline`, a
+    window of ``(lease_ttl - http_timeout) / 2``; a link still waiting at the deadline is
+    recorded as not sent and waits for a later round (``keeper --once``: the next run). So
+    the keeper leases as many links as the measured pace fits in :data:`HEADROOM` of that
+    window. The pace follows a slower provider at once (a chunk that would not fit is worse
+    than a small one) and a faster one gradually; before the first timed request a chunk
+    holds at most :data:`FIRST_CHUNK` links. One pace serves all providers: chunks are made
+    of names, before their links (and endpoints) are read.
+
+    Shared by the worker threads of one keeper without a lock: two records at once may keep
+    only one of them, which costs a sample, never a wrong chunk.
+    """
+
+    FIRST_CHUNK = 8
+    HEADROOM = 0.8  # of the send window: requests vary, and a few slower ones must still fit
+    SPEED_UP = 0.25  # how far one faster chunk moves the pace towards its own
+
+    def __init__(self) -> None:
+        """No request timed yet."""
+        self._seconds: float | None = None  # per request
+
+    def record(self, sent: int, seconds: float) -> None:
+        """``sent`` requests of one chunk took ``seconds`` in all (the keeper's clock)."""
+        if sent < 1 or not math.isfinite(seconds) or seconds < 0:  # nothing sent, a clock gone back
+            return
+        each, before = seconds / sent, self._seconds
+        if before is None or each > before:
+            self._seconds = each
+        else:
+            self._seconds = before + self.SPEED_UP * (each - before)
+
+    def chunk(self, policy: KeeperPolicy) -> int:
+        """Links to lease for the next chunk: ``policy.chunk`` at most, never fewer than one."""
+        seconds = self._seconds
+        if seconds is None:
+            return min(policy.chunk, self.FIRST_CHUNK)
+        fits = self.HEADROOM * send_deadline(policy, policy.lease_ttl)  # the window after a mark at 0
+        if seconds * policy.chunk <= fits:
+            return policy.chunk
+        return max(1, min(policy.chunk, int(fits / seconds)))
 
 
 def access_valid_for(grant: Grant, now: float) -> float | None:
