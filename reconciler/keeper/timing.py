@@ -131,9 +131,9 @@ class SendPace:
         if seconds is None:
             return min(policy.chunk, self.FIRST_CHUNK)
         fits = self.HEADROOM * send_deadline(policy, policy.lease_ttl)  # the window after a mark at 0
-        if seconds * policy.chunk <= fits:
+        if seconds * policy.chunk <= fits:  # a stopped clock (0 s) too
             return policy.chunk
-        return max(1, min(policy.chunk, int(fits / seconds)))
+        return max(1, int(fits / seconds))
 
 
 def access_valid_for(grant: Grant, now: float) -> float | None:

@@ -103,7 +103,7 @@ def test_a_slow_provider_has_every_due_link_refreshed_in_one_run(
     assert provider.refresh_count() == len(names) and not provider.revoked
 
 
-# -- the pool: chunks sized when taken ---------------------------------------------------------
+# -- the pool: chunks cut with the pace when names are handed over ------------------------------
 class _Recorder:
     """Stands in for the keeper's chunk refresh: records each chunk, optionally held on an event."""
 
