@@ -189,15 +189,47 @@ class Keeper:
 WORKER_STORE_FAILED = "the worker could not open its store connection; will retry"
 
 
-def _open_worker_store(factory: Callable[[], Store]) -> Store | None:
-    """A worker thread's own store, or ``None`` (logged) when it cannot be opened now."""
-    try:
-        return factory()
-    except LinkctlError as error:
-        log.warning("a keeper worker could not open the store: %s", error.message)
-    except Exception as error:  # not a traceback per chunk: the type says enough to report it
-        log.error("a keeper worker could not open the store: %s", type(error).__name__)
-    return None
+class _WorkerStore:
+    """A worker thread's own store, opened on first use; after a failure, retried with backoff.
+
+    While the backoff lasts :meth:`get` returns ``None`` at once, without a new attempt or
+    a log line, so a store that will not open costs one warning per attempt, not one per chunk.
+    """
+
+    def __init__(
+        self, factory: Callable[[], Store], rng: random.Random, monotonic: Now = time.monotonic
+    ) -> None:
+        self._factory = factory
+        self._rng = rng
+        self._monotonic = monotonic
+        self._store: Store | None = None
+        self._failures = 0  # consecutive failed attempts
+        self._retry_at = 0.0  # monotonic time of the next attempt
+
+    def get(self) -> Store | None:
+        """The open store, or ``None`` when it cannot be opened now (logged once per attempt)."""
+        if self._store is not None or self._monotonic() < self._retry_at:
+            return self._store
+        try:
+            self._store = self._factory()
+        except LinkctlError as error:
+            level, reason = logging.WARNING, error.message
+        except Exception as error:  # not a traceback per attempt: the type says enough to report it
+            level, reason = logging.ERROR, type(error).__name__
+        else:
+            self._failures = 0
+            return self._store
+        delay = backoff_delay(self._failures, retry_after=None, rng=self._rng, base=0.5, cap=10.0)
+        self._failures += 1
+        self._retry_at = self._monotonic() + delay
+        log.log(level, "a keeper worker could not open the store (retrying in %.1f s): %s", delay, reason)
+        return None
+
+    def close(self) -> None:
+        """Close the store if it was opened."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
@@ -252,15 +284,14 @@ class _Pool:
         factory = self._keeper.store_factory
         assert factory is not None
         owner = new_owner("keeper")
-        store: Store | None = None
+        worker_store = _WorkerStore(factory, self._keeper.rng)
         try:
             while True:
                 names = self._inbox.get()
                 if names is None:
                     return
                 try:
-                    if store is None:
-                        store = _open_worker_store(factory)
+                    store = worker_store.get()
                     outcomes = (
                         self._keeper._process(store, names, owner)
                         if store is not None
@@ -271,8 +302,7 @@ class _Pool:
                         self._busy.difference_update(names)
                 self._outbox.put(outcomes)
         finally:
-            if store is not None:
-                store.close()
+            worker_store.close()
 
     def _chunk_size(self, count: int) -> int:
         workers = 1 if self._inline else self._keeper.workers

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from reconciler import keeper
-from reconciler.keeper.daemon import _Pool
+from reconciler.keeper.daemon import _Pool, _WorkerStore
 from reconciler.keeper.report import Outcome
 from reconciler.keeper.timing import SendPace, send_deadline
 from reconciler.store.base import Store
@@ -274,3 +274,62 @@ def test_a_worker_that_cannot_open_its_store_skips_and_run_once_still_returns(
     )
     report = k.run_once()
     assert sorted(report.skipped) == ["a", "b"] and not report.refreshed
+
+
+def test_a_store_that_will_not_open_is_retried_with_backoff_not_at_every_chunk(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    calls: list[float] = []
+
+    def flaky() -> Store:
+        calls.append(now[0])
+        if len(calls) < 3:
+            raise OSError("no connection")
+        return store
+
+    worker_store = _WorkerStore(flaky, random.Random(3), monotonic=lambda: now[0])
+    with caplog.at_level("WARNING", logger="linkctl.keeper"):
+        assert worker_store.get() is None
+        for _ in range(50):  # chunks during the backoff: no attempt, no log line
+            now[0] += 0.01
+            assert worker_store.get() is None
+        assert len(calls) == 1
+        while len(calls) < 3:  # the next attempts come after at least a second each
+            now[0] += 0.1
+            got = worker_store.get()
+    assert got is store and worker_store.get() is store and len(calls) == 3
+    assert calls[1] - calls[0] >= 1.0 and calls[2] - calls[1] >= 1.0
+    failures = [r for r in caplog.records if "could not open the store" in r.getMessage()]
+    assert len(failures) == 2 and all("retrying in" in r.getMessage() for r in failures)
+
+
+def test_the_daemon_does_not_log_an_unopenable_store_at_every_round(
+    store: Store, provider: RotatingProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    _due(store, provider, clock, ["a", "b", "c"])
+    attempts: list[None] = []
+
+    def unopenable() -> Store:
+        attempts.append(None)
+        raise OSError("no connection")
+
+    k = keeper.Keeper(
+        store,
+        provider,  # type: ignore[arg-type]
+        store_factory=unopenable,
+        workers=2,
+        policy=POLICY,
+        clock=clock,
+        rng=random.Random(3),
+    )
+    stop = threading.Event()
+    timer = threading.Timer(0.8, stop.set)  # about 16 rounds of 50 ms, each handing over a, b and c
+    timer.start()
+    with caplog.at_level("WARNING", logger="linkctl.keeper"):
+        report = k.run_forever(stop)
+    timer.join()
+    assert not report.refreshed
+    assert 1 <= len(attempts) <= 2  # one attempt per worker: the backoff lasts at least a second
+    assert sum("could not open the store" in r.getMessage() for r in caplog.records) == len(attempts)
