@@ -15,11 +15,13 @@ no double refresh). ``--trace-memory`` adds a second, untimed run under tracemal
 (it slows Python down several times, so it never runs in the timed pass). Run::
 
     python bench/bench_keeper.py [--links 10000] [--workers 1,2] [--rounds 3] [--chunk 50] [--client-loop]
-                                 [--latency SECONDS]
+                                 [--latency SECONDS] [--daemon]
 
 ``--latency`` makes the endpoint answer like a remote provider (e.g. 0.25): then a chunk's
 requests outlast one send deadline, and the store check shows whether every link was
-still refreshed in the one run.
+still refreshed in the one run. ``--daemon`` runs the daemon's loop (``linkctl keeper``)
+instead of ``keeper --once`` until every link is refreshed: the backlog is handed to the
+workers round by round, so it shows how whole the chunks stay under a backlog.
 
 The host's speed drifts by tens of percent between minutes, so the baseline and the keeper
 run in alternating rounds and each ratio compares a keeper run with the baseline run just
@@ -42,6 +44,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -189,9 +192,13 @@ def _verify(store: Store, n: int, issued: list[str]) -> dict[str, int]:
 
 
 def _keeper_child(
-    n: int, workers: int, chunk: int, endpoint: str, issued_path: str, trace: bool, out: Any
+    n: int, workers: int, chunk: int, endpoint: str, issued_path: str, trace: bool, out: Any, daemon: bool
 ) -> None:
-    """In a fresh process: populate, refresh everything due, measure, verify; results to ``out``."""
+    """In a fresh process: populate, refresh everything due, measure, verify; results to ``out``.
+
+    ``daemon``: the daemon's loop (``run_forever``, stopped once all ``n`` are refreshed)
+    instead of ``run_once``: a backlog handed over round by round, as ``linkctl keeper`` does.
+    """
     with tempfile.TemporaryDirectory(prefix="linkctl-bench-") as tmp:
         settings = _settings(Path(tmp))
         store = open_store(settings, notice=lambda _: None)
@@ -199,18 +206,42 @@ def _keeper_child(
         assert len(store.due_links(time.time(), limit=n + 1)) == n
         Path(issued_path).write_text("")
         client = TokenClient(timeout=10, keepalive=True, max_connections=max(workers, 1))
+        stop, counted, lock = threading.Event(), [0], threading.Lock()
+
+        def count(outcome: keeper.Outcome) -> None:
+            with lock:
+                counted[0] += outcome.result == keeper.REFRESHED
+                if counted[0] >= n:
+                    stop.set()
+
         runner = keeper.Keeper(
             store,
             client,
             store_factory=lambda: open_store(settings, notice=lambda _: None),
             workers=workers,
             policy=keeper.KeeperPolicy(batch=1000, chunk=chunk),
+            observe=count if daemon else None,
         )
+        # Each chunk costs three store transactions (lease, mark, commit): counted, not changed.
+        chunks: list[int] = []
+        process = runner._process
+
+        def counting(store: Store, names: list[str], owner: str) -> list[keeper.Outcome]:
+            chunks.append(len(names))
+            return process(store, names, owner)
+
+        runner._process = counting  # type: ignore[method-assign]
         if trace:
             tracemalloc.start()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         cpu0, t0 = _cpu(), time.perf_counter()
-        report = runner.run_once()
+        if daemon:
+            give_up = threading.Timer(600, stop.set)
+            give_up.start()
+            report = runner.run_forever(stop)
+            give_up.cancel()
+        else:
+            report = runner.run_once()
         elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         if trace:
@@ -229,6 +260,7 @@ def _keeper_child(
             "verify": check,
             "seconds": elapsed,
             "per_second": refreshed / elapsed,
+            "chunks": len(chunks),
             "cpu_ms_per_refresh": 1000 * cpu / max(refreshed, 1),
             "max_rss_mib": maxrss,
             "rss_before_run_mib": rss0,
@@ -238,12 +270,21 @@ def _keeper_child(
 
 
 def bench_keeper(
-    n: int, workers: int, endpoint: str, issued_path: str, *, chunk: int = 50, trace: bool = False
+    n: int,
+    workers: int,
+    endpoint: str,
+    issued_path: str,
+    *,
+    chunk: int = 50,
+    trace: bool = False,
+    daemon: bool = False,
 ) -> dict[str, Any]:
     """Refresh n due links with the Keeper (real store, leases, fencing, durable commits)."""
     ctx = multiprocessing.get_context("spawn")
     out: Any = ctx.Queue()
-    child = ctx.Process(target=_keeper_child, args=(n, workers, chunk, endpoint, issued_path, trace, out))
+    child = ctx.Process(
+        target=_keeper_child, args=(n, workers, chunk, endpoint, issued_path, trace, out, daemon)
+    )
     child.start()
     result: dict[str, Any] = out.get(timeout=1800)
     child.join()
@@ -345,6 +386,11 @@ def main() -> int:
         action="store_true",
         help="also time the keeper's HTTP path alone (TokenClient(keepalive=True), no store)",
     )
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="run the keeper's daemon loop (linkctl keeper) until all are refreshed, not keeper --once",
+    )
     args = parser.parse_args()
     rounds: list[dict[str, Any]] = []
     traced = None
@@ -363,7 +409,7 @@ def main() -> int:
                     this["token_client"] = bench_token_client(args.baseline or args.links, endpoint)
                 for workers in args.workers:
                     this[f"keeper_{workers}"] = bench_keeper(
-                        args.links, workers, endpoint, issued_path, chunk=args.chunk
+                        args.links, workers, endpoint, issued_path, chunk=args.chunk, daemon=args.daemon
                     )
                 rounds.append(this)
             if args.trace_memory:
@@ -374,7 +420,8 @@ def main() -> int:
             server.terminate()
             server.join()
     print(f"machine: {os.uname().nodename}, {os.cpu_count()} cpus, python {sys.version.split()[0]}")
-    print(f"{len(rounds)} rounds, each: the baseline, then the keeper with {args.workers} worker(s)")
+    mode = "daemon loop (linkctl keeper)" if args.daemon else "run_once (keeper --once)"
+    print(f"{len(rounds)} rounds, each: the baseline, then the keeper's {mode} with {args.workers} worker(s)")
     if args.latency:
         print(f"endpoint latency {args.latency * 1000:.0f} ms per answer, chunk {args.chunk}")
     for index, this in enumerate(rounds, 1):
@@ -390,6 +437,7 @@ def main() -> int:
             kept = this[f"keeper_{workers}"]
             line += (
                 f"; keeper w={workers} {kept['per_second']:.0f}/s, {kept['cpu_ms_per_refresh']:.2f} ms CPU,"
+                f" {kept['chunks']} chunks,"
                 f" max RSS {kept['max_rss_mib']:.0f} MiB"
             )
         print(line)

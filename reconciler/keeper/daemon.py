@@ -31,6 +31,11 @@ __all__ = ["Keeper"]
 
 log = logging.getLogger("linkctl.keeper")
 
+# A store that could not be read (the daemon's loop) or opened (a worker's connection) is
+# tried again after a full-jitter backoff growing from this base to this cap (at least 1 s).
+STORE_RETRY_BASE = 0.5
+STORE_RETRY_CAP = 10.0
+
 _WAITING_OR_BROKEN = (
     GrantStatus.NEEDS_AUTHORIZATION,
     GrantStatus.PENDING_CREDENTIALS,
@@ -153,9 +158,9 @@ class Keeper:
         treats its request as a lost response.
         """
         report = KeeperReport()
-        wake = threading.Event()  # set by a work notification (PostgreSQL LISTEN), if the store has them
+        wake = threading.Event()  # set by a worker with room for more, or a work notification (LISTEN)
         unreachable = 0  # consecutive rounds the store could not be read
-        with self.store.listen_for_work(wake.set), _Pool(self) as pool:
+        with self.store.listen_for_work(wake.set), _Pool(self, on_room=wake.set) as pool:
             while not stop.is_set():
                 for outcome in pool.drain():
                     report.add(outcome)
@@ -163,26 +168,46 @@ class Keeper:
                     wait = self._round(pool)
                     unreachable = 0
                 except LinkctlError as error:  # the store's own reconnects gave up: back off, go on
-                    wait = backoff_delay(unreachable, retry_after=None, rng=self.rng, base=0.5, cap=10.0)
+                    wait = backoff_delay(
+                        unreachable,
+                        retry_after=None,
+                        rng=self.rng,
+                        base=STORE_RETRY_BASE,
+                        cap=STORE_RETRY_CAP,
+                    )
                     unreachable += 1
                     log.warning("the store is unreachable (retrying in %.1f s): %s", wait, error.message)
-                _wait(stop, wake, max(wait, 0.02))
+                _wait(stop, wake, wait)
             pool.cancel_pending()
         for outcome in pool.drain():
             report.add(outcome)
         return self._finish(report)
 
     def _round(self, pool: _Pool) -> float:
-        """Hand what is due to the workers; how long to wait before the next look."""
+        """Hand what is due to the workers; how long to wait before the next look.
+
+        Names are handed over only when no chunk waits for a worker, so each hand-over is a
+        whole batch cut into full chunks. Looking every few milliseconds and handing over the
+        handful that became due meanwhile cut chunks of one or two links under a backlog,
+        each costing a chunk's three transactions. While the workers have work, the pool
+        wakes the daemon (``on_room``) once a worker has taken the last queued chunk or has
+        finished one; the wait returned here is only the longest it sleeps without that.
+        """
+        if pool.pending():
+            return self.policy.poll_interval
+        # A chunk in each worker's hands and one queued behind it, cut with the pace measured
+        # now (before the first timed request, small chunks: not a whole batch of them).
+        wanted = min(self.policy.batch, self.pace.chunk(self.policy) * self.workers * 2)
         busy = pool.busy()
-        names = [n for n in self.store.due_links(self.clock(), limit=self.policy.batch) if n not in busy]
+        due = self.store.due_links(self.clock(), limit=wanted + len(busy))
+        names = [n for n in due if n not in busy][:wanted]
         pool.submit(names)
+        if due:  # handed over, or all in the workers' hands: a worker taking or finishing work wakes us
+            return self.policy.poll_interval
         next_due = self.store.next_due_at()
         wait = self.policy.poll_interval
         if next_due is not None:
             wait = min(wait, max(next_due - self.clock(), 0.0))
-        if pool.pending():
-            wait = min(wait, 0.05)
         return wait
 
 
@@ -219,7 +244,9 @@ class _WorkerStore:
         else:
             self._failures = 0
             return self._store
-        delay = backoff_delay(self._failures, retry_after=None, rng=self._rng, base=0.5, cap=10.0)
+        delay = backoff_delay(
+            self._failures, retry_after=None, rng=self._rng, base=STORE_RETRY_BASE, cap=STORE_RETRY_CAP
+        )
         self._failures += 1
         self._retry_at = self._monotonic() + delay
         log.log(level, "a keeper worker could not open the store (retrying in %.1f s): %s", delay, reason)
@@ -232,14 +259,22 @@ class _WorkerStore:
             self._store = None
 
 
+# The shortest time between two looks at the store, woken or not: whatever wakes the daemon
+# (a notification, a worker finishing chunks that left their links due), it queries the
+# store at most 50 times a second.
+MIN_ROUND_GAP = 0.02
+
+
 def _wait(stop: threading.Event, wake: threading.Event, seconds: float) -> None:
-    """Wait until ``stop`` or ``wake`` is set or ``seconds`` passed; consume the wake-up."""
-    deadline = time.monotonic() + seconds
+    """Wait until ``stop`` or ``wake`` is set or ``seconds`` passed (at least :data:`MIN_ROUND_GAP`)."""
+    stop.wait(MIN_ROUND_GAP)
+    deadline = time.monotonic() + seconds - MIN_ROUND_GAP
     while not stop.is_set() and not wake.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        stop.wait(min(left, 0.1))  # a wake-up ends the wait within 0.1 s
+        # A wake-up (a worker with room, a notification) ends the wait at once; a stop within 0.1 s.
+        wake.wait(min(left, 0.1))
     wake.clear()
 
 
@@ -253,8 +288,10 @@ class _Pool:
     with the pace the one before it measured.
     """
 
-    def __init__(self, keeper: Keeper) -> None:
+    def __init__(self, keeper: Keeper, *, on_room: Callable[[], object] | None = None) -> None:
+        """``on_room`` is called when the daemon may hand over more: see :meth:`_room`."""
         self._keeper = keeper
+        self._on_room = on_room
         self._inbox: queue.Queue[list[str] | None] = queue.Queue()
         # One item per chunk: a waiting caller wakes once per chunk, not once per link.
         self._outbox: queue.Queue[list[Outcome]] = queue.Queue()
@@ -290,19 +327,31 @@ class _Pool:
                 names = self._inbox.get()
                 if names is None:
                     return
+                store = None
                 try:
                     store = worker_store.get()
-                    outcomes = (
-                        self._keeper._process(store, names, owner)
-                        if store is not None
-                        else [Outcome(name, SKIPPED, message=WORKER_STORE_FAILED) for name in names]
-                    )
+                    if store is None:
+                        outcomes = [Outcome(name, SKIPPED, message=WORKER_STORE_FAILED) for name in names]
+                    else:
+                        self._room(finished=False)
+                        outcomes = self._keeper._process(store, names, owner)
                 finally:
                     with self._lock:
                         self._busy.difference_update(names)
                 self._outbox.put(outcomes)
+                if store is not None:
+                    self._room(finished=True)
         finally:
             worker_store.close()
+
+    def _room(self, *, finished: bool) -> None:
+        """Tell the daemon it may hand over more: a chunk finished, or the last queued one was taken.
+
+        Not for chunks skipped because the worker's store would not open: those would wake
+        the daemon to hand the same names over again at once, while the store backs off.
+        """
+        if self._on_room is not None and (finished or self._inbox.empty()):
+            self._on_room()
 
     def _chunk_size(self, count: int) -> int:
         workers = 1 if self._inline else self._keeper.workers
@@ -324,6 +373,7 @@ class _Pool:
                     finally:
                         with self._lock:
                             self._busy.difference_update(chunk)
+                    self._room(finished=True)
             finally:
                 with self._lock:
                     self._busy.difference_update(fresh)

@@ -55,3 +55,13 @@ def test_bench_keeper_runs_at_small_n() -> None:
         assert f"store check, keeper w={workers}, every round: 30/30 grants healthy" in out
         assert f"ratio keeper w={workers} / baseline (same round): throughput median" in out
     assert out.count("all done, no lost grant, no double refresh") == 2
+
+
+def test_bench_keeper_runs_the_daemon_loop_at_small_n() -> None:
+    done = _run_bench(
+        "bench_keeper.py", "--links", "30", "--rounds", "1", "--workers", "2", "--daemon", timeout=180
+    )
+    out = done.stdout
+    assert "the keeper's daemon loop (linkctl keeper) with [2] worker(s)" in out
+    assert "store check, keeper w=2, every round: 30/30 grants healthy" in out, out
+    assert "all done, no lost grant, no double refresh" in out and " chunks," in out

@@ -29,6 +29,12 @@ def _due(store: Store, provider: RotatingProvider, clock: FakeClock, names: list
     clock.advance(55)
 
 
+def _keeper(store: Store, provider: RotatingProvider, **kwargs: object) -> keeper.Keeper:
+    """A keeper with this module's policy and a seeded random source (``kwargs`` override)."""
+    options: dict[str, object] = {"policy": POLICY, "rng": random.Random(3), **kwargs}
+    return keeper.Keeper(store, provider, **options)  # type: ignore[arg-type]
+
+
 def test_before_any_request_is_timed_a_chunk_is_small() -> None:
     assert SendPace().chunk(POLICY) == SendPace.FIRST_CHUNK
     assert SendPace().chunk(dataclasses.replace(POLICY, chunk=3)) == 3
@@ -90,14 +96,7 @@ def test_a_slow_provider_has_every_due_link_refreshed_in_one_run(
     names = [f"l{i:03}" for i in range(300)]
     _due(store, provider, clock, names)
     provider.faults.extend([lambda link: clock.advance(0.25)] * len(names))
-    k = keeper.Keeper(
-        store,
-        provider,  # type: ignore[arg-type]
-        policy=POLICY,
-        clock=clock,
-        sleep=clock.sleep,
-        rng=random.Random(3),
-    )
+    k = _keeper(store, provider, clock=clock, sleep=clock.sleep)
     report = k.run_once()
     assert sorted(report.refreshed) == names and not report.skipped and report.ok
     assert provider.refresh_count() == len(names) and not provider.revoked
@@ -219,15 +218,9 @@ def test_an_unexpected_error_in_a_worker_neither_kills_it_nor_hangs_run_once(
             raised.append(outcome.name)
             raise RuntimeError("a message that must not be logged")
 
-    k = keeper.Keeper(
-        store,
-        provider,  # type: ignore[arg-type]
-        store_factory=open_store,
-        workers=2,
-        policy=dataclasses.replace(POLICY, chunk=3),
-        clock=clock,
-        rng=random.Random(3),
-        observe=observe,
+    policy = dataclasses.replace(POLICY, chunk=3)
+    k = _keeper(
+        store, provider, store_factory=open_store, workers=2, policy=policy, clock=clock, observe=observe
     )
     k.pace.record(3, 0.0)
     report = k.run_once()
@@ -246,7 +239,7 @@ def test_a_bug_in_a_chunk_refresh_skips_that_chunk_and_logs_only_the_type(
         raise RuntimeError("a message that must not be logged")
 
     monkeypatch.setattr(daemon, "refresh_batch", bug)
-    k = keeper.Keeper(store, provider, policy=POLICY)  # type: ignore[arg-type]
+    k = _keeper(store, provider)
     outcomes = k._process(store, ["a", "b", "a"], "K")
     assert [(o.name, o.result, o.message) for o in outcomes] == [
         ("a", keeper.SKIPPED, "internal error: RuntimeError"),
@@ -263,15 +256,7 @@ def test_a_worker_that_cannot_open_its_store_skips_and_run_once_still_returns(
     def unopenable() -> Store:
         raise OSError("no connection")
 
-    k = keeper.Keeper(
-        store,
-        provider,  # type: ignore[arg-type]
-        store_factory=unopenable,
-        workers=2,
-        policy=POLICY,
-        clock=clock,
-        rng=random.Random(3),
-    )
+    k = _keeper(store, provider, store_factory=unopenable, workers=2, clock=clock)
     report = k.run_once()
     assert sorted(report.skipped) == ["a", "b"] and not report.refreshed
 
@@ -315,15 +300,7 @@ def test_the_daemon_does_not_log_an_unopenable_store_at_every_round(
         attempts.append(None)
         raise OSError("no connection")
 
-    k = keeper.Keeper(
-        store,
-        provider,  # type: ignore[arg-type]
-        store_factory=unopenable,
-        workers=2,
-        policy=POLICY,
-        clock=clock,
-        rng=random.Random(3),
-    )
+    k = _keeper(store, provider, store_factory=unopenable, workers=2, clock=clock)
     stop = threading.Event()
     timer = threading.Timer(0.8, stop.set)  # about 16 rounds of 50 ms, each handing over a, b and c
     timer.start()
@@ -333,3 +310,42 @@ def test_the_daemon_does_not_log_an_unopenable_store_at_every_round(
     assert not report.refreshed
     assert 1 <= len(attempts) <= 2  # one attempt per worker: the backoff lasts at least a second
     assert sum("could not open the store" in r.getMessage() for r in caplog.records) == len(attempts)
+
+
+def test_the_daemon_under_a_backlog_hands_over_whole_chunks_not_the_handful_due_meanwhile(
+    open_store: Callable[[], Store], provider: RotatingProvider
+) -> None:
+    """600 due links, 2 workers, 2 ms a request: full chunks of 50 after the first of each worker.
+
+    Looking every 50 ms and cutting whatever had become due meanwhile into chunks spread
+    over the workers made chunks of a few links under a backlog, each with a chunk's three
+    transactions.
+    """
+    store = open_store()
+    clock = FakeClock()
+    names = [f"l{i:03}" for i in range(600)]
+    _due(store, provider, clock, names)
+    provider.faults.extend([lambda link: time.sleep(0.002)] * len(names))
+    k = _keeper(store, provider, clock=clock, store_factory=open_store, workers=2)
+    chunks: list[int] = []
+    process = k._process
+
+    def recording(store: Store, chunk: list[str], owner: str) -> list[Outcome]:
+        chunks.append(len(chunk))
+        outcomes = process(store, chunk, owner)
+        if provider.refresh_count() >= len(names):
+            stop.set()
+        return outcomes
+
+    k._process = recording  # type: ignore[method-assign,assignment]
+    stop = threading.Event()
+    timer = threading.Timer(60, stop.set)
+    timer.start()
+    try:
+        report = k.run_forever(stop)
+    finally:
+        timer.cancel()
+    assert sorted(report.refreshed) == names and provider.refresh_count() == len(names)
+    # Small chunks only until a request is timed (8 each, two workers' worth at a time) and a tail.
+    assert sum(1 for size in chunks if size < POLICY.chunk) <= 8, chunks
+    assert len(chunks) <= len(names) // POLICY.chunk + 8, chunks
