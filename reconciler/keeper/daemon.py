@@ -186,12 +186,13 @@ class Keeper:
     def _round(self, pool: _Pool) -> float:
         """Hand what is due to the workers; how long to wait before the next look.
 
-        Names are handed over only when no chunk waits for a worker, so each hand-over is a
-        whole batch cut into full chunks. Looking every few milliseconds and handing over the
-        handful that became due meanwhile cut chunks of one or two links under a backlog,
-        each costing a chunk's three transactions. While the workers have work, the pool
-        wakes the daemon (``on_room``) once a worker has taken the last queued chunk or has
-        finished one; the wait returned here is only the longest it sleeps without that.
+        Names are handed over only when no chunk waits for a worker, so each hand-over is
+        enough for full chunks (a chunk per worker and one queued behind it). Looking every
+        few milliseconds and handing over the handful that became due meanwhile cut chunks
+        of one or two links under a backlog, each costing a chunk's three transactions.
+        While the workers have work, the pool wakes the daemon (``on_room``) once a worker
+        has taken the last queued chunk or has finished one; the wait returned here is only
+        the longest it sleeps without that.
         """
         if pool.pending():
             return self.policy.poll_interval
