@@ -203,7 +203,7 @@ class Keeper:
         due = self.store.due_links(self.clock(), limit=wanted + len(busy))
         names = [n for n in due if n not in busy][:wanted]
         pool.submit(names)
-        if due:  # handed over, or all in the workers' hands: a worker taking or finishing work wakes us
+        if names:  # a worker taking or finishing these wakes us
             return self.policy.poll_interval
         next_due = self.store.next_due_at()
         wait = self.policy.poll_interval

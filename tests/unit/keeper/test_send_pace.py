@@ -300,14 +300,25 @@ def test_the_daemon_does_not_log_an_unopenable_store_at_every_round(
         attempts.append(None)
         raise OSError("no connection")
 
-    k = _keeper(store, provider, store_factory=unopenable, workers=2, clock=clock)
+    # Skipped chunks wake nothing, so a short poll makes the rounds: each hands over a, b and c.
+    policy = dataclasses.replace(POLICY, poll_interval=0.02)
+    k = _keeper(store, provider, store_factory=unopenable, workers=2, clock=clock, policy=policy)
+    rounds: list[None] = []
+    due_links = store.due_links
+
+    def counted_due_links(now: float, *, limit: int) -> list[str]:
+        rounds.append(None)
+        return due_links(now, limit=limit)
+
+    store.due_links = counted_due_links  # type: ignore[method-assign]
     stop = threading.Event()
-    timer = threading.Timer(0.8, stop.set)  # about 16 rounds of 50 ms, each handing over a, b and c
+    timer = threading.Timer(0.8, stop.set)
     timer.start()
     with caplog.at_level("WARNING", logger="linkctl.keeper"):
         report = k.run_forever(stop)
     timer.join()
     assert not report.refreshed
+    assert len(rounds) >= 8  # rounds of about 40 ms, each handing the links over again
     assert 1 <= len(attempts) <= 2  # one attempt per worker: the backoff lasts at least a second
     assert sum("could not open the store" in r.getMessage() for r in caplog.records) == len(attempts)
 
