@@ -177,6 +177,11 @@ class Keeper:
                     )
                     unreachable += 1
                     log.warning("the store is unreachable (retrying in %.1f s): %s", wait, error.message)
+                    # The whole backoff: a worker finishing a chunk (failed, most likely) or a
+                    # notification must not bring the next look, and its warning, sooner.
+                    stop.wait(wait)
+                    wake.clear()
+                    continue
                 _wait(stop, wake, wait)
             pool.cancel_pending()
         for outcome in pool.drain():
@@ -232,6 +237,10 @@ class _WorkerStore:
         self._failures = 0  # consecutive failed attempts
         self._retry_at = 0.0  # monotonic time of the next attempt
 
+    def retry_in(self) -> float:
+        """Seconds until the next attempt to open the store may be made (0: now)."""
+        return max(0.0, self._retry_at - self._monotonic())
+
     def get(self) -> Store | None:
         """The open store, or ``None`` when it cannot be opened now (logged once per attempt)."""
         if self._store is not None or self._monotonic() < self._retry_at:
@@ -286,7 +295,8 @@ class _Pool:
     keeper's :class:`~reconciler.keeper.timing.SendPace` says can be sent under one lease
     (spread over the workers), each refreshed by :func:`refresh_batch` with a few store
     transactions. With one worker and no store factory the chunks run inline, each sized
-    with the pace the one before it measured.
+    with the pace the one before it measured. A worker whose store will not open hands its
+    chunks back to the others while it backs off, as long as another store may be open.
     """
 
     def __init__(self, keeper: Keeper, *, on_room: Callable[[], object] | None = None) -> None:
@@ -300,6 +310,11 @@ class _Pool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._inline = keeper.workers == 1 and keeper.store_factory is None
+        # Workers whose last attempt to open their store failed, and a condition on which such
+        # a worker sits out its backoff while another may take the chunks (:meth:`_hand_back`).
+        self._down = 0
+        self._changed = threading.Condition(self._lock)
+        self._closing = False
 
     def __enter__(self) -> _Pool:
         if not self._inline:
@@ -313,6 +328,9 @@ class _Pool:
         """The workers finish what is queued (after an exception: what they started), then stop."""
         if exc[0] is not None:
             self.cancel_pending()
+        with self._changed:
+            self._closing = True  # a worker sitting out its backoff takes its stop at once
+            self._changed.notify_all()
         for _ in self._threads:
             self._inbox.put(None)
         for thread in self._threads:
@@ -323,14 +341,19 @@ class _Pool:
         assert factory is not None
         owner = new_owner("keeper")
         worker_store = _WorkerStore(factory, self._keeper.rng)
+        down = False  # counted in self._down
         try:
             while True:
                 names = self._inbox.get()
                 if names is None:
                     return
-                store = None
+                store = worker_store.get()
+                if (store is None) != down:
+                    down = store is None
+                    self._count_down(+1 if down else -1)
+                if down and self._hand_back(names, worker_store):
+                    continue
                 try:
-                    store = worker_store.get()
                     if store is None:
                         outcomes = [Outcome(name, SKIPPED, message=WORKER_STORE_FAILED) for name in names]
                     else:
@@ -343,7 +366,34 @@ class _Pool:
                 if store is not None:
                     self._room(finished=True)
         finally:
+            if not down:
+                self._count_down(+1)  # a worker that has stopped takes no chunk: hand none to it
             worker_store.close()
+
+    def _count_down(self, change: int) -> None:
+        with self._changed:
+            self._down += change
+            self._changed.notify_all()
+
+    def _hand_back(self, names: list[str], worker_store: _WorkerStore) -> bool:
+        """Queue a chunk again for another worker and sit out this one's store backoff.
+
+        Skipping it instead would leave its links for a later round (``keeper --once``: the
+        next run) although another worker's store may be open. When every worker's store
+        failed, nothing is handed back (False: the chunk is skipped), so ``--once`` ends.
+        """
+        with self._changed:
+            if self._down >= self._keeper.workers or self._closing:
+                return False
+            self._inbox.put(names)
+            deadline = time.monotonic() + worker_store.retry_in()
+            # Until the backoff ends, the pool closes, or every other store has failed too.
+            while not self._closing and self._down < self._keeper.workers:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            return True
 
     def _room(self, *, finished: bool) -> None:
         """Tell the daemon it may hand over more: a chunk finished, or the last queued one was taken.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import threading
@@ -259,6 +260,81 @@ def test_a_worker_that_cannot_open_its_store_skips_and_run_once_still_returns(
     k = _keeper(store, provider, store_factory=unopenable, workers=2, clock=clock)
     report = k.run_once()
     assert sorted(report.skipped) == ["a", "b"] and not report.refreshed
+
+
+def test_a_worker_whose_store_will_not_open_leaves_its_chunks_to_one_whose_store_did(
+    open_store: Callable[[], Store], provider: RotatingProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One of two workers cannot connect (a connection limit, say): ``--once`` still refreshes all.
+
+    The worker used to take its share of the chunks and skip them during its backoff, so
+    about half the links waited for the next run although the other worker was connected.
+    """
+    store = open_store()
+    clock = FakeClock()
+    names = [f"l{i:02}" for i in range(40)]
+    _due(store, provider, clock, names)
+    opened: list[bool] = []
+    lock = threading.Lock()
+
+    def first_fails() -> Store:
+        with lock:
+            opened.append(not opened)
+            if opened[-1]:
+                raise OSError("too many connections")
+        return open_store()
+
+    policy = dataclasses.replace(POLICY, chunk=4)  # ten chunks for two workers
+    k = _keeper(store, provider, store_factory=first_fails, workers=2, clock=clock, policy=policy)
+    with caplog.at_level("WARNING", logger="linkctl.keeper"):
+        report = k.run_once()
+    assert sorted(report.refreshed) == names and not report.skipped
+    # Only the first attempt failed: no chunk waited for the first worker's second attempt.
+    assert opened[0] and not any(opened[1:])
+    assert sum("could not open the store" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_daemon_sits_out_its_store_backoff_whatever_wakes_it(
+    store: Store, provider: RotatingProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Wake-ups (workers finishing failed chunks, notifications) do not bring the next look sooner."""
+    from reconciler.errors import StateError
+
+    looks: list[None] = []
+
+    def unreachable(now: float, *, limit: int) -> list[str]:
+        looks.append(None)
+        raise StateError("the database is unreachable")
+
+    wakes: list[Callable[[], None]] = []
+
+    def listen(wake: Callable[[], None]) -> contextlib.nullcontext[None]:
+        wakes.append(wake)
+        return contextlib.nullcontext()
+
+    store.due_links = unreachable  # type: ignore[method-assign]
+    store.listen_for_work = listen  # type: ignore[method-assign]
+    k = _keeper(store, provider, rng=random.Random(0))
+    stop = threading.Event()
+
+    def keep_waking() -> None:
+        while not stop.wait(0.005):
+            for wake in wakes:
+                wake()
+
+    waker = threading.Thread(target=keep_waking)
+    waker.start()
+    timer = threading.Timer(0.6, stop.set)
+    timer.start()
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="linkctl.keeper"):
+        k.run_forever(stop)
+    took = time.monotonic() - started
+    timer.join()
+    waker.join()
+    assert wakes and len(looks) == 1  # the backoff is at least a second
+    assert took < 0.9  # and a stop still ends it at once
+    assert sum("the store is unreachable" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_a_store_that_will_not_open_is_retried_with_backoff_not_at_every_chunk(
