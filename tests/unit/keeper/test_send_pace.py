@@ -267,8 +267,8 @@ def test_a_worker_whose_store_will_not_open_leaves_its_chunks_to_one_whose_store
 ) -> None:
     """One of two workers cannot connect (a connection limit, say): ``--once`` still refreshes all.
 
-    The worker used to take its share of the chunks and skip them during its backoff, so
-    about half the links waited for the next run although the other worker was connected.
+    The worker used to take chunks and skip them during its backoff: on the old code it
+    skipped all 40 links here while the other worker was still opening its store.
     """
     store = open_store()
     clock = FakeClock()
