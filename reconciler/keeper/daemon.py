@@ -220,6 +220,10 @@ class Keeper:
 WORKER_STORE_FAILED = "the worker could not open its store connection; will retry"
 
 
+class _HandedBack(list[str]):
+    """A chunk queued again by a worker whose store would not open (handed back only once)."""
+
+
 class _WorkerStore:
     """A worker thread's own store, opened on first use; after a failure, retried with backoff.
 
@@ -328,9 +332,7 @@ class _Pool:
         """The workers finish what is queued (after an exception: what they started), then stop."""
         if exc[0] is not None:
             self.cancel_pending()
-        with self._changed:
-            self._closing = True  # a worker sitting out its backoff takes its stop at once
-            self._changed.notify_all()
+        self._close()
         for _ in self._threads:
             self._inbox.put(None)
         for thread in self._threads:
@@ -370,6 +372,12 @@ class _Pool:
                 self._count_down(+1)  # a worker that has stopped takes no chunk: hand none to it
             worker_store.close()
 
+    def _close(self) -> None:
+        """Hand nothing back from now on; a worker sitting out its backoff takes its stop at once."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+
     def _count_down(self, change: int) -> None:
         with self._changed:
             self._down += change
@@ -379,13 +387,15 @@ class _Pool:
         """Queue a chunk again for another worker and sit out this one's store backoff.
 
         Skipping it instead would leave its links for a later round (``keeper --once``: the
-        next run) although another worker's store may be open. When every worker's store
-        failed, nothing is handed back (False: the chunk is skipped), so ``--once`` ends.
+        next run) although another worker's store may be open. Nothing is handed back (False:
+        the chunk is skipped) when every worker's store failed, so ``--once`` ends, or when the
+        chunk was handed back once already: during an outage a chunk would otherwise go from
+        worker to worker, each spending a whole failed connection attempt on it.
         """
         with self._changed:
-            if self._down >= self._keeper.workers or self._closing:
+            if self._down >= self._keeper.workers or self._closing or isinstance(names, _HandedBack):
                 return False
-            self._inbox.put(names)
+            self._inbox.put(_HandedBack(names))
             deadline = time.monotonic() + worker_store.retry_in()
             # Until the backoff ends, the pool closes, or every other store has failed too.
             while not self._closing and self._down < self._keeper.workers:
@@ -460,6 +470,7 @@ class _Pool:
 
     def cancel_pending(self) -> None:
         """Drop queued names that no worker started (stop taking new work)."""
+        self._close()  # first: a chunk handed back meanwhile would be queued after this drain
         while True:
             try:
                 names = self._inbox.get_nowait()

@@ -294,6 +294,37 @@ def test_a_worker_whose_store_will_not_open_leaves_its_chunks_to_one_whose_store
     assert sum("could not open the store" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_during_an_outage_a_chunk_is_handed_back_once_not_from_worker_to_worker(
+    store: Store, provider: RotatingProvider, clock: FakeClock
+) -> None:
+    """Four workers, every store failing slowly, one due link: two attempts, not one per worker."""
+    _due(store, provider, clock, ["a"])
+    attempts: list[None] = []
+
+    def slow_to_fail() -> Store:
+        attempts.append(None)
+        time.sleep(0.05)  # a connect timeout, shortened
+        raise OSError("connection timed out")
+
+    k = _keeper(store, provider, store_factory=slow_to_fail, workers=4, clock=clock)
+    report = k.run_once()
+    assert report.skipped == ["a"] and len(attempts) == 2
+
+
+def test_nothing_is_handed_back_once_queued_work_is_cancelled(
+    store: Store, provider: RotatingProvider
+) -> None:
+    """A stop drops the queued chunks; a chunk handed back after that would be refreshed anyway."""
+
+    def unopenable() -> Store:
+        raise OSError("no connection")
+
+    pool = _Pool(_keeper(store, provider, store_factory=unopenable, workers=2))
+    pool.cancel_pending()
+    assert not pool._hand_back(["a"], _WorkerStore(unopenable, random.Random(3)))
+    assert not pool.pending()
+
+
 def test_the_daemon_sits_out_its_store_backoff_whatever_wakes_it(
     store: Store, provider: RotatingProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
