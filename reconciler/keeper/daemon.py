@@ -396,13 +396,10 @@ class _Pool:
             if self._down >= self._keeper.workers or self._closing or isinstance(names, _HandedBack):
                 return False
             self._inbox.put(_HandedBack(names))
-            deadline = time.monotonic() + worker_store.retry_in()
             # Until the backoff ends, the pool closes, or every other store has failed too.
-            while not self._closing and self._down < self._keeper.workers:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            self._changed.wait_for(
+                lambda: self._closing or self._down >= self._keeper.workers, timeout=worker_store.retry_in()
+            )
             return True
 
     def _room(self, *, finished: bool) -> None:
